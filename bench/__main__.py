@@ -1,0 +1,172 @@
+"""``python -m bench`` (``make bench``): run every scenario against the native stack.
+
+Sets up its own databases and vhost (``webhooks_bench``, ``webhooks_producer_bench``),
+migrates them, starts the scheduler and delivery workers (and, for the ingest scenario, the
+API, the people producer and the outbox relay) with the run's settings, runs the scenarios,
+stops everything it started (always: on failure and Ctrl-C too), writes
+``docs/bench/results.json`` and ``docs/bench/bench.png`` (and a copy of both under
+``var/bench/<time>/``, with the processes' logs), and ends with exactly one line::
+
+    bench: deliveries_per_s=N raw_per_s=N ratio=R p50_ms=N p99_ms=N
+
+``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=throughput,latency`` runs some scenarios;
+see :class:`bench.scenarios.BenchConfig` for every knob.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from bench import probes, scenarios, seed
+from bench.receiver import DEFAULT_SEED, RunningReceiver
+from bench.report import bench_line, write_chart
+from bench.stack import (
+    REPO,
+    ServiceNames,
+    Stack,
+    base_env,
+    code_version,
+    reset_services,
+    stopping_on_signals,
+)
+
+SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
+    ("raw", scenarios.scenario_raw),
+    ("throughput", scenarios.scenario_throughput),
+    ("latency", scenarios.scenario_latency),
+    ("fanout", scenarios.scenario_fanout),
+    ("isolation", scenarios.scenario_isolation),
+    ("backlog", scenarios.scenario_backlog),
+    ("ingest", scenarios.scenario_ingest),
+]
+
+
+def engine_settings() -> dict[str, str]:
+    """Platform settings of the run (``WEBHOOKS_*`` without the prefix)."""
+    return {
+        "admin_token": scenarios.ADMIN_TOKEN,
+        # The isolation scenario's endpoint "times out (10 s)".
+        "read_timeout_seconds": "10",
+        "total_timeout_seconds": "12",
+        "log_level": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "log_format": "console",
+    }
+
+
+def main() -> int:
+    """Run the benchmark; 0 when every scenario ran."""
+    config = scenarios.BenchConfig.from_env()
+    only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
+    names = ServiceNames()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = REPO / "var" / "bench" / stamp
+    docs_dir = REPO / "docs" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = base_env(names, **engine_settings())
+    results: dict[str, Any] = {
+        "started": stamp,
+        "config": config.__dict__,
+        "code": code_version(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        },
+    }
+    errors: dict[str, str] = {}
+    stack = Stack(out_dir / "logs")
+    receiver = RunningReceiver(
+        out_dir / "receipts",
+        processes=config.receiver_processes,
+        hang_seconds=60,
+        seed=os.environ.get("BENCH_SECRET_SEED", DEFAULT_SEED),
+    )
+    with stopping_on_signals():
+        try:
+            print(f"bench: preparing {names.database} and vhost {names.vhost}", flush=True)
+            reset_services(names, env)
+            engine = seed.make_engine(names.database_url)
+            receiver.start()
+            bench = scenarios.Bench(
+                config=config,
+                stack=stack,
+                env=env,
+                engine=engine,
+                receiver=receiver,
+                application_id=seed.create_application(engine, "bench"),
+                out_dir=out_dir,
+                results=results,
+            )
+            results["probes"] = probes.measure(names.broker_url, engine)
+            scenarios.start_engine(bench)
+            results["memory_at_start"] = bench.memory()
+            for name, scenario in SCENARIOS:
+                if only and name not in only:
+                    continue
+                print(f"bench: {name} ...", flush=True)
+                started = time.monotonic()
+                try:
+                    results[name] = scenario(bench)
+                except Exception as exc:  # noqa: BLE001 - one failed scenario must not hide the others
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+                    traceback.print_exc()
+                print(
+                    f"bench: {name} done in {time.monotonic() - started:.0f} s: "
+                    f"{_summary(results.get(name))}",
+                    flush=True,
+                )
+        except KeyboardInterrupt:
+            errors["interrupted"] = "stopped by a signal"
+        except Exception as exc:  # noqa: BLE001 - reported in the result file and the exit code
+            errors["setup"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        finally:
+            stack.stop()
+            receiver.stop()
+    results["errors"] = errors
+    results["finished"] = time.strftime("%Y%m%d-%H%M%S")
+    (out_dir / "results.json").write_text(scenarios.dump(results))
+    try:
+        write_chart(results, out_dir / "bench.png")
+    except Exception as exc:  # noqa: BLE001 - the numbers matter more than the picture
+        print(f"bench: chart not written: {exc}", file=sys.stderr)
+    if os.environ.get("BENCH_NO_DOCS", "0") in {"", "0"}:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "bench.png"):
+            if (out_dir / name).exists():
+                shutil.copy(out_dir / name, docs_dir / name)
+    if errors:
+        print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
+    print(bench_line(results), flush=True)
+    return 1 if errors else 0
+
+
+def _summary(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "failed"
+    keys = (
+        "raw_per_s",
+        "deliveries_per_s",
+        "p50_ms",
+        "p99_ms",
+        "seconds_to_last_receipt",
+        "relative_to_throughput",
+        "memory_after",
+    )
+    shown = {k: result[k] for k in keys if k in result}
+    if "http" in result:
+        shown["http_events_per_s"] = result["http"]["events_per_s"]
+    if "producer" in result:
+        shown["producer_events_per_s"] = result["producer"]["events_per_s"]
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The benchmark receiver records, verifies and misbehaves as its paths say; the raw sender
+posts signed bodies it accepts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from standardwebhooks import Webhook
+
+from bench.raw import RAW_ID_PREFIX, send_raw
+from bench.receiver import Behaviour, RunningReceiver, derive_secret, signature_valid
+
+SEED = "test-seed"
+
+
+@pytest.fixture(params=[1, 2], ids=["one-process", "two-processes"])
+def receiver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningReceiver]:
+    running = RunningReceiver(tmp_path / "recv", processes=request.param, hang_seconds=2, seed=SEED)
+    with running:
+        yield running
+
+
+def signed_headers(path: str, msg_id: str, body: bytes) -> dict[str, str]:
+    """Headers as the official Standard Webhooks library signs them."""
+    webhook = Webhook(derive_secret(SEED, path))
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": webhook.sign(msg_id, now, body.decode()),
+    }
+
+
+def test_signature_check_agrees_with_the_official_library() -> None:
+    body = b'{"type":"a.b","timestamp":"2026-01-01T00:00:00Z","data":{}}'
+    headers = signed_headers("/r/ok/x", "msg_1", body)
+    secret = derive_secret(SEED, "/r/ok/x")
+    args = ("msg_1", headers["webhook-timestamp"], body)
+    assert signature_valid(secret, *args, headers["webhook-signature"])
+    assert not signature_valid(derive_secret(SEED, "/r/ok/y"), *args, headers["webhook-signature"])
+    # A rotation header carries two signatures; one match is enough.
+    rotated = "v1,AAAA " + headers["webhook-signature"]
+    assert signature_valid(secret, *args, rotated)
+
+
+def test_behaviour_is_read_from_the_path() -> None:
+    assert Behaviour.parse("/r/ok/a") == Behaviour()
+    assert Behaviour.parse("/r/fail20-hang5/a") == Behaviour(fail_ratio=0.2, hang_ratio=0.05)
+    assert Behaviour.parse("/r/timeout/a").hang_ratio == 1.0
+    assert Behaviour.parse("/r/delay250/a").delay_seconds == 0.25
+    assert Behaviour.parse("/elsewhere") == Behaviour()
+
+
+def test_receipts_record_id_path_signature_and_answer(receiver: RunningReceiver) -> None:
+    body = json.dumps({"type": "a.b", "data": {"n": 1}}).encode()
+    with requests.Session() as http:
+        good = http.post(
+            receiver.url("/r/ok/a"), data=body, headers=signed_headers("/r/ok/a", "msg_a", body)
+        )
+        forged = signed_headers("/r/ok/b", "msg_b", body)
+        bad = http.post(receiver.url("/r/ok/a"), data=body, headers=forged)
+        failing = http.post(
+            receiver.url("/r/fail100/c"),
+            data=body,
+            headers=signed_headers("/r/fail100/c", "msg_c", body),
+        )
+        unsigned = http.post(receiver.url("/r/ok/d"), data=body)
+    assert [good.status_code, bad.status_code, failing.status_code] == [200, 200, 500]
+    assert unsigned.status_code == 200
+
+    receipts = {r.webhook_id: r for r in receiver.receipts()}
+    assert receipts["msg_a"].path == "/r/ok/a"
+    assert (receipts["msg_a"].signature, receipts["msg_a"].status) == (1, 200)
+    assert receipts["msg_a"].accepted
+    assert (receipts["msg_b"].signature, receipts["msg_b"].status) == (0, 200)
+    assert (receipts["msg_c"].signature, receipts["msg_c"].status) == (1, 500)
+    assert not receipts["msg_c"].accepted
+    assert receipts[""].signature == -1
+    stats = receiver.stats()
+    assert stats["received"] == 4
+    assert stats["ok"] == 3
+    assert stats["bad_signature"] == 1
+
+
+def test_a_hanging_path_never_answers(receiver: RunningReceiver) -> None:
+    body = b"{}"
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            receiver.url("/r/timeout/z"),
+            data=body,
+            headers=signed_headers("/r/timeout/z", "msg_z", body),
+            timeout=(2, 0.3),
+        )
+    [receipt] = receiver.receipts()
+    assert (receipt.webhook_id, receipt.status, receipt.signature) == ("msg_z", 0, 1)
+
+
+def test_raw_sender_posts_signed_bodies_round_robin(receiver: RunningReceiver) -> None:
+    paths = ["/r/ok/a", "/r/ok/b"]
+    result = send_raw(
+        receiver.url(""), paths, [b'{"a":1}', b'{"b":2}'], seed=SEED, seconds=5, max_requests=40
+    )
+    assert (result.sent, result.ok) == (40, 40)
+    assert result.per_second > 0
+    receipts = receiver.receipts()
+    assert len(receipts) == 40
+    assert all(r.signature == 1 and r.status == 200 for r in receipts)
+    assert all(r.webhook_id.startswith(RAW_ID_PREFIX) for r in receipts)
+    assert {r.path for r in receipts} == set(paths)

@@ -1,0 +1,20 @@
+"""gunicorn settings of the people demo producer: `gunicorn -c event-producer/gunicorn.conf.py`.
+
+One worker with threads, so its Prometheus metrics live in one process (no multiprocess
+directory needed); access and error lines go through the platform's structured logging.
+"""
+
+from webhooks_core.logging import logging_config
+from webhooks_core.settings import Settings
+
+_settings = Settings.from_env()
+
+wsgi_app = "producer.app:create_app()"
+bind = "127.0.0.1:8001"
+workers = 1
+threads = 4
+accesslog = "-"
+control_socket_disable = True  # several gunicorns may share a host
+logconfig_dict = logging_config(
+    "producer", log_format=_settings.log_format, level=_settings.log_level
+)

@@ -1,0 +1,358 @@
+"""The outbox relay: publishes committed outbox rows to RabbitMQ and marks them sent.
+
+``python -m outbox.relay`` runs it against ``WEBHOOKS_PRODUCER_DATABASE_URL`` (or
+``--database-url``) and ``WEBHOOKS_BROKER_URL``, with Prometheus metrics on port 9103.
+
+Each round claims up to a batch of unsent rows with ``FOR UPDATE SKIP LOCKED`` (so several
+relays share the work without sending a row twice at the same time), publishes each one to
+the ``webhooks.events`` topic exchange (routing key = event type, persistent, confirmed by
+the broker) and marks the batch sent in the same transaction.  A relay that dies after
+publishing and before committing leaves its rows unsent and unlocked: they are published
+again, and ingestion deduplicates them by event id (at least once, never lost).
+
+It sleeps on ``LISTEN webhooks_outbox`` (``outbox.publish`` notifies at commit), so an event
+leaves within milliseconds, with a poll every ``outbox_poll_seconds`` as a fallback.  When
+RabbitMQ or the database is unreachable it backs off and retries; producers keep committing
+rows meanwhile and the backlog drains when the broker returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+import amqp.exceptions  # type: ignore[import-untyped,unused-ignore]
+import psycopg2  # type: ignore[import-untyped,unused-ignore]
+import psycopg2.extensions  # type: ignore[import-untyped,unused-ignore]
+from kombu import Connection
+from kombu.exceptions import KombuError
+from prometheus_client import Gauge, start_http_server
+from sqlalchemy import Engine, create_engine, func, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.schema import NOTIFY_CHANNEL, OUTBOX
+from outbox.topology import DECLARATIONS, EVENTS_EXCHANGE
+from webhooks_core.logging import configure_logging
+from webhooks_core.observability import OUTBOX_PUBLISHED
+from webhooks_core.settings import Settings, SettingsError, redact_url
+
+log = logging.getLogger("outbox.relay")
+
+DEFAULT_METRICS_PORT = 9103
+
+OUTBOX_BACKLOG = Gauge(
+    "webhooks_outbox_backlog",
+    "Outbox rows committed by producers and not yet confirmed by RabbitMQ.",
+    multiprocess_mode="max",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "webhooks_outbox_oldest_age_seconds",
+    "Age of the oldest unsent outbox row (0 when the backlog is empty).",
+    multiprocess_mode="max",
+)
+
+# What a lost or refusing broker raises while connecting or publishing.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    KombuError,
+    amqp.exceptions.AMQPError,
+    amqp.exceptions.MessageNacked,
+)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One unsent event as stored."""
+
+    id: int
+    event_id: str
+    event_type: str
+    body: str
+
+
+class EventPublisher(Protocol):
+    """Where the relay sends events; returns only once the broker has taken the message."""
+
+    def publish(self, row: OutboxRow) -> None:
+        """Publish one event, confirmed, or raise."""
+
+    def close(self) -> None:
+        """Drop the connection (a later publish reconnects)."""
+
+
+class RabbitPublisher:
+    """Publishes to the events exchange with publisher confirms over one kombu connection."""
+
+    def __init__(self, broker_url: str, *, connect_timeout: float = 5.0) -> None:
+        self._url = broker_url
+        self._connect_timeout = connect_timeout
+        self._connection: Any = None
+        self._producer: Any = None
+
+    def _connect(self) -> Any:
+        if self._producer is None:
+            connection = Connection(
+                self._url,
+                connect_timeout=self._connect_timeout,
+                transport_options={"confirm_publish": True},
+            )
+            connection.connect()
+            channel = connection.channel()
+            for entity in DECLARATIONS:
+                entity(channel).declare()
+            self._connection = connection
+            self._producer = connection.Producer(channel)
+            log.info("connected to RabbitMQ at %s", redact_url(self._url))
+        return self._producer
+
+    def publish(self, row: OutboxRow) -> None:
+        """Publish ``row`` persistently with its event type as routing key; wait for the ack."""
+        self._connect().publish(
+            row.body.encode(),
+            exchange=EVENTS_EXCHANGE,
+            routing_key=row.event_type,
+            delivery_mode=2,
+            content_type="application/json",
+            content_encoding="utf-8",
+            message_id=row.event_id,
+            retry=False,
+            # A broker that stops answering must not hang the relay: time out, reconnect.
+            timeout=self._connect_timeout,
+            confirm_timeout=self._connect_timeout,
+        )
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors of a connection that is already gone."""
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is not None:
+            try:
+                connection.close()
+            except BROKER_ERRORS:
+                log.debug("error closing a broken connection", exc_info=True)
+
+
+class Backoff:
+    """Exponential backoff with jitter between ``base`` and ``cap`` seconds."""
+
+    def __init__(self, base: float = 0.2, cap: float = 30.0) -> None:
+        self._base, self._cap, self._failures = base, cap, 0
+
+    def next(self) -> float:
+        """The next delay to wait."""
+        delay = min(self._cap, self._base * float(2**self._failures))
+        self._failures += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        """Start from ``base`` again after a success."""
+        self._failures = 0
+
+
+class Waker:
+    """Waits for a NOTIFY on the outbox channel, or at most ``timeout`` seconds."""
+
+    def __init__(self, dsn: str | None) -> None:
+        self._dsn = dsn
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def _listen(self) -> psycopg2.extensions.connection | None:
+        if self._conn is None and self._dsn is not None:
+            try:
+                conn = psycopg2.connect(self._dsn, connect_timeout=5)
+                conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+                with conn.cursor() as cursor:
+                    cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self._conn = conn
+            except psycopg2.Error as exc:
+                log.warning("cannot LISTEN for outbox commits (%s); polling", exc)
+        return self._conn
+
+    def start(self) -> None:
+        """LISTEN before the first round, so no commit after it goes unnoticed."""
+        self._listen()
+
+    def wait(self, timeout: float) -> None:
+        """Return when a commit was notified (possibly already) or after ``timeout``."""
+        conn = self._listen()
+        if conn is None:
+            time.sleep(timeout)
+            return
+        try:
+            conn.poll()
+            if not conn.notifies:
+                select.select([conn], [], [], timeout)
+                conn.poll()
+            conn.notifies.clear()
+        except (psycopg2.Error, OSError) as exc:
+            log.warning("lost the LISTEN connection (%s); reconnecting", exc)
+            self.close()
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                log.debug("error closing the LISTEN connection", exc_info=True)
+
+
+class Relay:
+    """Moves committed outbox rows to RabbitMQ; run one or several against one database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        publisher: EventPublisher,
+        *,
+        batch_size: int = 100,
+        poll_seconds: float = 1.0,
+        listen_dsn: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._waker = Waker(listen_dsn)
+        self._gauges_at = 0.0
+
+    def relay_batch(self) -> int:
+        """Claim, publish and mark sent one batch; return how many rows were sent.
+
+        Rows stay locked (and unsent) until the commit at the end: an error or a crash in
+        between releases them for the next round or another relay.
+        """
+        with self._engine.begin() as conn:
+            claimed = conn.execute(
+                sql_select(OUTBOX.c.id, OUTBOX.c.event_id, OUTBOX.c.event_type, OUTBOX.c.body)
+                .where(OUTBOX.c.sent_at.is_(None))
+                .order_by(OUTBOX.c.id)
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not claimed:
+                return 0
+            rows = [OutboxRow(*row) for row in claimed]
+            for row in rows:
+                self._publisher.publish(row)
+            conn.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id.in_([row.id for row in rows]))
+                .values(sent_at=func.now())
+            )
+        OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    def update_gauges(self) -> None:
+        """Export the backlog size and the age of its oldest row."""
+        with self._engine.connect() as conn:
+            count, oldest = conn.execute(
+                sql_select(
+                    func.count(),
+                    func.extract("epoch", func.now() - func.min(OUTBOX.c.created_at)),
+                ).where(OUTBOX.c.sent_at.is_(None))
+            ).one()
+        OUTBOX_BACKLOG.set(count)
+        OUTBOX_OLDEST_AGE.set(float(oldest or 0))
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay until ``stop`` is set, surviving broker and database outages."""
+        self._waker.start()
+        backoff = Backoff()
+        while not stop.is_set():
+            self._maybe_update_gauges()
+            try:
+                sent = self.relay_batch()
+            except BROKER_ERRORS as exc:
+                self._publisher.close()
+                delay = backoff.next()
+                log.warning("RabbitMQ unavailable (%s); retrying in %.1f s", exc, delay)
+                stop.wait(delay)
+                continue
+            except SQLAlchemyError as exc:
+                delay = backoff.next()
+                log.warning("outbox database unavailable (%s); retrying in %.1f s", exc, delay)
+                stop.wait(delay)
+                continue
+            backoff.reset()
+            if sent:
+                log.debug("published %d outbox events", sent)
+            if sent < self._batch_size:
+                self._waker.wait(self._poll_seconds)
+        self._publisher.close()
+        self._waker.close()
+
+    def _maybe_update_gauges(self) -> None:
+        now = time.monotonic()
+        if now - self._gauges_at < 1.0:
+            return
+        self._gauges_at = now
+        try:
+            self.update_gauges()
+        except SQLAlchemyError as exc:
+            log.warning("cannot read the outbox backlog (%s)", exc)
+
+
+def libpq_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL as a libpq connection URI (for the raw LISTEN connection)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m outbox.relay``."""
+    parser = argparse.ArgumentParser(prog="python -m outbox.relay", description=__doc__)
+    parser.add_argument("--database-url", help="the producer database (default: settings)")
+    parser.add_argument("--broker-url", help="RabbitMQ (default: WEBHOOKS_BROKER_URL)")
+    parser.add_argument("--metrics-port", type=int, help="0 picks a free port; -1 serves none")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"outbox relay: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("outbox-relay", log_format=settings.log_format, level=settings.log_level)
+    database_url = args.database_url or settings.producer_database_url
+    broker_url = args.broker_url or settings.broker_url
+    port = args.metrics_port
+    if port is None:
+        port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
+    if port >= 0:
+        server, _ = start_http_server(port, addr=settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    engine = create_engine(database_url, pool_size=2, pool_pre_ping=True)
+    relay = Relay(
+        engine,
+        RabbitPublisher(broker_url),
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=settings.outbox_poll_seconds,
+        listen_dsn=libpq_dsn(database_url),
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("relaying %s to %s", redact_url(database_url), redact_url(broker_url))
+    relay.run(stop)
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

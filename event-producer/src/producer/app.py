@@ -1,0 +1,84 @@
+"""The people demo producer: ``create_app(settings)`` builds its Flask app.
+
+It keeps its own database (``WEBHOOKS_PRODUCER_DATABASE_URL``, migrated by
+``python -m producer.migrations``) and publishes every change through the transactional
+outbox; ``python -m outbox.relay`` moves the events to RabbitMQ.  At start it adds its event
+types to the platform catalogue if they are missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Response, jsonify
+from flask_openapi3 import Info, OpenAPI
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from producer.api import ProducerRuntime, people_bp, runtime, uploads_bp
+from producer.catalogue import register_event_types
+from producer.errors import ProducerError
+from webhooks_core.db import make_session_factory
+from webhooks_core.observability import instrument_flask, metrics_response
+from webhooks_core.problems import Problem, register_problem_handlers, validation_problem
+from webhooks_core.settings import Settings, SettingsError, redact_url
+
+
+def create_app(settings: Settings | None = None, *, register_types: bool = True) -> OpenAPI:
+    """Build the producer app; an unreachable producer database fails here, naming the variable."""
+    settings = settings or Settings.from_env()
+    engine = create_engine(settings.producer_database_url, pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError:
+        raise SettingsError(
+            f"cannot reach the producer database at {redact_url(settings.producer_database_url)}"
+            "; set WEBHOOKS_PRODUCER_DATABASE_URL (and run python -m producer.migrations)"
+        ) from None
+    app = OpenAPI(
+        __name__,
+        info=Info(
+            title="People demo producer",
+            version="1.0.0",
+            description="A CRUD app whose every change fires a webhook event via the outbox.",
+        ),
+        validation_error_status=422,
+        validation_error_model=Problem,
+        validation_error_callback=validation_problem,
+        doc_prefix="/docs",
+        doc_url="/openapi.json",
+    )
+    # Uploads are the largest requests; Werkzeug answers 413 beyond this.
+    app.config["MAX_CONTENT_LENGTH"] = settings.upload_max_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["producer"] = ProducerRuntime(
+        settings, engine, make_session_factory(engine), Path(settings.upload_dir).resolve()
+    )
+    instrument_flask(app, "producer")
+    register_problem_handlers(app, ProducerError)
+    _register_operational_routes(app)
+    app.register_api(people_bp)
+    app.register_api(uploads_bp)
+    if register_types:
+        register_event_types(settings.database_url)
+    return app
+
+
+def _register_operational_routes(app: OpenAPI) -> None:
+    @app.get("/health", doc_ui=False)
+    def health() -> tuple[Response, int]:
+        try:
+            with runtime().engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return jsonify(status="unavailable", database=type(exc).__name__), 503
+        return jsonify(status="ok", database="ok"), 200
+
+    @app.get("/metrics", doc_ui=False)
+    def metrics() -> Response:
+        return metrics_response()
+
+    @app.get("/openapi.json", doc_ui=False)
+    def openapi_json() -> Response:
+        return jsonify(app.api_doc)

@@ -1,0 +1,278 @@
+"""Accepting a message: store it once, then create one delivery per matching endpoint.
+
+Every ingestion path (broker consumer, HTTP API, relay mode) ends here.  Both steps are single
+statements whose idempotency lives in the schema: the unique ``messages.event_id`` makes a
+second publish of the same event a no-op, and the unique ``(message_id, endpoint_id)`` pair
+keeps fan-out from ever creating a delivery twice.  The caller owns the transaction.
+
+Matching rules (Svix semantics):
+
+* only ``kind='subscription'`` endpoints that are enabled and not deleted;
+* an endpoint with no event types receives every type, otherwise only the types it lists;
+* an endpoint without channels receives every message; an endpoint with channels receives
+  only messages that share at least one channel with it;
+* a message with an application goes to that application's endpoints only; a message without
+  one (a broadcast, such as the people demo's events) goes to every application's endpoints.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, String, and_, cast, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT, array, insert
+from sqlalchemy.orm import Session, aliased
+
+from webhooks_core.envelope import Envelope
+from webhooks_core.models import Delivery, DeliveryState, Endpoint, EndpointKind, Message
+from webhooks_core.observability import (
+    DELIVERIES_CREATED,
+    MESSAGES_ACCEPTED,
+    MESSAGES_DUPLICATE,
+)
+
+SOURCES = frozenset({"broker", "http", "relay", "platform"})  # platform: operational events
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """What accepting an envelope did.
+
+    ``created`` is False when the event id was already stored; then ``message_id`` is the
+    existing message and ``deliveries`` is 0 (nothing was fanned out again).
+    """
+
+    message_id: int
+    event_id: str
+    created: bool
+    deliveries: int
+
+
+def accept_message(
+    session: Session,
+    envelope: Envelope,
+    *,
+    source: str,
+    application_id: uuid.UUID | None = None,
+) -> AcceptResult:
+    """Store ``envelope`` once and fan it out; the caller commits.
+
+    ``application_id`` scopes the message to one application (None broadcasts it).
+    ``source`` is ``broker``, ``http`` or ``relay``.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown message source {source!r}")
+    stored = session.execute(
+        insert(Message)
+        .values(
+            event_id=envelope.id,
+            application_id=application_id,
+            event_type=envelope.type,
+            payload=envelope.data,
+            channels=envelope.channels,
+            occurred_at=envelope.timestamp,
+            source=source,
+        )
+        .on_conflict_do_nothing(index_elements=[Message.event_id])
+        .returning(Message.id)
+    ).scalar_one_or_none()
+    if stored is None:
+        existing = session.execute(
+            select(Message.id).where(Message.event_id == envelope.id)
+        ).scalar_one()
+        return AcceptResult(existing, envelope.id, created=False, deliveries=0)
+
+    if source == "relay":
+        # A relay message has exactly one target, created by the caller; no fan-out.
+        return AcceptResult(stored, envelope.id, created=True, deliveries=0)
+
+    count = fan_out(
+        session,
+        message_id=stored,
+        event_type=envelope.type,
+        channels=envelope.channels,
+        application_id=application_id,
+    )
+    return AcceptResult(stored, envelope.id, created=True, deliveries=count)
+
+
+def fan_out(
+    session: Session,
+    *,
+    message_id: int,
+    event_type: str,
+    channels: list[str] | None,
+    application_id: uuid.UUID | None,
+) -> int:
+    """Insert one pending delivery per matching endpoint in one statement; return how many."""
+    conditions = [
+        Endpoint.kind == EndpointKind.SUBSCRIPTION.value,
+        Endpoint.enabled.is_(True),
+        Endpoint.deleted_at.is_(None),
+        or_(
+            func.cardinality(Endpoint.event_types) == 0,
+            # ``@>`` rather than ``= ANY`` so the GIN index on event_types can serve it.
+            Endpoint.event_types.contains(cast([event_type], ARRAY(TEXT))),
+        ),
+    ]
+    no_channel_filter = or_(Endpoint.channels.is_(None), func.cardinality(Endpoint.channels) == 0)
+    if channels:
+        conditions.append(
+            or_(no_channel_filter, Endpoint.channels.overlap(cast(channels, ARRAY(TEXT))))
+        )
+    else:
+        conditions.append(no_channel_filter)
+    if application_id is not None:
+        conditions.append(Endpoint.application_id == application_id)
+
+    matching = select(
+        literal(message_id),
+        Endpoint.id,
+        Endpoint.application_id,
+        literal(event_type, String),
+        literal(DeliveryState.PENDING.value, String),
+        func.now(),
+    ).where(and_(*conditions))
+    result = session.execute(
+        insert(Delivery)
+        .from_select(
+            [
+                "message_id",
+                "endpoint_id",
+                "application_id",
+                "event_type",
+                "state",
+                "next_attempt_at",
+            ],
+            matching,
+        )
+        .on_conflict_do_nothing(constraint="uq_deliveries_message_endpoint")
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def accept_messages(
+    session: Session,
+    incoming: Sequence[tuple[Envelope, uuid.UUID | None]],
+    *,
+    source: str,
+) -> list[AcceptResult]:
+    """:func:`accept_message` for many envelopes at once, in two statements; the caller commits.
+
+    ``incoming`` pairs each envelope with its application id (None broadcasts).  One
+    multi-row ``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING`` stores the new
+    messages, then one ``INSERT INTO deliveries ... SELECT`` joins them to every matching
+    endpoint under the same rules.  Results come back in the order of ``incoming``; an event id
+    already stored, or repeated within the batch, is a duplicate (``created=False``).
+    """
+    if source not in SOURCES - {"relay"}:
+        raise ValueError(f"batch accept does not take source {source!r}")
+    if not incoming:
+        return []
+    rows = [
+        {
+            "event_id": envelope.id,
+            "application_id": application_id,
+            "event_type": envelope.type,
+            "payload": envelope.data,
+            "channels": envelope.channels,
+            "occurred_at": envelope.timestamp,
+            "source": source,
+        }
+        for envelope, application_id in incoming
+    ]
+    created: dict[str, int] = dict(
+        session.execute(
+            insert(Message)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[Message.event_id])
+            .returning(Message.event_id, Message.id)
+        ).all()
+    )
+    known = {envelope.id for envelope, _ in incoming} - created.keys()
+    existing: dict[str, int] = {}
+    if known:
+        existing = dict(
+            session.execute(
+                select(Message.event_id, Message.id).where(Message.event_id.in_(known))
+            ).all()
+        )
+    per_message: Counter[int] = Counter()
+    if created:
+        per_message = Counter(
+            session.execute(
+                insert(Delivery)
+                .from_select(_DELIVERY_COLUMNS, _matching_endpoints(list(created.values())))
+                .on_conflict_do_nothing(constraint="uq_deliveries_message_endpoint")
+                .returning(Delivery.message_id)
+            ).scalars()
+        )
+    results: list[AcceptResult] = []
+    reported: set[str] = set()
+    for envelope, _ in incoming:
+        if envelope.id in created and envelope.id not in reported:
+            reported.add(envelope.id)
+            message_id = created[envelope.id]
+            results.append(AcceptResult(message_id, envelope.id, True, per_message[message_id]))
+        else:
+            message_id = created.get(envelope.id) or existing[envelope.id]
+            results.append(AcceptResult(message_id, envelope.id, created=False, deliveries=0))
+    return results
+
+
+_DELIVERY_COLUMNS = [
+    "message_id",
+    "endpoint_id",
+    "application_id",
+    "event_type",
+    "state",
+    "next_attempt_at",
+]
+
+
+def _matching_endpoints(
+    message_ids: list[int],
+) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime]:
+    """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows."""
+    message = aliased(Message)
+    no_channel_filter = or_(Endpoint.channels.is_(None), func.cardinality(Endpoint.channels) == 0)
+    matches = and_(
+        Endpoint.kind == EndpointKind.SUBSCRIPTION.value,
+        Endpoint.enabled.is_(True),
+        Endpoint.deleted_at.is_(None),
+        or_(
+            func.cardinality(Endpoint.event_types) == 0,
+            Endpoint.event_types.contains(array([cast(message.event_type, TEXT)])),
+        ),
+        or_(
+            no_channel_filter,
+            and_(message.channels.is_not(None), Endpoint.channels.overlap(message.channels)),
+        ),
+        or_(message.application_id.is_(None), Endpoint.application_id == message.application_id),
+    )
+    return (
+        select(
+            message.id,
+            Endpoint.id,
+            Endpoint.application_id,
+            message.event_type,
+            literal(DeliveryState.PENDING.value, String),
+            func.now(),
+        )
+        .select_from(message)
+        .join(Endpoint, matches)
+        .where(message.id.in_(message_ids))
+    )
+
+
+def record_accepted(event_type: str, result: AcceptResult, path: str) -> None:
+    """Count an accept in the platform metrics; call it only after the transaction commits."""
+    if result.created:
+        MESSAGES_ACCEPTED.labels(event_type, path).inc()
+        DELIVERIES_CREATED.inc(result.deliveries)
+    else:
+        MESSAGES_DUPLICATE.labels(path).inc()

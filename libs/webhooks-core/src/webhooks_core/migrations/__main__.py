@@ -1,0 +1,25 @@
+"""Migrate the database named by the environment to the latest revision."""
+
+from __future__ import annotations
+
+import sys
+
+from webhooks_core.db import check_database, make_engine
+from webhooks_core.migrations import upgrade
+from webhooks_core.settings import Settings, SettingsError
+
+
+def main() -> int:
+    """Entry point of ``python -m webhooks_core.migrations``."""
+    try:
+        settings = Settings.from_env()
+        check_database(make_engine(settings, check=False), settings)
+    except SettingsError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return 2
+    upgrade(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

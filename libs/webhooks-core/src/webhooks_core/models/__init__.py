@@ -1,0 +1,39 @@
+"""The platform's schema: one module per aggregate, one metadata, one migration history."""
+
+from webhooks_core.models.application import ApiToken, Application
+from webhooks_core.models.base import Base
+from webhooks_core.models.delivery import (
+    DUE_STATES,
+    TERMINAL_STATES,
+    Attempt,
+    DeadLetter,
+    Delivery,
+    DeliveryLease,
+    DeliveryState,
+    Replay,
+    cancel_open_deliveries,
+)
+from webhooks_core.models.endpoint import Endpoint, EndpointKind, EndpointSecret
+from webhooks_core.models.event_type import EventType
+from webhooks_core.models.message import IdempotencyKey, Message
+
+__all__ = [
+    "DUE_STATES",
+    "TERMINAL_STATES",
+    "ApiToken",
+    "Application",
+    "Attempt",
+    "Base",
+    "DeadLetter",
+    "Delivery",
+    "DeliveryLease",
+    "DeliveryState",
+    "Endpoint",
+    "EndpointKind",
+    "EndpointSecret",
+    "EventType",
+    "IdempotencyKey",
+    "Message",
+    "Replay",
+    "cancel_open_deliveries",
+]

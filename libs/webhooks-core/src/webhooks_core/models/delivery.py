@@ -1,0 +1,206 @@
+"""Deliveries (message x endpoint), their attempts, dead letters and replays."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webhooks_core.models.base import Base, created_at, updated_at
+
+
+class DeliveryState(enum.StrEnum):
+    """Where a delivery is.  The last three are terminal."""
+
+    PENDING = "pending"  # due at next_attempt_at, never attempted or replayed
+    SENDING = "sending"  # leased by a worker until lease_expires_at
+    RETRYING = "retrying"  # failed, due again at next_attempt_at
+    DELIVERED = "delivered"
+    DEAD = "dead"  # retries exhausted; see dead_letters
+    CANCELLED = "cancelled"  # endpoint deleted, disabled or gone (410)
+
+
+TERMINAL_STATES = frozenset({DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.CANCELLED})
+DUE_STATES = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+
+
+class Delivery(Base):
+    """One message for one endpoint; exists once per pair, which makes fan-out idempotent."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("message_id", "endpoint_id", name="uq_deliveries_message_endpoint"),
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('pending', 'retrying')"),
+        ),
+        Index(
+            "ix_deliveries_lease",
+            "lease_expires_at",
+            postgresql_where=text("state = 'sending'"),
+        ),
+        Index("ix_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_deliveries_application_created", "application_id", "created_at"),
+        # Open deliveries only: a delivery that ends leaves it, so its size follows the
+        # backlog, not the history (the undelivered view and the backlog gauges read it).
+        Index(
+            "ix_deliveries_open_created",
+            "state",
+            "created_at",
+            postgresql_where=text("state IN ('pending', 'sending', 'retrying')"),
+        ),
+        CheckConstraint(
+            "state IN ('pending', 'sending', 'retrying', 'delivered', 'dead', 'cancelled')",
+            name="state",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE")
+    )
+    event_type: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), server_default=DeliveryState.PENDING.value)
+    attempt_count: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"), default=0)
+    next_attempt_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    # The claim of one worker task; see delivery.scheduling in the webhook service.
+    lease_token: Mapped[uuid.UUID | None]
+    # Why the next attempt happens when not by schedule ("replay"); copied to the attempt.
+    next_trigger: Mapped[str | None] = mapped_column(String(16))
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class DeliveryLease(Base):
+    """One batch of deliveries in flight, per endpoint it holds: leased by a scheduler, sent
+    by one worker task.
+
+    One row per batch and endpoint (not per delivery), so counting an endpoint's batches in
+    flight, which the scheduler does on every claim cycle, reads a handful of rows.
+    """
+
+    __tablename__ = "delivery_leases"
+
+    token: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = created_at()
+
+
+class Attempt(Base):
+    """One HTTP request of a delivery, with what came back."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        Index("ix_attempts_delivery_started", "delivery_id", "started_at"),
+        Index("ix_attempts_endpoint_started", "endpoint_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("deliveries.id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime]
+    latency_ms: Mapped[float] = mapped_column(Double)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    outcome: Mapped[str] = mapped_column(
+        String(32), comment="success, http_error, timeout, connect_error, blocked, too_large, ..."
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text, comment="first KiB")
+    trigger: Mapped[str] = mapped_column(String(16), server_default="scheduled")
+
+
+class DeadLetter(Base):
+    """A delivery whose retries ran out; open until redriven."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        Index(
+            "uq_dead_letters_open_delivery",
+            "delivery_id",
+            unique=True,
+            postgresql_where=text("redriven_at IS NULL"),
+        ),
+        Index("ix_dead_letters_application_created", "application_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("deliveries.id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE")
+    )
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    redriven_at: Mapped[datetime | None]
+
+
+class Replay(Base):
+    """The audit record of a resend, recover or redrive request."""
+
+    __tablename__ = "replays"
+    __table_args__ = (Index("ix_replays_application_created", "application_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(32), comment="delivery, message, recover, redrive")
+    criteria: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    deliveries_requeued: Mapped[int] = mapped_column(server_default=text("0"), default=0)
+    created_at: Mapped[datetime] = created_at()
+
+
+def cancel_open_deliveries(endpoint_id: uuid.UUID, reason: str) -> Any:
+    """The UPDATE that cancels every non-terminal delivery of an endpoint."""
+    from sqlalchemy import func, update
+
+    return (
+        update(Delivery)
+        .where(
+            Delivery.endpoint_id == endpoint_id,
+            Delivery.state.in_(
+                (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.SENDING)
+            ),
+        )
+        .values(
+            state=DeliveryState.CANCELLED,
+            next_attempt_at=None,
+            lease_expires_at=None,
+            last_error=reason,
+            updated_at=func.now(),
+        )
+    )

@@ -1,0 +1,104 @@
+"""Endpoints (subscriptions), their signing secrets and their health."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from webhooks_core.models.base import Base, created_at, updated_at, uuid_pk
+
+
+class EndpointKind(enum.StrEnum):
+    """A subscription receives fanned-out messages; a relay endpoint one ad-hoc delivery."""
+
+    SUBSCRIPTION = "subscription"
+    RELAY = "relay"
+
+
+class Endpoint(Base):
+    """An HTTP URL of an application that receives the event types it subscribes to.
+
+    An empty ``event_types`` subscribes to every type.  ``channels`` narrows what it receives
+    when a message names channels.  The unique index makes ``(url, event types)`` the upsert
+    key within an application; ``event_types`` is stored sorted so equal sets compare equal.
+    """
+
+    __tablename__ = "endpoints"
+    __table_args__ = (
+        Index(
+            "uq_endpoints_application_url_event_types",
+            "application_id",
+            "url",
+            "event_types",
+            unique=True,
+            postgresql_where=text("kind = 'subscription' AND deleted_at IS NULL"),
+        ),
+        Index("ix_endpoints_event_types", "event_types", postgresql_using="gin"),
+        Index(
+            "ix_endpoints_circuit_open",
+            "circuit_open_until",
+            postgresql_where=text("circuit_open_until IS NOT NULL"),
+        ),
+        CheckConstraint("kind IN ('subscription', 'relay')", name="kind"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), server_default=EndpointKind.SUBSCRIPTION.value)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, server_default="", default="")
+    event_types: Mapped[list[str]] = mapped_column(server_default=text("'{}'"), default=list)
+    channels: Mapped[list[str] | None]
+    headers: Mapped[dict[str, str]] = mapped_column(
+        server_default=text("'{}'::jsonb"), default=dict
+    )
+    rate_limit: Mapped[int | None] = mapped_column(comment="deliveries per second at most")
+    max_in_flight: Mapped[int | None] = mapped_column(comment="concurrent requests at most")
+    retry_schedule: Mapped[list[int] | None] = mapped_column(comment="seconds; overrides settings")
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"), default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None]
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", server_default=text("'{}'::jsonb"), default=dict
+    )
+    # Health, maintained by the delivery engine.
+    consecutive_failures: Mapped[int] = mapped_column(server_default=text("0"), default=0)
+    failing_since: Mapped[datetime | None]
+    circuit_open_until: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+    deleted_at: Mapped[datetime | None] = mapped_column(
+        comment="soft delete: deliveries stay queryable, cancelled"
+    )
+
+    secrets: Mapped[list[EndpointSecret]] = relationship(
+        back_populates="endpoint",
+        order_by="EndpointSecret.created_at.desc()",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class EndpointSecret(Base):
+    """A ``whsec_`` signing secret; a rotated-out secret signs until ``expires_at``."""
+
+    __tablename__ = "endpoint_secrets"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
+    )
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = created_at()
+    expires_at: Mapped[datetime | None]
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="secrets")

@@ -1,0 +1,54 @@
+"""Messages (accepted events) and the idempotency keys of HTTP ingestion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webhooks_core.models.base import Base, created_at
+
+
+class Message(Base):
+    """One accepted event, stored once per ``event_id`` (the ``webhook-id``).
+
+    ``application_id`` is null for a broadcast: it fans out to every application's endpoints.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_application_created", "application_id", "created_at"),
+        Index("ix_messages_event_type_created", "event_type", "created_at"),
+        Index("ix_messages_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    application_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE")
+    )
+    event_type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]]
+    channels: Mapped[list[str] | None]
+    occurred_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16), comment="broker, http or relay")
+    created_at: Mapped[datetime] = created_at()
+
+
+class IdempotencyKey(Base):
+    """The first answer to an ``Idempotency-Key``; kept for the idempotency window."""
+
+    __tablename__ = "idempotency_keys"
+
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("messages.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = created_at()

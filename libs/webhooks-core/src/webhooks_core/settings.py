@@ -1,0 +1,155 @@
+"""Process settings, read once from ``WEBHOOKS_*`` environment variables.
+
+Every service builds one :class:`Settings` at start (``Settings.from_env()``) and passes it
+down; nothing else reads the environment.  Defaults point at the services on 127.0.0.1 with
+the project's own database (``webhooks``) and RabbitMQ vhost (``webhooks``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "WEBHOOKS_"
+
+DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment does not describe a runnable process."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a process of the platform may be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/webhooks"
+    database_pool_size: int = Field(default=10, ge=1)
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/webhooks"
+
+    # Management API.
+    admin_token: str | None = Field(default=None, min_length=16)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_payload_bytes: int = Field(default=262_144, ge=256)
+    page_size_max: int = Field(default=250, ge=1)
+    secret_rotation_grace_seconds: int = Field(default=86_400, ge=0)
+    idempotency_window_seconds: int = Field(default=86_400, ge=60)
+
+    # Web console: signs its session cookie (generated per process when unset, which signs
+    # everyone out on restart); Secure cookies when served over HTTPS.
+    console_secret_key: str | None = Field(default=None, min_length=16)
+    console_cookie_secure: bool = False
+
+    # Demo producer (people API) and the outbox relay that publishes its events.
+    producer_database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/webhooks_producer"
+    upload_dir: str = "var/uploads"
+    upload_max_bytes: int = Field(default=10 * 1_048_576, ge=1024)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # Outbound targets: CIDR ranges that are allowed although private or loopback.
+    allowed_target_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Delivery.
+    retry_schedule: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE)
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=15.0, gt=0)
+    total_timeout_seconds: float = Field(default=30.0, gt=0)
+    response_body_max_bytes: int = Field(default=1024, ge=0)
+    endpoint_max_in_flight: int = Field(default=4, ge=1)
+    lease_seconds: int = Field(default=120, ge=5)
+    auto_disable_after_seconds: int = Field(default=5 * 86_400, ge=60)
+    # Delivery engine tuning (docs/delivery.md explains each).
+    retry_after_max_seconds: int = Field(default=3600, ge=0)
+    other_status_policy: Literal["retry", "dead"] = "retry"
+    circuit_breaker_threshold: int = Field(default=5, ge=1)
+    circuit_breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    delivery_batch_size: int = Field(default=50, ge=1, le=1000)
+    scheduler_claim_limit: int = Field(default=1000, ge=1)
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    delivery_sender: Literal["http", "fake"] = "http"
+    # Tests only: a file holding seconds to add to the wall clock of scheduling decisions.
+    clock_offset_file: str | None = None
+
+    # Metrics HTTP server of a non-HTTP process (worker, scheduler, relay).  No port means
+    # the process's well-known one (9101, 9102, 9103); a worker without a port serves none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Logs: auto = readable colour on a terminal, JSON lines otherwise (containers).
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("allowed_target_networks", mode="before")
+    @classmethod
+    def _networks_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("allowed_target_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _schedule_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule_not_negative(cls, value: list[int]) -> list[int]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("must be a non-empty list of non-negative seconds")
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_outlasts_a_request(cls, value: int, info: ValidationInfo) -> int:
+        # A lease shorter than one request's deadline would be released before every send.
+        deadline = info.data.get("total_timeout_seconds")
+        if deadline is not None and value <= deadline + 1:
+            raise ValueError(
+                f"must be more than WEBHOOKS_TOTAL_TIMEOUT_SECONDS + 1 ({deadline + 1:g} s)"
+            )
+        return value
+
+    @cached_property
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The parsed form of ``allowed_target_networks``."""
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_target_networks)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read the environment; a bad value raises :class:`SettingsError` naming the variable."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced, for log lines and error messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown without its userinfo
+        return url.split("@")[-1]

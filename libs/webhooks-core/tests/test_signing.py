@@ -1,0 +1,58 @@
+"""Signatures are the Standard Webhooks ones: the official library verifies them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from webhooks_core.signing import (
+    is_valid_secret,
+    new_secret,
+    secret_key,
+    signature_header,
+    verify,
+)
+
+
+def test_official_library_verifies_our_signature() -> None:
+    secret = new_secret()
+    body = b'{"type":"person.created","timestamp":"2026-01-01T00:00:00Z","data":{"id":1}}'
+    now = int(time.time())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": signature_header([secret_key(secret)], "msg_1", now, body),
+    }
+    assert Webhook(secret).verify(body, headers)["data"] == {"id": 1}
+
+
+def test_rotation_header_verifies_with_either_secret() -> None:
+    old, new = new_secret(), new_secret()
+    body = b'{"a":1}'
+    now = int(time.time())
+    header = signature_header([secret_key(new), secret_key(old)], "msg_2", now, body)
+    assert len(header.split(" ")) == 2
+    headers = {"webhook-id": "msg_2", "webhook-timestamp": str(now), "webhook-signature": header}
+    for secret in (old, new):
+        Webhook(secret).verify(body, headers)
+        assert verify(secret, "msg_2", now, body, header)
+
+
+def test_tampering_is_detected() -> None:
+    secret = new_secret()
+    now = int(time.time())
+    header = signature_header([secret_key(secret)], "msg_3", now, b"{}")
+    assert not verify(secret, "msg_3", now, b'{"x":1}', header)
+    assert not verify(new_secret(), "msg_3", now, b"{}", header)
+    headers = {"webhook-id": "msg_3", "webhook-timestamp": str(now), "webhook-signature": header}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(b'{"x":1}', headers)
+
+
+def test_secret_shape() -> None:
+    assert is_valid_secret(new_secret())
+    assert not is_valid_secret("whsec_c2hvcnQ=")  # too short a key
+    assert not is_valid_secret("sk_live_abc")
+    assert not is_valid_secret("whsec_not base64!")

@@ -1,0 +1,21 @@
+"""gunicorn settings of the registration API: `gunicorn -c registration-service/gunicorn.conf.py`.
+
+Metrics of all workers add up: each worker counts in its own files under
+``PROMETHEUS_MULTIPROC_DIR`` (set by the Procfile and the Dockerfile); the master empties the
+directory at start and forgets a dead worker's live gauges.  Access and error lines go through
+the platform's structured logging (JSON in containers, colour on a terminal).
+"""
+
+from webhooks_core.logging import logging_config
+from webhooks_core.monitoring import gunicorn_child_exit, gunicorn_on_starting
+from webhooks_core.settings import Settings
+
+_settings = Settings.from_env()
+
+wsgi_app = "registration.app:create_app()"
+on_starting = gunicorn_on_starting
+child_exit = gunicorn_child_exit
+control_socket_disable = True  # several gunicorns may share a host
+logconfig_dict = logging_config(
+    "registration", log_format=_settings.log_format, level=_settings.log_level
+)

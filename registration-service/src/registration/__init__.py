@@ -1,0 +1,1 @@
+"""The registration service: the platform's management API (Flask)."""

@@ -1,0 +1,225 @@
+"""Request and response models of the delivery query, replay and dead-letter routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from registration.api.schemas import EventTypeName, ListQuery, ListResponse, Out, Strict
+
+DELIVERY_STATES = r"^(pending|sending|retrying|delivered|dead|cancelled)$"
+OUTCOMES = r"^(success|http_3xx|http_4xx|http_5xx|timeout|connect_error|blocked|too_large|error)$"
+EVENT_ID = r"^[A-Za-z0-9_\-.:]{1,128}$"
+
+
+class TimeWindow(BaseModel):
+    """``since`` (inclusive) and ``until`` (exclusive), ISO-8601 with a time zone."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.since and self.until and self.until <= self.since:
+            raise ValueError("until must be after since")
+        return self
+
+
+# Paths ---------------------------------------------------------------------------------
+
+
+class AppPath(BaseModel):
+    app_id: uuid.UUID
+
+
+class MessagePath(BaseModel):
+    app_id: uuid.UUID
+    event_id: str = Field(pattern=EVENT_ID)
+
+
+class DeliveryPath(BaseModel):
+    app_id: uuid.UUID
+    delivery_id: int = Field(ge=1)
+
+
+class EndpointRecoverPath(BaseModel):
+    app_id: uuid.UUID
+    endpoint_id: uuid.UUID
+
+
+class DeadLetterPath(BaseModel):
+    app_id: uuid.UUID
+    dead_letter_id: int = Field(ge=1)
+
+
+# Queries -------------------------------------------------------------------------------
+
+
+class MessageQuery(ListQuery, TimeWindow):
+    event_type: EventTypeName | None = None
+
+
+class DeliveryQuery(ListQuery, TimeWindow):
+    endpoint_id: uuid.UUID | None = None
+    state: str | None = Field(default=None, pattern=DELIVERY_STATES)
+    event_type: EventTypeName | None = None
+    event_id: str | None = Field(default=None, pattern=EVENT_ID)
+
+
+class AdminDeliveryQuery(DeliveryQuery):
+    application_id: uuid.UUID | None = None
+
+
+class UndeliveredQuery(ListQuery):
+    endpoint_id: uuid.UUID | None = None
+
+
+class AdminUndeliveredQuery(UndeliveredQuery):
+    application_id: uuid.UUID | None = None
+
+
+class AttemptQuery(ListQuery, TimeWindow):
+    endpoint_id: uuid.UUID | None = None
+    outcome: str | None = Field(default=None, pattern=OUTCOMES)
+
+
+class DeliveryAttemptQuery(ListQuery):
+    pass
+
+
+class DeadLetterQuery(ListQuery, TimeWindow):
+    endpoint_id: uuid.UUID | None = None
+    event_type: EventTypeName | None = None
+    include_redriven: bool = False
+
+
+class AdminDeadLetterQuery(DeadLetterQuery):
+    application_id: uuid.UUID | None = None
+
+
+class ReplayQuery(ListQuery):
+    pass
+
+
+# Bodies --------------------------------------------------------------------------------
+
+
+class RecoverIn(Strict, TimeWindow):
+    """Resend every failed (dead or retrying) delivery created since ``since``."""
+
+    since: datetime
+
+
+class RedriveIn(Strict, TimeWindow):
+    """Which open dead letters to redrive; an empty body redrives all of them."""
+
+    endpoint_id: uuid.UUID | None = None
+    event_type: EventTypeName | None = None
+
+
+class AdminRedriveIn(RedriveIn):
+    application_id: uuid.UUID | None = None
+
+
+# Responses -----------------------------------------------------------------------------
+
+
+class MessageOut(Out):
+    id: str = Field(validation_alias="event_id", description="the webhook-id")
+    application_id: uuid.UUID | None
+    event_type: str
+    payload: dict[str, Any]
+    channels: list[str] | None
+    occurred_at: datetime
+    source: str
+    created_at: datetime
+
+
+class MessageList(ListResponse[MessageOut]):
+    pass
+
+
+class DeliveryOut(Out):
+    id: int
+    event_id: str = Field(description="the message's webhook-id")
+    endpoint_id: uuid.UUID
+    application_id: uuid.UUID
+    event_type: str
+    state: str
+    attempt_count: int = Field(description="attempts since the delivery was created or replayed")
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class UndeliveredOut(DeliveryOut):
+    age_seconds: float = Field(description="seconds since the delivery was created")
+
+
+class DeliveryList(ListResponse[DeliveryOut]):
+    pass
+
+
+class UndeliveredList(ListResponse[UndeliveredOut]):
+    pass
+
+
+class MessageDetail(MessageOut):
+    deliveries: list[DeliveryOut]
+
+
+class AttemptOut(Out):
+    id: int
+    delivery_id: int
+    endpoint_id: uuid.UUID
+    started_at: datetime
+    latency_ms: float
+    status_code: int | None
+    outcome: str
+    error: str | None
+    response_body: str | None = Field(description="the first KiB of the response body")
+    trigger: str
+
+
+class AttemptList(ListResponse[AttemptOut]):
+    pass
+
+
+class DeadLetterOut(Out):
+    id: int
+    delivery_id: int
+    event_id: str
+    event_type: str
+    endpoint_id: uuid.UUID
+    application_id: uuid.UUID
+    attempt_count: int
+    reason: str
+    created_at: datetime
+    redriven_at: datetime | None
+
+
+class DeadLetterList(ListResponse[DeadLetterOut]):
+    pass
+
+
+class ReplayOut(Out):
+    id: uuid.UUID
+    application_id: uuid.UUID | None
+    kind: str
+    criteria: dict[str, Any]
+    requested_by: str
+    deliveries_requeued: int = Field(
+        description="0 when everything asked for was already pending or sending"
+    )
+    created_at: datetime
+
+
+class ReplayList(ListResponse[ReplayOut]):
+    pass

@@ -1,0 +1,135 @@
+"""Routes of an application's endpoints (subscriptions) and their signing secrets."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+
+from registration.api.auth import authorize_application
+from registration.api.problems import Problem
+from registration.api.schemas import (
+    ApplicationPath,
+    DisableIn,
+    EndpointIn,
+    EndpointList,
+    EndpointOut,
+    EndpointPatch,
+    EndpointPath,
+    EndpointQuery,
+    RotateIn,
+    SecretOut,
+)
+from registration.api.serialize import BEARER, one, page
+from registration.runtime import runtime
+from registration.services import endpoints
+from registration.services.endpoints import SecretView
+
+tag = Tag(name="endpoints", description="Where an application's webhooks are delivered")
+bp = APIBlueprint(
+    "endpoints",
+    __name__,
+    url_prefix="/api/v1/applications/<app_id>/endpoints",
+    abp_tags=[tag],
+    abp_security=BEARER,
+    abp_responses={401: Problem, 404: Problem, 422: Problem},
+)
+
+
+def _secret_body(view: SecretView) -> dict[str, object]:
+    return {
+        "key": view.key,
+        "previous": [{"key": key, "expires_at": expires} for key, expires in view.previous],
+    }
+
+
+@bp.post("", responses={201: EndpointOut, 200: EndpointOut})
+def upsert_endpoint(path: ApplicationPath, body: EndpointIn) -> tuple[Response, int]:
+    """Create an endpoint; posting the same URL and event types again updates it (200)."""
+    app_id = authorize_application(path.app_id)
+    fields = body.model_dump(exclude_unset=True)
+    fields["url"] = body.url
+    endpoint, created = endpoints.upsert_endpoint(
+        runtime().sessions, runtime().settings, app_id, fields
+    )
+    return one(EndpointOut, endpoint, 201 if created else 200)
+
+
+@bp.get("", responses={200: EndpointList})
+def list_endpoints(path: ApplicationPath, query: EndpointQuery) -> tuple[Response, int]:
+    """List endpoints, newest first; filter by subscribed event type and by state."""
+    app_id = authorize_application(path.app_id)
+    enabled = None if query.state is None else query.state == "enabled"
+    result = endpoints.list_endpoints(
+        runtime().sessions,
+        app_id,
+        event_type=query.event_type,
+        enabled=enabled,
+        limit=query.limit,
+        cursor=query.iterator,
+    )
+    return page(EndpointOut, result)
+
+
+@bp.get("/<endpoint_id>", responses={200: EndpointOut})
+def get_endpoint(path: EndpointPath) -> tuple[Response, int]:
+    """Get an endpoint, with its health."""
+    app_id = authorize_application(path.app_id)
+    return one(EndpointOut, endpoints.get_endpoint(runtime().sessions, app_id, path.endpoint_id))
+
+
+@bp.patch("/<endpoint_id>", responses={200: EndpointOut, 409: Problem})
+def update_endpoint(path: EndpointPath, body: EndpointPatch) -> tuple[Response, int]:
+    """Change some of an endpoint's fields."""
+    app_id = authorize_application(path.app_id)
+    endpoint = endpoints.update_endpoint(
+        runtime().sessions,
+        runtime().settings,
+        app_id,
+        path.endpoint_id,
+        body.model_dump(exclude_unset=True),
+    )
+    return one(EndpointOut, endpoint)
+
+
+@bp.delete("/<endpoint_id>", responses={204: None})
+def delete_endpoint(path: EndpointPath) -> tuple[str, int]:
+    """Delete an endpoint; its undelivered messages end cancelled."""
+    app_id = authorize_application(path.app_id)
+    endpoints.delete_endpoint(runtime().sessions, app_id, path.endpoint_id)
+    return "", 204
+
+
+@bp.post("/<endpoint_id>/disable", responses={200: EndpointOut})
+def disable_endpoint(path: EndpointPath, body: DisableIn) -> tuple[Response, int]:
+    """Stop delivering to an endpoint; its undelivered messages end cancelled."""
+    app_id = authorize_application(path.app_id)
+    endpoint = endpoints.set_enabled(
+        runtime().sessions, app_id, path.endpoint_id, enabled=False, reason=body.reason
+    )
+    return one(EndpointOut, endpoint)
+
+
+@bp.post("/<endpoint_id>/enable", responses={200: EndpointOut})
+def enable_endpoint(path: EndpointPath) -> tuple[Response, int]:
+    """Resume delivering to an endpoint, with its failure count reset."""
+    app_id = authorize_application(path.app_id)
+    endpoint = endpoints.set_enabled(runtime().sessions, app_id, path.endpoint_id, enabled=True)
+    return one(EndpointOut, endpoint)
+
+
+@bp.get("/<endpoint_id>/secret", responses={200: SecretOut})
+def get_secret(path: EndpointPath) -> tuple[Response, int]:
+    """Reveal the signing secret, and any rotated-out secret still signing."""
+    app_id = authorize_application(path.app_id)
+    view = endpoints.get_secret(runtime().sessions, app_id, path.endpoint_id)
+    return one(SecretOut, _secret_body(view))
+
+
+@bp.post("/<endpoint_id>/secret/rotate", responses={200: SecretOut})
+def rotate_secret(path: EndpointPath, body: RotateIn) -> tuple[Response, int]:
+    """Sign with a new secret; the old one keeps signing for the grace period."""
+    app_id = authorize_application(path.app_id)
+    view = endpoints.rotate_secret(
+        runtime().sessions, runtime().settings, app_id, path.endpoint_id, body.key
+    )
+    return one(SecretOut, _secret_body(view))

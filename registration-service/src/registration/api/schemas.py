@@ -1,0 +1,286 @@
+"""Request and response models of the management API; the OpenAPI spec is built from them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
+
+T = TypeVar("T")
+
+EventTypeName = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max_length=128)]
+ChannelName = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
+
+# Headers the platform sets itself, which an endpoint may not override.
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+    }
+)
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields, so typos are reported instead of ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Response bodies are built from ORM objects."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
+class ListResponse(BaseModel, Generic[T]):
+    """A page: ``iterator`` resumes after the last item; ``done`` when there is no more."""
+
+    data: list[T]
+    iterator: str | None
+    done: bool
+
+
+class ListQuery(Strict):
+    """Pagination parameters of every list."""
+
+    limit: int = Field(default=50, ge=1, le=250)
+    iterator: str | None = Field(default=None, max_length=512)
+
+
+# Applications and tokens ---------------------------------------------------------------
+
+
+class ApplicationIn(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    uid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApplicationPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    metadata: dict[str, Any] | None = None
+
+
+class ApplicationOut(Out):
+    id: uuid.UUID
+    name: str
+    uid: str | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApplicationList(ListResponse[ApplicationOut]):
+    pass
+
+
+class ApplicationPath(BaseModel):
+    app_id: uuid.UUID
+
+
+class TokenIn(Strict):
+    name: str = Field(default="default", min_length=1, max_length=256)
+
+
+class TokenOut(Out):
+    id: uuid.UUID
+    application_id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class IssuedTokenOut(Out):
+    """The token value appears here once and is never shown again."""
+
+    id: uuid.UUID
+    application_id: uuid.UUID
+    name: str
+    token: str
+    created_at: datetime
+
+
+class TokenList(BaseModel):
+    data: list[TokenOut]
+
+
+class TokenPath(BaseModel):
+    app_id: uuid.UUID
+    token_id: uuid.UUID
+
+
+# Event types ---------------------------------------------------------------------------
+
+
+class EventTypeIn(Strict):
+    name: EventTypeName
+    description: str = Field(default="", max_length=4096)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    example: dict[str, Any] | None = None
+
+
+class EventTypePatch(Strict):
+    description: str | None = Field(default=None, max_length=4096)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    example: dict[str, Any] | None = None
+    archived: bool | None = None
+
+
+class EventTypeOut(Out):
+    name: str
+    description: str
+    schema_: dict[str, Any] | None = Field(
+        default=None, validation_alias="schema", serialization_alias="schema"
+    )
+    example: dict[str, Any] | None
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventTypeList(ListResponse[EventTypeOut]):
+    pass
+
+
+class EventTypeQuery(ListQuery):
+    include_archived: bool = False
+
+
+class EventTypePath(BaseModel):
+    name: EventTypeName
+
+
+# Endpoints -----------------------------------------------------------------------------
+
+
+def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    reserved = sorted(name for name in value if name.lower() in RESERVED_HEADERS)
+    if reserved:
+        raise ValueError(f"headers set by the platform cannot be overridden: {', '.join(reserved)}")
+    for name, header_value in value.items():
+        if len(header_value) > 1024 or "\r" in header_value or "\n" in header_value:
+            raise ValueError(f"header {name!r} must be one line of at most 1024 characters")
+    return value
+
+
+def _check_schedule(value: list[int] | None) -> list[int] | None:
+    if value is not None and not value:
+        raise ValueError("must list at least one delay, or be null for the default")
+    return value
+
+
+RetryDelay = Annotated[int, Field(ge=0, le=7 * 86_400)]
+
+
+class EndpointFields(Strict):
+    """Fields an endpoint is created or updated with."""
+
+    description: str = Field(default="", max_length=1024)
+    event_types: list[EventTypeName] = Field(
+        default_factory=list, max_length=256, description="empty subscribes to every type"
+    )
+    channels: list[ChannelName] | None = Field(default=None, max_length=16)
+    headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=32)
+    rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="per second")
+    max_in_flight: int | None = Field(default=None, ge=1, le=256)
+    retry_schedule: list[RetryDelay] | None = Field(
+        default=None, max_length=32, description="seconds before each retry"
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _headers = field_validator("headers")(_check_headers)
+    _schedule = field_validator("retry_schedule")(_check_schedule)
+
+
+class EndpointIn(EndpointFields):
+    url: str = Field(min_length=1, max_length=2048)
+    secret: str | None = Field(
+        default=None, description="whsec_ secret to use; generated when omitted"
+    )
+
+
+class EndpointPatch(Strict):
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    description: str | None = Field(default=None, max_length=1024)
+    event_types: list[EventTypeName] | None = Field(default=None, max_length=256)
+    channels: list[ChannelName] | None = Field(default=None, max_length=16)
+    headers: dict[HeaderName, str] | None = Field(default=None, max_length=32)
+    rate_limit: int | None = Field(default=None, ge=1, le=100_000)
+    max_in_flight: int | None = Field(default=None, ge=1, le=256)
+    retry_schedule: list[RetryDelay] | None = Field(default=None, max_length=32)
+    metadata: dict[str, Any] | None = None
+
+    _headers = field_validator("headers")(_check_headers)
+    _schedule = field_validator("retry_schedule")(_check_schedule)
+
+
+class EndpointOut(Out):
+    id: uuid.UUID
+    application_id: uuid.UUID
+    url: str
+    description: str
+    event_types: list[str]
+    channels: list[str] | None
+    headers: dict[str, str]
+    rate_limit: int | None
+    max_in_flight: int | None
+    retry_schedule: list[int] | None
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    consecutive_failures: int
+    failing_since: datetime | None
+    circuit_open_until: datetime | None
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointList(ListResponse[EndpointOut]):
+    pass
+
+
+class EndpointQuery(ListQuery):
+    event_type: EventTypeName | None = None
+    state: str | None = Field(default=None, pattern="^(enabled|disabled)$")
+
+
+class EndpointPath(BaseModel):
+    app_id: uuid.UUID
+    endpoint_id: uuid.UUID
+
+
+class DisableIn(Strict):
+    reason: str | None = Field(default=None, max_length=512)
+
+
+class RotateIn(Strict):
+    key: str | None = Field(default=None, description="whsec_ secret; generated when omitted")
+
+
+class PreviousSecret(BaseModel):
+    key: str
+    expires_at: datetime
+
+
+class SecretOut(BaseModel):
+    key: str
+    previous: list[PreviousSecret]

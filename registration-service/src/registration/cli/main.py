@@ -1,0 +1,308 @@
+"""The ``webhooks`` command: endpoints, sending, tailing, replaying, verifying.
+
+Exit codes: 0 success; 1 the API refused the request (its problem+json is printed) or a
+signature did not verify; 2 bad usage; 3 the API could not be reached.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from registration.cli import events
+from registration.cli import verify as verification
+from registration.cli.client import ApiError, Unreachable
+from registration.cli.context import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Context,
+    fail_usage,
+    pass_context,
+    print_json,
+    print_table,
+)
+
+
+class WebhooksGroup(click.Group):
+    """The root group: turns API errors into readable messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            messages = [message for _, message in exc.errors]
+            # A detail that only repeats the one field error is said once, under the field.
+            headline = f"{exc.status} {exc.title}"
+            if exc.detail and exc.detail not in messages:
+                headline += f": {exc.detail}"
+            click.secho(f"Error: {headline}", fg="red", err=True)
+            for field, message in exc.errors:
+                click.echo(f"  {field}: {message.removeprefix('Value error, ')}", err=True)
+            ctx.exit(EXIT_REFUSED)
+        except Unreachable as exc:
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            click.echo("  Is the registration service running? Set --api-url.", err=True)
+            ctx.exit(EXIT_UNREACHABLE)
+
+
+@click.group(cls=WebhooksGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--api-url",
+    envvar="WEBHOOKS_API_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The registration service. Env: WEBHOOKS_API_URL.",
+)
+@click.option(
+    "--token",
+    envvar="WEBHOOKS_API_TOKEN",
+    help="An application token, or the admin token. Env: WEBHOOKS_API_TOKEN.",
+)
+@click.option(
+    "--application",
+    "-a",
+    envvar="WEBHOOKS_APPLICATION",
+    help="The application id the commands act on. Env: WEBHOOKS_APPLICATION.",
+)
+@click.version_option("1.0.0", prog_name="webhooks")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str, token: str | None, application: str | None) -> None:
+    """Operate the webhook platform: endpoints, events, deliveries, replays, signatures."""
+    ctx.obj = Context(api_url, token, application)
+
+
+# Applications ---------------------------------------------------------------------------
+
+
+@cli.group()
+def applications() -> None:
+    """The applications (admin token): find the id that --application takes."""
+
+
+@applications.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def applications_list(context: Context, as_json: bool) -> None:
+    """Every application, newest first."""
+    items = list(context.client().pages("/api/v1/applications", limit=250))
+    if as_json:
+        print_json(items)
+        return
+    rows = [[item["id"], item["name"], item.get("uid") or ""] for item in items]
+    print_table(rows, ["ID", "NAME", "UID"])
+
+
+# Endpoints ------------------------------------------------------------------------------
+
+
+@cli.group()
+def endpoints() -> None:
+    """List, create, disable and enable endpoints; rotate their secrets."""
+
+
+def _endpoint_row(item: dict[str, Any]) -> list[Any]:
+    state = "enabled" if item["enabled"] else f"disabled ({item.get('disabled_reason') or '-'})"
+    return [
+        item["id"],
+        item["url"],
+        ",".join(item["event_types"]) or "*",
+        state,
+        item.get("consecutive_failures", 0),
+    ]
+
+
+@endpoints.command("list")
+@click.option("--state", type=click.Choice(["enabled", "disabled"]), help="Only these.")
+@click.option("--event-type", help="Only endpoints that receive this type.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def endpoints_list(
+    context: Context, state: str | None, event_type: str | None, as_json: bool
+) -> None:
+    """The application's endpoints, newest first."""
+    items = list(
+        context.client().pages(
+            context.app_path("/endpoints"), state=state, event_type=event_type, limit=250
+        )
+    )
+    if as_json:
+        print_json(items)
+        return
+    print_table(
+        [_endpoint_row(item) for item in items], ["ID", "URL", "TYPES", "STATE", "FAILURES"]
+    )
+
+
+def _headers_option(values: Iterable[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in values:
+        name, separator, header_value = value.partition(":")
+        if not separator or not name.strip():
+            raise click.BadParameter(f"{value!r} is not Name: value", param_hint="--header")
+        headers[name.strip()] = header_value.strip()
+    return headers
+
+
+@endpoints.command("create")
+@click.argument("url")
+@click.option("--type", "-t", "types", multiple=True, help="An event type (repeat); none: all.")
+@click.option("--channel", "channels", multiple=True, help="A channel (repeat).")
+@click.option("--header", "headers", multiple=True, help="'Name: value' sent with each request.")
+@click.option("--description", default=None)
+@click.option("--rate-limit", type=click.IntRange(min=1), help="Deliveries per second at most.")
+@click.option("--secret", default=None, help="A whsec_ secret to use; generated when omitted.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def endpoints_create(
+    context: Context,
+    url: str,
+    types: tuple[str, ...],
+    channels: tuple[str, ...],
+    headers: tuple[str, ...],
+    description: str | None,
+    rate_limit: int | None,
+    secret: str | None,
+    as_json: bool,
+) -> None:
+    """Create an endpoint (the same URL and types again updates it)."""
+    body: dict[str, Any] = {"url": url, "event_types": list(types)}
+    if channels:
+        body["channels"] = list(channels)
+    if headers:
+        body["headers"] = _headers_option(headers)
+    if description is not None:
+        body["description"] = description
+    if rate_limit is not None:
+        body["rate_limit"] = rate_limit
+    if secret is not None:
+        body["secret"] = secret
+    client = context.client()
+    endpoint = client.post(context.app_path("/endpoints"), body)
+    if as_json:
+        print_json(endpoint)
+        return
+    click.echo(f"endpoint {endpoint['id']} -> {endpoint['url']}")
+    click.echo(f"event types: {', '.join(endpoint['event_types']) or 'all'}")
+    click.echo(f"reveal its secret with: webhooks endpoints secret {endpoint['id']}")
+
+
+@endpoints.command("secret")
+@click.argument("endpoint_id")
+@pass_context
+def endpoints_secret(context: Context, endpoint_id: str) -> None:
+    """Print an endpoint's signing secret (and any previous one still signing)."""
+    secret = context.client().get(context.app_path(f"/endpoints/{endpoint_id}/secret"))
+    _print_secret(secret)
+
+
+def _print_secret(secret: dict[str, Any]) -> None:
+    click.echo(secret["key"])
+    for previous in secret.get("previous") or []:
+        click.echo(f"previous, signing until {previous['expires_at']}: {previous['key']}", err=True)
+
+
+@endpoints.command("rotate-secret")
+@click.argument("endpoint_id")
+@click.option("--key", default=None, help="The new whsec_ secret; generated when omitted.")
+@pass_context
+def endpoints_rotate(context: Context, endpoint_id: str, key: str | None) -> None:
+    """Sign with a new secret; the old one keeps signing for the grace period."""
+    body = {"key": key} if key else {}
+    secret = context.client().post(
+        context.app_path(f"/endpoints/{endpoint_id}/secret/rotate"), body
+    )
+    _print_secret(secret)
+
+
+@endpoints.command("disable")
+@click.argument("endpoint_id")
+@click.option("--reason", default=None, help="Why (shown in the console).")
+@pass_context
+def endpoints_disable(context: Context, endpoint_id: str, reason: str | None) -> None:
+    """Stop delivering to an endpoint; its undelivered messages end cancelled."""
+    body = {"reason": reason} if reason else {}
+    endpoint = context.client().post(context.app_path(f"/endpoints/{endpoint_id}/disable"), body)
+    click.echo(f"endpoint {endpoint['id']} disabled ({endpoint.get('disabled_reason')})")
+
+
+@endpoints.command("enable")
+@click.argument("endpoint_id")
+@pass_context
+def endpoints_enable(context: Context, endpoint_id: str) -> None:
+    """Resume delivering to an endpoint."""
+    endpoint = context.client().post(context.app_path(f"/endpoints/{endpoint_id}/enable"))
+    click.echo(f"endpoint {endpoint['id']} enabled")
+
+
+# Verify ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--secret", "-s", envvar="WEBHOOKS_SECRET", required=True, help="The whsec_ secret.")
+@click.option(
+    "--request",
+    "request_file",
+    type=click.File("rb"),
+    default="-",
+    help="The request as received: headers, a blank line, the body.  [default: stdin]",
+)
+@click.option("--headers", "headers_file", type=click.File("rb"), help="Headers, one per line.")
+@click.option("--body", "body_file", type=click.File("rb"), help="The body, byte for byte.")
+@click.option(
+    "--tolerance",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    help="Seconds the webhook-timestamp may be away from now.",
+)
+@click.option("--no-timestamp-check", is_flag=True, help="Check the signature only.")
+def verify(
+    secret: str,
+    request_file: Any,
+    headers_file: Any,
+    body_file: Any,
+    tolerance: int,
+    no_timestamp_check: bool,
+) -> None:
+    """Say whether a received webhook's signature is valid for a secret.
+
+    Give the whole request (--request FILE, or on standard input), or --headers FILE with
+    --body FILE.  Exit code 0 when valid, 1 when not.
+    """
+    if headers_file is not None or body_file is not None:
+        if headers_file is None or body_file is None:
+            fail_usage("give --headers and --body together, or the whole --request")
+        headers = verification.parse_headers(headers_file.read())
+        body = body_file.read()
+    else:
+        raw = request_file.read()
+        headers, body = verification.parse_request(raw)
+    verdict = verification.check(
+        secret,
+        headers,
+        body,
+        now=datetime.now(UTC),
+        tolerance_seconds=None if no_timestamp_check else tolerance,
+    )
+    if verdict.msg_id:
+        click.echo(f"webhook-id:        {verdict.msg_id}")
+    if verdict.timestamp:
+        click.echo(f"webhook-timestamp: {verdict.timestamp.isoformat()}")
+    if verdict.valid:
+        click.secho(f"valid: {verdict.reason}", fg="green")
+        return
+    click.secho(f"invalid: {verdict.reason}", fg="red", err=True)
+    sys.exit(EXIT_REFUSED)
+
+
+for command in (events.send, events.relay, events.tail, events.replay, events.dead_letters):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """The console_scripts entry point."""
+    cli(prog_name="webhooks")

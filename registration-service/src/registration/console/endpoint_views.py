@@ -1,0 +1,281 @@
+"""Endpoints (with health, secrets, enable/disable) and the event type catalogue."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+from typing import Any
+
+from flask import flash, render_template, request
+from pydantic import BaseModel, ValidationError
+from werkzeug.wrappers import Response as BaseResponse
+
+from registration.api.schemas import EndpointIn, EndpointPatch
+from registration.console import message_views
+from registration.console.blueprint import back, bp, flash_problem, viewer
+from registration.console.forms import (
+    ActionForm,
+    DisableForm,
+    EndpointForm,
+    RecoverForm,
+    headers_text,
+)
+from registration.runtime import runtime
+from registration.services import endpoints, event_types, replays, test_events
+from registration.services.endpoint_health import endpoint_health
+from registration.services.endpoints import SecretView
+from registration.services.errors import DomainError, InvalidField
+from webhooks_core.models import Endpoint
+
+PAGE_SIZE = 100
+
+
+def _catalogue_choices() -> list[tuple[str, str]]:
+    page = event_types.list_event_types(
+        runtime().sessions, include_archived=False, limit=250, cursor=None
+    )
+    return sorted((item.name, item.name) for item in page.items)
+
+
+def _checked(form: EndpointForm, model: type[BaseModel]) -> dict[str, Any] | None:
+    """The form's fields, checked by the API's schema; field errors go back onto the form."""
+    fields = form.fields_for_api()
+    try:
+        model.model_validate(fields)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else "url"
+            target = getattr(form, name, form.url)
+            target.errors = [*target.errors, error["msg"].removeprefix("Value error, ")]
+        return None
+    return fields
+
+
+def _attach(form: EndpointForm, exc: DomainError) -> None:
+    field = getattr(form, exc.field or "", None)
+    if isinstance(exc, InvalidField) and field is not None:
+        field.errors = [*field.errors, exc.detail]
+    else:
+        flash_problem(exc)
+
+
+def _endpoint(endpoint_id: uuid.UUID) -> Endpoint:
+    return endpoints.get_endpoint(runtime().sessions, viewer().app_id, endpoint_id)
+
+
+@bp.get("/endpoints", endpoint="endpoints")
+def endpoints_list() -> str:
+    """Every endpoint of the application with its health."""
+    state = request.args.get("state") or None
+    if state not in (None, "enabled", "disabled"):
+        state = None
+    if viewer().application is None:
+        return render_template("console/no_application.html")
+    page = endpoints.list_endpoints(
+        runtime().sessions,
+        viewer().app_id,
+        event_type=None,
+        enabled=None if state is None else state == "enabled",
+        limit=PAGE_SIZE,
+        cursor=request.args.get("after") or None,
+    )
+    health = endpoint_health(runtime().sessions, page.items)
+    return render_template(
+        "console/endpoints.html", page=page, health=health, state=state, nav="endpoints"
+    )
+
+
+@bp.route("/endpoints/new", methods=["GET", "POST"])
+def endpoint_new() -> BaseResponse | str | tuple[str, int]:
+    """Create an endpoint; the same URL and event types again updates that one (as the API)."""
+    form = EndpointForm()
+    form.event_types.choices = _catalogue_choices()
+    if form.validate_on_submit():
+        fields = _checked(form, EndpointIn)
+        if fields is not None:
+            try:
+                endpoint, created = endpoints.upsert_endpoint(
+                    runtime().sessions, runtime().settings, viewer().app_id, fields
+                )
+            except DomainError as exc:
+                _attach(form, exc)
+            else:
+                flash(
+                    "Endpoint created."
+                    if created
+                    else "An endpoint with this URL and these event types existed: it was updated.",
+                    "success",
+                )
+                return back("console.endpoint_detail", endpoint_id=endpoint.id)
+    status = 422 if form.errors or request.method == "POST" else 200
+    return render_template(
+        "console/endpoint_form.html", form=form, endpoint=None, nav="endpoints"
+    ), status
+
+
+@bp.route("/endpoints/<uuid:endpoint_id>/edit", methods=["GET", "POST"])
+def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int]:
+    """Change an endpoint's URL, filters, headers and limits."""
+    endpoint = _endpoint(endpoint_id)
+    if request.method == "GET":
+        form = EndpointForm(
+            data={
+                "url": endpoint.url,
+                "description": endpoint.description,
+                "event_types": endpoint.event_types,
+                "channels": ", ".join(endpoint.channels or []),
+                "headers": headers_text(endpoint.headers),
+                "rate_limit": endpoint.rate_limit,
+                "max_in_flight": endpoint.max_in_flight,
+                "retry_schedule": ", ".join(str(d) for d in endpoint.retry_schedule or []),
+            }
+        )
+    else:
+        form = EndpointForm()
+    choices = _catalogue_choices()
+    # Keep showing a subscribed type that was archived since, so saving does not drop it.
+    known = {name for name, _ in choices}
+    choices += [(name, f"{name} (archived)") for name in endpoint.event_types if name not in known]
+    form.event_types.choices = choices
+    if form.validate_on_submit():
+        fields = _checked(form, EndpointPatch)
+        if fields is not None:
+            try:
+                endpoints.update_endpoint(
+                    runtime().sessions, runtime().settings, viewer().app_id, endpoint_id, fields
+                )
+            except DomainError as exc:
+                _attach(form, exc)
+            else:
+                flash("Endpoint saved.", "success")
+                return back("console.endpoint_detail", endpoint_id=endpoint_id)
+    status = 422 if request.method == "POST" else 200
+    return render_template(
+        "console/endpoint_form.html", form=form, endpoint=endpoint, nav="endpoints"
+    ), status
+
+
+def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
+    health = endpoint_health(runtime().sessions, [endpoint])[endpoint.id]
+    return render_template(
+        "console/endpoint.html",
+        endpoint=endpoint,
+        health=health,
+        secret=secret,
+        action=ActionForm(),
+        disable=DisableForm(),
+        recover=RecoverForm(),
+        recent=_recent_deliveries(endpoint.id),
+        hide_endpoint=True,
+        nav="endpoints",
+    )
+
+
+def _recent_deliveries(endpoint_id: uuid.UUID) -> list[Any]:
+    """The endpoint's latest deliveries."""
+    return message_views.recent_deliveries_of(endpoint_id)
+
+
+@bp.get("/endpoints/<uuid:endpoint_id>")
+def endpoint_detail(endpoint_id: uuid.UUID) -> str:
+    """One endpoint: settings, health, secret (hidden), actions, recent deliveries."""
+    return _detail(_endpoint(endpoint_id))
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/secret")
+def endpoint_secret(endpoint_id: uuid.UUID) -> str:
+    """Reveal the signing secret, on this response only."""
+    secret = endpoints.get_secret(runtime().sessions, viewer().app_id, endpoint_id)
+    return _detail(_endpoint(endpoint_id), secret=secret)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/secret/rotate")
+def endpoint_rotate(endpoint_id: uuid.UUID) -> str:
+    """Sign with a new secret; the old one keeps signing during the grace period."""
+    secret = endpoints.rotate_secret(
+        runtime().sessions, runtime().settings, viewer().app_id, endpoint_id, None
+    )
+    flash(
+        "Secret rotated. The previous secret keeps signing until the time shown, "
+        "so receivers can switch without losing a delivery.",
+        "success",
+    )
+    return _detail(_endpoint(endpoint_id), secret=secret)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/disable")
+def endpoint_disable(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Stop delivering; undelivered messages end cancelled."""
+    form = DisableForm()
+    reason = (form.reason.data or "").strip() or None
+    endpoints.set_enabled(
+        runtime().sessions, viewer().app_id, endpoint_id, enabled=False, reason=reason
+    )
+    flash("Endpoint disabled. Its undelivered messages were cancelled.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/enable")
+def endpoint_enable(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Resume delivering, with the failure count and breaker reset."""
+    endpoints.set_enabled(runtime().sessions, viewer().app_id, endpoint_id, enabled=True)
+    flash("Endpoint enabled.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/test")
+def endpoint_test(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Send a ``webhook.test`` message to this endpoint only."""
+    sent = test_events.send_test_event(runtime().sessions, viewer().app_id, endpoint_id)
+    flash(f"Test event {sent.event_id} sent; its delivery is below.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/recover")
+def endpoint_recover(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int]:
+    """Resend every failed delivery of this endpoint since a time."""
+    form = RecoverForm()
+    chosen = form.since.data
+    if not form.validate_on_submit() or chosen is None:
+        flash("Give the time to recover from, as YYYY-MM-DD HH:MM (UTC).", "error")
+        return back("console.endpoint_detail", endpoint_id=endpoint_id)
+    since = chosen.replace(tzinfo=UTC)
+    replay = replays.recover_endpoint(
+        runtime().sessions,
+        application_id=viewer().app_id,
+        endpoint_id=endpoint_id,
+        since=since,
+        until=None,
+        requested_by=viewer().operator.label,
+    )
+    flash(
+        f"Recover requeued {replay.deliveries_requeued} failed "
+        f"deliver{'y' if replay.deliveries_requeued == 1 else 'ies'} since "
+        f"{since:%Y-%m-%d %H:%M} UTC.",
+        "success",
+    )
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/delete")
+def endpoint_delete(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Delete an endpoint; its deliveries stay visible, open ones end cancelled."""
+    endpoints.delete_endpoint(runtime().sessions, viewer().app_id, endpoint_id)
+    flash("Endpoint deleted.", "success")
+    return back("console.endpoints")
+
+
+@bp.get("/event-types")
+def event_type_catalogue() -> str:
+    """The catalogue: names, descriptions, example payloads and schemas."""
+    include_archived = request.args.get("archived") == "1"
+    page = event_types.list_event_types(
+        runtime().sessions, include_archived=include_archived, limit=250, cursor=None
+    )
+    items = sorted(page.items, key=lambda item: item.name)
+    return render_template(
+        "console/event_types.html",
+        items=items,
+        include_archived=include_archived,
+        nav="event_types",
+    )

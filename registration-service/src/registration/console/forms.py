@@ -1,0 +1,137 @@
+"""The console's forms.  Each carries a CSRF token (Flask-WTF)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    DateTimeLocalField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    widgets,
+)
+from wtforms.fields import URLField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+
+
+class SignInForm(FlaskForm):
+    """An application token, or the admin token."""
+
+    token = PasswordField(
+        "API token", validators=[InputRequired(), Length(max=512)], render_kw={"autofocus": True}
+    )
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: carries only the CSRF token."""
+
+
+class SwitchApplicationForm(FlaskForm):
+    """The admin's application switcher."""
+
+    application = SelectField("Application", validators=[DataRequired()])
+
+
+class ApplicationForm(FlaskForm):
+    """The admin creates an application (and its first token)."""
+
+    name = StringField("Name", validators=[InputRequired(), Length(min=1, max=256)])
+
+
+class CheckboxesField(SelectMultipleField):
+    """Several choices as a list of checkboxes, which a keyboard can walk with Tab/Space."""
+
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+class EndpointForm(FlaskForm):
+    """Create or edit an endpoint.  Values are checked again by the API's own schema."""
+
+    url = URLField(
+        "URL",
+        validators=[InputRequired(), Length(max=2048)],
+        render_kw={"placeholder": "https://example.com/webhooks", "autofocus": True},
+    )
+    description = StringField("Description", validators=[Optional(), Length(max=1024)])
+    event_types = CheckboxesField("Event types", choices=[], validate_choice=True)
+    channels = StringField(
+        "Channels",
+        validators=[Optional(), Length(max=2048)],
+        render_kw={"placeholder": "e.g. eu, project:42"},
+        description="Comma separated. Empty receives every message.",
+    )
+    headers = TextAreaField(
+        "Custom headers",
+        validators=[Optional(), Length(max=8192)],
+        render_kw={"placeholder": "X-Team: payments", "rows": 3},
+        description="One per line, as Name: value.",
+    )
+    rate_limit = IntegerField(
+        "Rate limit",
+        validators=[Optional(), NumberRange(min=1, max=100_000)],
+        description="Deliveries per second at most. Empty: no limit.",
+    )
+    max_in_flight = IntegerField(
+        "Concurrent requests",
+        validators=[Optional(), NumberRange(min=1, max=256)],
+        description="Empty: the platform default.",
+    )
+    retry_schedule = StringField(
+        "Retry schedule",
+        validators=[Optional(), Length(max=1024)],
+        render_kw={"placeholder": "0, 5, 300, 1800"},
+        description="Seconds before each retry, comma separated. Empty: the platform default.",
+    )
+
+    def fields_for_api(self) -> dict[str, Any]:
+        """The form as the API's endpoint fields (same names and shapes as the JSON body)."""
+        headers: dict[str, str] = {}
+        for line in (self.headers.data or "").splitlines():
+            if not line.strip():
+                continue
+            name, separator, value = line.partition(":")
+            # A line without a colon becomes a header name the schema refuses, with its message.
+            headers[name.strip()] = value.strip() if separator else ""
+        return {
+            "url": (self.url.data or "").strip(),
+            "description": (self.description.data or "").strip(),
+            "event_types": list(self.event_types.data or []),
+            "channels": _csv(self.channels.data) or None,
+            "headers": headers,
+            "rate_limit": self.rate_limit.data,
+            "max_in_flight": self.max_in_flight.data,
+            "retry_schedule": _csv(self.retry_schedule.data) or None,
+        }
+
+
+class DisableForm(FlaskForm):
+    """Disable an endpoint, optionally saying why."""
+
+    reason = StringField(
+        "Reason",
+        validators=[Optional(), Length(max=256)],
+        render_kw={"placeholder": "e.g. receiver under maintenance"},
+    )
+
+
+class RecoverForm(FlaskForm):
+    """Resend everything that failed for an endpoint since a time."""
+
+    since = DateTimeLocalField(
+        "Failed since (UTC)", format="%Y-%m-%dT%H:%M", validators=[InputRequired()]
+    )
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def headers_text(headers: dict[str, str]) -> str:
+    """The inverse of the headers field's parsing, to fill the edit form."""
+    return "\n".join(f"{name}: {value}" for name, value in headers.items())

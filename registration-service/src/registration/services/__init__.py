@@ -1,0 +1,1 @@
+"""The domain of the management API.  Each public function owns its transaction."""

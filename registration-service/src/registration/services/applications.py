@@ -1,0 +1,145 @@
+"""Applications (tenants) and their API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from registration.services.errors import Conflict, NotFound
+from registration.services.pagination import Page, paginate
+from webhooks_core.db import transaction
+from webhooks_core.envelope import utcnow
+from webhooks_core.models import ApiToken, Application
+
+TOKEN_PREFIX = "wh_"  # noqa: S105 - a prefix, not a secret
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a bearer token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token as issued: the plain value exists only in this object."""
+
+    id: uuid.UUID
+    application_id: uuid.UUID
+    name: str
+    token: str
+    created_at: datetime
+
+
+def create_application(
+    sessions: sessionmaker[Session], *, name: str, uid: str | None, metadata: dict[str, Any]
+) -> Application:
+    """Create an application; a taken ``uid`` is a conflict."""
+    try:
+        with transaction(sessions) as session:
+            app = Application(name=name, uid=uid, metadata_=metadata)
+            session.add(app)
+            session.flush()
+            return app
+    except IntegrityError:
+        raise Conflict(f"an application with uid {uid!r} exists", field="uid") from None
+
+
+def get_application(sessions: sessionmaker[Session], app_id: uuid.UUID) -> Application:
+    """One application by id."""
+    with sessions() as session:
+        app = session.get(Application, app_id)
+        if app is None:
+            raise NotFound(f"application {app_id} not found")
+        return app
+
+
+def list_applications(
+    sessions: sessionmaker[Session], *, limit: int, cursor: str | None
+) -> Page[Application]:
+    """Applications, newest first."""
+    with sessions() as session:
+        return paginate(
+            session,
+            select(Application),
+            Application.created_at,
+            Application.id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+
+def update_application(
+    sessions: sessionmaker[Session], app_id: uuid.UUID, changes: dict[str, Any]
+) -> Application:
+    """Change the name or metadata of an application."""
+    with transaction(sessions) as session:
+        app = session.get(Application, app_id, with_for_update=True)
+        if app is None:
+            raise NotFound(f"application {app_id} not found")
+        if "name" in changes:
+            app.name = changes["name"]
+        if "metadata" in changes:
+            app.metadata_ = changes["metadata"]
+        session.flush()
+        return app
+
+
+def delete_application(sessions: sessionmaker[Session], app_id: uuid.UUID) -> None:
+    """Delete an application and, by cascade, everything it owns."""
+    with transaction(sessions) as session:
+        app = session.get(Application, app_id)
+        if app is None:
+            raise NotFound(f"application {app_id} not found")
+        session.delete(app)
+
+
+def issue_token(sessions: sessionmaker[Session], app_id: uuid.UUID, *, name: str) -> IssuedToken:
+    """Create a bearer token for an application; its value is returned once, never stored."""
+    value = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with transaction(sessions) as session:
+        if session.get(Application, app_id) is None:
+            raise NotFound(f"application {app_id} not found")
+        token = ApiToken(
+            application_id=app_id, name=name, token_hash=hash_token(value), prefix=value[:10]
+        )
+        session.add(token)
+        session.flush()
+        return IssuedToken(token.id, app_id, name, value, token.created_at)
+
+
+def list_tokens(sessions: sessionmaker[Session], app_id: uuid.UUID) -> list[ApiToken]:
+    """Every token of an application (without values)."""
+    with sessions() as session:
+        if session.get(Application, app_id) is None:
+            raise NotFound(f"application {app_id} not found")
+        query = select(ApiToken).where(ApiToken.application_id == app_id)
+        return list(session.scalars(query.order_by(ApiToken.created_at)))
+
+
+def revoke_token(sessions: sessionmaker[Session], app_id: uuid.UUID, token_id: uuid.UUID) -> None:
+    """Revoke a token; it stops working at once."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.application_id == app_id)
+            .values(revoked_at=utcnow())
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound(f"token {token_id} not found")
+
+
+def application_for_token(sessions: sessionmaker[Session], token: str) -> uuid.UUID | None:
+    """The application a live bearer token acts for, or None."""
+    with sessions() as session:
+        query = select(ApiToken.application_id).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+        )
+        return session.scalar(query)

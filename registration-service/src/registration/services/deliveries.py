@@ -1,0 +1,278 @@
+"""Reading what happened: messages, deliveries, attempts, dead letters, the undelivered view.
+
+Every function takes ``application_id`` (None for the admin, who sees every application) and
+filters, and returns a keyset-paginated :class:`~registration.services.pagination.Page`,
+newest first.  Rows are returned with the message's public ``event_id`` attached, since that is
+the ``webhook-id`` users see in their receivers' logs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registration.services.errors import NotFound
+from registration.services.pagination import Page, paginate
+from webhooks_core.envelope import utcnow
+from webhooks_core.models import (
+    TERMINAL_STATES,
+    Attempt,
+    DeadLetter,
+    Delivery,
+    Message,
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Filters shared by every list: a time range (on the row's creation time)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def apply(self, query: Select[Any], column: Any) -> Select[Any]:
+        if self.since is not None:
+            query = query.where(column >= self.since)
+        if self.until is not None:
+            query = query.where(column < self.until)
+        return query
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """A delivery with its message's event id and, in the undelivered view, its age."""
+
+    delivery: Delivery
+    event_id: str
+    age_seconds: float
+
+    def __getattr__(self, name: str) -> Any:
+        # Serializers read delivery fields straight off the view.
+        return getattr(self.delivery, name)
+
+
+def _event_ids(session: Session, message_ids: set[int]) -> dict[int, str]:
+    if not message_ids:
+        return {}
+    rows = session.execute(select(Message.id, Message.event_id).where(Message.id.in_(message_ids)))
+    return {row.id: row.event_id for row in rows}
+
+
+def _views(session: Session, page: Page[Delivery]) -> Page[DeliveryView]:
+    event_ids = _event_ids(session, {d.message_id for d in page.items})
+    now = utcnow()
+    views = [
+        DeliveryView(d, event_ids.get(d.message_id, ""), (now - d.created_at).total_seconds())
+        for d in page.items
+    ]
+    return Page(views, page.next_cursor)
+
+
+def _delivery_scope(application_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
+    return [] if application_id is None else [Delivery.application_id == application_id]
+
+
+def list_messages(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    event_type: str | None,
+    window: Window,
+    limit: int,
+    cursor: str | None,
+) -> Page[Message]:
+    """Messages of an application: its own, and broadcasts that reached its endpoints."""
+    query = select(Message)
+    if application_id is not None:
+        reached = (
+            select(Delivery.id)
+            .where(Delivery.message_id == Message.id, Delivery.application_id == application_id)
+            .exists()
+        )
+        query = query.where(or_(Message.application_id == application_id, reached))
+    if event_type is not None:
+        query = query.where(Message.event_type == event_type)
+    query = window.apply(query, Message.created_at)
+    with sessions() as session:
+        return paginate(session, query, Message.created_at, Message.id, limit=limit, cursor=cursor)
+
+
+def get_message(
+    sessions: sessionmaker[Session], *, application_id: uuid.UUID | None, event_id: str
+) -> tuple[Message, list[DeliveryView]]:
+    """One message by event id, with its deliveries (to the caller's endpoints)."""
+    with sessions() as session:
+        message = session.scalar(select(Message).where(Message.event_id == event_id))
+        if message is None:
+            raise NotFound(f"message {event_id} not found")
+        deliveries = list(
+            session.scalars(
+                select(Delivery)
+                .where(Delivery.message_id == message.id, *_delivery_scope(application_id))
+                .order_by(Delivery.id)
+            )
+        )
+        foreign = application_id is not None and message.application_id != application_id
+        if foreign and not deliveries:
+            raise NotFound(f"message {event_id} not found")
+        now = utcnow()
+        return message, [
+            DeliveryView(d, event_id, (now - d.created_at).total_seconds()) for d in deliveries
+        ]
+
+
+def list_deliveries(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    endpoint_id: uuid.UUID | None = None,
+    states: list[str] | None = None,
+    event_type: str | None = None,
+    event_id: str | None = None,
+    window: Window = Window(),
+    undelivered: bool = False,
+    limit: int,
+    cursor: str | None,
+) -> Page[DeliveryView]:
+    """Deliveries, filtered; ``undelivered`` keeps only those not in a terminal state."""
+    query = select(Delivery).where(*_delivery_scope(application_id))
+    if endpoint_id is not None:
+        query = query.where(Delivery.endpoint_id == endpoint_id)
+    if states:
+        query = query.where(Delivery.state.in_(states))
+    if undelivered:
+        query = query.where(Delivery.state.not_in([str(s) for s in TERMINAL_STATES]))
+    if event_type is not None:
+        query = query.where(Delivery.event_type == event_type)
+    if event_id is not None:
+        query = query.where(
+            Delivery.message_id
+            == select(Message.id).where(Message.event_id == event_id).scalar_subquery()
+        )
+    query = window.apply(query, Delivery.created_at)
+    with sessions() as session:
+        page = paginate(
+            session, query, Delivery.created_at, Delivery.id, limit=limit, cursor=cursor
+        )
+        return _views(session, page)
+
+
+def get_delivery(
+    sessions: sessionmaker[Session], *, application_id: uuid.UUID | None, delivery_id: int
+) -> DeliveryView:
+    """One delivery."""
+    with sessions() as session:
+        delivery = session.scalar(
+            select(Delivery).where(Delivery.id == delivery_id, *_delivery_scope(application_id))
+        )
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        event_ids = _event_ids(session, {delivery.message_id})
+        age = (utcnow() - delivery.created_at).total_seconds()
+        return DeliveryView(delivery, event_ids.get(delivery.message_id, ""), age)
+
+
+def list_attempts(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    delivery_id: int | None = None,
+    endpoint_id: uuid.UUID | None = None,
+    outcome: str | None = None,
+    window: Window = Window(),
+    limit: int,
+    cursor: str | None,
+) -> Page[Attempt]:
+    """Attempts, newest first, of one delivery or of an application's endpoints."""
+    query = select(Attempt)
+    if application_id is not None:
+        owned = select(Delivery.id).where(
+            Delivery.id == Attempt.delivery_id, Delivery.application_id == application_id
+        )
+        query = query.where(owned.exists())
+    if delivery_id is not None:
+        query = query.where(Attempt.delivery_id == delivery_id)
+    if endpoint_id is not None:
+        query = query.where(Attempt.endpoint_id == endpoint_id)
+    if outcome is not None:
+        query = query.where(Attempt.outcome == outcome)
+    query = window.apply(query, Attempt.started_at)
+    with sessions() as session:
+        if delivery_id is not None:
+            exists = session.scalar(
+                select(func.count()).where(
+                    Delivery.id == delivery_id, *_delivery_scope(application_id)
+                )
+            )
+            if not exists:
+                raise NotFound(f"delivery {delivery_id} not found")
+        return paginate(session, query, Attempt.started_at, Attempt.id, limit=limit, cursor=cursor)
+
+
+@dataclass(frozen=True)
+class DeadLetterView:
+    """A dead letter with what an operator needs to decide on a redrive."""
+
+    dead_letter: DeadLetter
+    event_id: str
+    event_type: str
+    attempt_count: int
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dead_letter, name)
+
+
+def list_dead_letters(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    endpoint_id: uuid.UUID | None = None,
+    event_type: str | None = None,
+    include_redriven: bool = False,
+    window: Window = Window(),
+    limit: int,
+    cursor: str | None,
+) -> Page[DeadLetterView]:
+    """Dead letters, open ones only unless ``include_redriven``."""
+    query = select(DeadLetter)
+    if application_id is not None:
+        query = query.where(DeadLetter.application_id == application_id)
+    if endpoint_id is not None:
+        query = query.where(DeadLetter.endpoint_id == endpoint_id)
+    if not include_redriven:
+        query = query.where(DeadLetter.redriven_at.is_(None))
+    if event_type is not None:
+        query = query.where(
+            select(Delivery.id)
+            .where(Delivery.id == DeadLetter.delivery_id, Delivery.event_type == event_type)
+            .exists()
+        )
+    query = window.apply(query, DeadLetter.created_at)
+    with sessions() as session:
+        page = paginate(
+            session, query, DeadLetter.created_at, DeadLetter.id, limit=limit, cursor=cursor
+        )
+        deliveries = {
+            d.id: d
+            for d in session.scalars(
+                select(Delivery).where(Delivery.id.in_({dl.delivery_id for dl in page.items}))
+            )
+        }
+        event_ids = _event_ids(session, {d.message_id for d in deliveries.values()})
+        views = []
+        for letter in page.items:
+            delivery = deliveries[letter.delivery_id]
+            views.append(
+                DeadLetterView(
+                    letter,
+                    event_ids.get(delivery.message_id, ""),
+                    delivery.event_type,
+                    delivery.attempt_count,
+                )
+            )
+        return Page(views, page.next_cursor)

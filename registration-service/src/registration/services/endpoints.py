@@ -1,0 +1,300 @@
+"""Endpoints (subscriptions): upsert by (URL, event types), update, disable, secrets."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from registration.services.errors import Conflict, InvalidField, NotFound
+from registration.services.pagination import Page, paginate
+from webhooks_core.db import transaction
+from webhooks_core.envelope import utcnow
+from webhooks_core.models import (
+    Application,
+    Endpoint,
+    EndpointKind,
+    EndpointSecret,
+    EventType,
+    cancel_open_deliveries,
+)
+from webhooks_core.settings import Settings
+from webhooks_core.signing import is_valid_secret, new_secret
+from webhooks_core.targets import TargetRefused, check_url
+
+_UPSERT_KEY_WHERE = text("kind = 'subscription' AND deleted_at IS NULL")
+_MUTABLE = (
+    "description",
+    "channels",
+    "headers",
+    "rate_limit",
+    "max_in_flight",
+    "retry_schedule",
+    "metadata",
+)
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """The current signing secret and the rotated-out ones still signing."""
+
+    key: str
+    previous: list[tuple[str, datetime]]
+
+
+def normalize_event_types(names: list[str]) -> list[str]:
+    """Sorted and without repeats, so that equal filters are equal arrays."""
+    return sorted(set(names))
+
+
+def _check_event_types(session: Session, names: list[str]) -> None:
+    if not names:
+        return
+    query = select(EventType.name, EventType.archived).where(EventType.name.in_(names))
+    found = dict(session.execute(query).all())
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise InvalidField(f"unknown event types: {', '.join(unknown)}", field="event_types")
+    archived = [name for name in names if found[name]]
+    if archived:
+        raise InvalidField(f"archived event types: {', '.join(archived)}", field="event_types")
+
+
+def _check_target(settings: Settings, url: str) -> None:
+    try:
+        check_url(url, settings.allowed_networks)
+    except TargetRefused as exc:
+        raise InvalidField(str(exc), field="url") from None
+
+
+def _load(
+    session: Session, app_id: uuid.UUID, endpoint_id: uuid.UUID, *, lock: bool = False
+) -> Endpoint:
+    query = select(Endpoint).where(
+        Endpoint.id == endpoint_id,
+        Endpoint.application_id == app_id,
+        Endpoint.kind == EndpointKind.SUBSCRIPTION,
+        Endpoint.deleted_at.is_(None),
+    )
+    if lock:
+        query = query.with_for_update()
+    endpoint = session.scalar(query)
+    if endpoint is None:
+        raise NotFound(f"endpoint {endpoint_id} not found")
+    return endpoint
+
+
+def upsert_endpoint(
+    sessions: sessionmaker[Session], settings: Settings, app_id: uuid.UUID, fields: dict[str, Any]
+) -> tuple[Endpoint, bool]:
+    """Create an endpoint, or update the one with the same URL and event types.
+
+    Returns the endpoint and whether it was created.  The partial unique index on
+    ``(application_id, url, event_types)`` decides, so concurrent posts never duplicate.
+    """
+    _check_target(settings, fields["url"])
+    secret = fields.get("secret")
+    if secret is not None and not is_valid_secret(secret):
+        raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="secret")
+    event_types = normalize_event_types(fields.get("event_types") or [])
+    values: dict[str, Any] = {
+        "application_id": app_id,
+        "url": fields["url"],
+        "event_types": event_types,
+        "description": fields.get("description") or "",
+        "channels": fields.get("channels"),
+        "headers": fields.get("headers") or {},
+        "rate_limit": fields.get("rate_limit"),
+        "max_in_flight": fields.get("max_in_flight"),
+        "retry_schedule": fields.get("retry_schedule"),
+        "metadata": fields.get("metadata") or {},
+    }
+    with transaction(sessions) as session:
+        if session.get(Application, app_id) is None:
+            raise NotFound(f"application {app_id} not found")
+        _check_event_types(session, event_types)
+        table = Endpoint.__table__
+        statement = insert(table).values(id=uuid.uuid4(), **values)  # type: ignore[arg-type]
+        changed: dict[str, Any] = {key: statement.excluded[key] for key in values if key in fields}
+        changed["updated_at"] = func.now()
+        upsert = statement.on_conflict_do_update(
+            index_elements=["application_id", "url", "event_types"],
+            index_where=_UPSERT_KEY_WHERE,
+            set_=changed,
+        ).returning(table.c.id, text("xmax = 0 AS inserted"))
+        endpoint_id, created = session.execute(upsert).one()
+        if created:
+            session.add(EndpointSecret(endpoint_id=endpoint_id, secret=secret or new_secret()))
+        elif secret is not None:
+            _rotate(session, settings, endpoint_id, secret)
+        session.flush()
+        return _load(session, app_id, endpoint_id), bool(created)
+
+
+def get_endpoint(
+    sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> Endpoint:
+    """One endpoint of an application."""
+    with sessions() as session:
+        return _load(session, app_id, endpoint_id)
+
+
+def list_endpoints(
+    sessions: sessionmaker[Session],
+    app_id: uuid.UUID,
+    *,
+    event_type: str | None,
+    enabled: bool | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Endpoint]:
+    """Endpoints of an application, newest first; filter by subscribed type and state."""
+    query = select(Endpoint).where(
+        Endpoint.application_id == app_id,
+        Endpoint.kind == EndpointKind.SUBSCRIPTION,
+        Endpoint.deleted_at.is_(None),
+    )
+    if event_type is not None:
+        query = query.where(
+            Endpoint.event_types.contains([event_type])
+            | (func.cardinality(Endpoint.event_types) == 0)
+        )
+    if enabled is not None:
+        query = query.where(Endpoint.enabled.is_(enabled))
+    with sessions() as session:
+        if session.get(Application, app_id) is None:
+            raise NotFound(f"application {app_id} not found")
+        return paginate(
+            session, query, Endpoint.created_at, Endpoint.id, limit=limit, cursor=cursor
+        )
+
+
+def update_endpoint(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    app_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> Endpoint:
+    """Change some fields; moving onto another endpoint's (URL, event types) is a conflict."""
+    if "url" in changes:
+        _check_target(settings, changes["url"])
+    try:
+        with transaction(sessions) as session:
+            endpoint = _load(session, app_id, endpoint_id, lock=True)
+            if "url" in changes:
+                endpoint.url = changes["url"]
+            if "event_types" in changes:
+                names = normalize_event_types(changes["event_types"] or [])
+                _check_event_types(session, names)
+                endpoint.event_types = names
+            for field in _MUTABLE:
+                if field in changes:
+                    setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
+            session.flush()
+            return endpoint
+    except IntegrityError:
+        raise Conflict(
+            "another endpoint of this application has this URL and these event types",
+            field="url",
+        ) from None
+
+
+def delete_endpoint(
+    sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> None:
+    """Delete an endpoint: it stops receiving, its open deliveries end cancelled."""
+    with transaction(sessions) as session:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        endpoint.deleted_at = utcnow()
+        endpoint.enabled = False
+        endpoint.disabled_reason = "deleted"
+        session.execute(cancel_open_deliveries(endpoint.id, "endpoint deleted"))
+
+
+def set_enabled(
+    sessions: sessionmaker[Session],
+    app_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    *,
+    enabled: bool,
+    reason: str | None = None,
+) -> Endpoint:
+    """Disable (cancelling open deliveries) or re-enable an endpoint (resetting its health)."""
+    with transaction(sessions) as session:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        if enabled:
+            endpoint.enabled = True
+            endpoint.disabled_reason = None
+            endpoint.disabled_at = None
+            endpoint.consecutive_failures = 0
+            endpoint.failing_since = None
+            endpoint.circuit_open_until = None
+        elif endpoint.enabled:
+            endpoint.enabled = False
+            endpoint.disabled_reason = reason or "disabled by a user"
+            endpoint.disabled_at = utcnow()
+            session.execute(cancel_open_deliveries(endpoint.id, "endpoint disabled"))
+        session.flush()
+        return endpoint
+
+
+def _active_secrets(session: Session, endpoint_id: uuid.UUID) -> list[EndpointSecret]:
+    query = (
+        select(EndpointSecret)
+        .where(
+            EndpointSecret.endpoint_id == endpoint_id,
+            (EndpointSecret.expires_at.is_(None)) | (EndpointSecret.expires_at > func.now()),
+        )
+        .order_by(EndpointSecret.created_at.desc())
+    )
+    return list(session.scalars(query))
+
+
+def _view(secrets: list[EndpointSecret]) -> SecretView:
+    current = next(s for s in secrets if s.expires_at is None)
+    previous = [(s.secret, s.expires_at) for s in secrets if s.expires_at is not None]
+    return SecretView(current.secret, previous)
+
+
+def get_secret(
+    sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> SecretView:
+    """The signing secrets of an endpoint (shown only through this call)."""
+    with sessions() as session:
+        endpoint = _load(session, app_id, endpoint_id)
+        return _view(_active_secrets(session, endpoint.id))
+
+
+def _rotate(session: Session, settings: Settings, endpoint_id: uuid.UUID, key: str | None) -> None:
+    # Database time on both sides, so a zero grace period ends the old secret at once.
+    grace_end = func.now() + timedelta(seconds=settings.secret_rotation_grace_seconds)
+    session.execute(
+        update(EndpointSecret)
+        .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at.is_(None))
+        .values(expires_at=grace_end)
+    )
+    session.add(EndpointSecret(endpoint_id=endpoint_id, secret=key or new_secret()))
+
+
+def rotate_secret(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    app_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    key: str | None,
+) -> SecretView:
+    """Start signing with a new secret; the old one keeps signing for the grace period."""
+    if key is not None and not is_valid_secret(key):
+        raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="key")
+    with transaction(sessions) as session:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        _rotate(session, settings, endpoint.id, key)
+        session.flush()
+        return _view(_active_secrets(session, endpoint.id))

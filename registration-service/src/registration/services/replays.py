@@ -1,0 +1,279 @@
+"""Replays: resend a delivery or a message, recover an endpoint, redrive dead letters.
+
+A replay makes deliveries due now (state ``pending``, ``attempt_count`` back to 0 so the
+retry schedule starts over, ``next_trigger='replay'`` so the attempt says why it happened);
+the scheduler's notification trigger wakes it at once.  Replays are idempotent: a delivery
+already ``pending`` or ``sending`` is left alone, so replaying twice sends once while the first
+replay is still open.  Deliveries of a disabled or deleted endpoint are not replayed (enable
+the endpoint first).  Every request writes a :class:`~webhooks_core.models.Replay` audit row,
+also when it requeued nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from registration.services.errors import Conflict, NotFound
+from registration.services.pagination import Page, paginate
+from webhooks_core.db import transaction
+from webhooks_core.models import (
+    DeadLetter,
+    Delivery,
+    DeliveryState,
+    Endpoint,
+    Message,
+    Replay,
+)
+from webhooks_core.observability import REPLAYS
+
+# Deliveries a replay may requeue: everything not already waiting for its next attempt now.
+REPLAYABLE_STATES = (
+    DeliveryState.DELIVERED,
+    DeliveryState.DEAD,
+    DeliveryState.CANCELLED,
+    DeliveryState.RETRYING,
+)
+# What "recover" picks up: deliveries that failed (dead, or failing and waiting to retry).
+FAILED_STATES = (DeliveryState.DEAD, DeliveryState.RETRYING)
+
+
+def _active_endpoint() -> ColumnElement[bool]:
+    return (
+        select(Endpoint.id)
+        .where(
+            Endpoint.id == Delivery.endpoint_id,
+            Endpoint.enabled.is_(True),
+            Endpoint.deleted_at.is_(None),
+        )
+        .exists()
+    )
+
+
+def _requeue(session: Session, conditions: list[ColumnElement[bool]]) -> list[int]:
+    """Make the matching replayable deliveries of active endpoints due now; return their ids."""
+    statement = (
+        update(Delivery)
+        .where(*conditions, Delivery.state.in_(REPLAYABLE_STATES), _active_endpoint())
+        .values(
+            state=DeliveryState.PENDING,
+            attempt_count=0,
+            next_attempt_at=func.now(),
+            next_trigger="replay",
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=func.now(),
+        )
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    requeued = list(session.scalars(statement))
+    if requeued:
+        # A redriven delivery's open dead letter is closed by the redrive itself; close it
+        # too when the delivery came back by a resend or recover.
+        session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.delivery_id.in_(requeued), DeadLetter.redriven_at.is_(None))
+            .values(redriven_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
+    return requeued
+
+
+def _audit(
+    session: Session,
+    *,
+    kind: str,
+    application_id: uuid.UUID | None,
+    criteria: dict[str, Any],
+    requested_by: str,
+    requeued: int,
+) -> Replay:
+    replay = Replay(
+        application_id=application_id,
+        kind=kind,
+        criteria={k: (str(v) if v is not None else None) for k, v in criteria.items()},
+        requested_by=requested_by,
+        deliveries_requeued=requeued,
+    )
+    session.add(replay)
+    session.flush()
+    REPLAYS.labels(kind).inc(requeued)
+    return replay
+
+
+def _scope(application_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
+    return [] if application_id is None else [Delivery.application_id == application_id]
+
+
+def resend_delivery(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    delivery_id: int,
+    requested_by: str,
+) -> Replay:
+    """Send one delivery again (no-op while it is already pending or sending)."""
+    with transaction(sessions) as session:
+        query = select(Delivery).where(Delivery.id == delivery_id, *_scope(application_id))
+        delivery = session.scalar(query.with_for_update())
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        endpoint = session.get(Endpoint, delivery.endpoint_id)
+        if endpoint is None or not endpoint.enabled or endpoint.deleted_at is not None:
+            raise Conflict("the endpoint is disabled or deleted; enable it before resending")
+        requeued = _requeue(session, [Delivery.id == delivery_id])
+        return _audit(
+            session,
+            kind="delivery",
+            application_id=delivery.application_id,
+            criteria={"delivery_id": delivery_id},
+            requested_by=requested_by,
+            requeued=len(requeued),
+        )
+
+
+def resend_message(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    event_id: str,
+    requested_by: str,
+) -> Replay:
+    """Send every delivery of a message again (those of active endpoints, not already due)."""
+    with transaction(sessions) as session:
+        message_id = session.scalar(select(Message.id).where(Message.event_id == event_id))
+        visible = message_id is not None and session.scalar(
+            select(func.count()).where(Delivery.message_id == message_id, *_scope(application_id))
+        )
+        if not visible:
+            raise NotFound(f"message {event_id} not found")
+        requeued = _requeue(session, [Delivery.message_id == message_id, *_scope(application_id)])
+        return _audit(
+            session,
+            kind="message",
+            application_id=application_id,
+            criteria={"event_id": event_id},
+            requested_by=requested_by,
+            requeued=len(requeued),
+        )
+
+
+def recover_endpoint(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    since: datetime,
+    until: datetime | None,
+    requested_by: str,
+) -> Replay:
+    """Resend every failed (dead or retrying) delivery of an endpoint created since ``since``."""
+    with transaction(sessions) as session:
+        endpoint = session.scalar(
+            select(Endpoint).where(
+                Endpoint.id == endpoint_id,
+                Endpoint.application_id == application_id,
+                Endpoint.deleted_at.is_(None),
+            )
+        )
+        if endpoint is None:
+            raise NotFound(f"endpoint {endpoint_id} not found")
+        if not endpoint.enabled:
+            raise Conflict("the endpoint is disabled; enable it before recovering")
+        conditions = [
+            Delivery.endpoint_id == endpoint_id,
+            Delivery.state.in_(FAILED_STATES),
+            Delivery.created_at >= since,
+        ]
+        if until is not None:
+            conditions.append(Delivery.created_at < until)
+        requeued = _requeue(session, conditions)
+        return _audit(
+            session,
+            kind="recover",
+            application_id=application_id,
+            criteria={"endpoint_id": endpoint_id, "since": since.isoformat(), "until": until},
+            requested_by=requested_by,
+            requeued=len(requeued),
+        )
+
+
+def redrive_dead_letters(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    requested_by: str,
+    dead_letter_id: int | None = None,
+    endpoint_id: uuid.UUID | None = None,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Replay:
+    """Redrive one open dead letter, those matching a filter, or all (no filter)."""
+    conditions: list[ColumnElement[bool]] = [DeadLetter.redriven_at.is_(None)]
+    if application_id is not None:
+        conditions.append(DeadLetter.application_id == application_id)
+    if dead_letter_id is not None:
+        conditions.append(DeadLetter.id == dead_letter_id)
+    if endpoint_id is not None:
+        conditions.append(DeadLetter.endpoint_id == endpoint_id)
+    if since is not None:
+        conditions.append(DeadLetter.created_at >= since)
+    if until is not None:
+        conditions.append(DeadLetter.created_at < until)
+    with transaction(sessions) as session:
+        picked = select(DeadLetter.delivery_id).where(*conditions)
+        if event_type is not None:
+            picked = picked.join(Delivery, Delivery.id == DeadLetter.delivery_id).where(
+                Delivery.event_type == event_type
+            )
+        if dead_letter_id is not None:
+            exists = session.scalar(
+                select(DeadLetter.id).where(
+                    DeadLetter.id == dead_letter_id,
+                    *(
+                        []
+                        if application_id is None
+                        else [DeadLetter.application_id == application_id]
+                    ),
+                )
+            )
+            if exists is None:
+                raise NotFound(f"dead letter {dead_letter_id} not found")
+        requeued = _requeue(
+            session, [Delivery.id.in_(picked), Delivery.state == DeliveryState.DEAD]
+        )
+        return _audit(
+            session,
+            kind="redrive",
+            application_id=application_id,
+            criteria={
+                "dead_letter_id": dead_letter_id,
+                "endpoint_id": endpoint_id,
+                "event_type": event_type,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+            requested_by=requested_by,
+            requeued=len(requeued),
+        )
+
+
+def list_replays(
+    sessions: sessionmaker[Session],
+    *,
+    application_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Replay]:
+    """The replay audit log, newest first."""
+    query = select(Replay)
+    if application_id is not None:
+        query = query.where(Replay.application_id == application_id)
+    with sessions() as session:
+        return paginate(session, query, Replay.created_at, Replay.id, limit=limit, cursor=cursor)

@@ -1,0 +1,1 @@
+"""The webhook service: Celery workers that ingest events and deliver them, signed."""

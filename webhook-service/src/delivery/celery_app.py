@@ -1,0 +1,50 @@
+"""The Celery application, built from the same :class:`Settings` as every other process.
+
+Worker settings lose nothing: late acks, reject on a lost worker, prefetch one, publisher
+confirms, persistent messages.  Tasks declare their own options where they are defined.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from webhooks_core.settings import Settings
+
+TASK_MODULES = ["delivery.tasks", "delivery.tasks.deliver"]
+
+
+def create_celery(settings: Settings | None = None, *, ingest: bool = False) -> Celery:
+    """Build the Celery app for ``settings`` (read from the environment when omitted).
+
+    With ``ingest`` its workers also consume ``webhooks.ingest`` (broker ingestion).
+    """
+    settings = settings or Settings.from_env()
+    app = Celery("webhooks", broker=settings.broker_url, include=TASK_MODULES)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_default_delivery_mode="persistent",
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        enable_utc=True,
+    )
+    app.conf.webhooks_settings = settings
+    if ingest:
+        from delivery.ingest_step import IngestStep
+
+        app.steps["consumer"].add(IngestStep)
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings a Celery app was built from."""
+    return app.conf.webhooks_settings  # type: ignore[no-any-return]

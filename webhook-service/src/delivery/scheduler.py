@@ -1,0 +1,225 @@
+"""The scheduler process: ``python -m delivery.scheduler`` (metrics on 9102 by default).
+
+It LISTENs on ``webhooks_deliveries``; a trigger on ``deliveries`` notifies when a statement
+makes deliveries due or ends a lease (an endpoint's slot frees), so new messages are claimed
+within milliseconds.  Without notifications it still claims every
+``WEBHOOKS_SCHEDULER_POLL_SECONDS`` (retries becoming due by time, lost notifications), and
+expires leases on the same beat.  Any number of schedulers may run; see
+:mod:`delivery.scheduling`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import psycopg2  # type: ignore[import-untyped]
+import psycopg2.extensions  # type: ignore[import-untyped]
+from celery import Celery
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from delivery.broker import DELIVER_QUEUE_NAME
+from delivery.celery_app import create_celery
+from delivery.clock import Clock, make_clock
+from delivery.scheduling import (
+    DELIVER_TASK,
+    NOTIFY_CHANNEL,
+    Claim,
+    ClaimPublisher,
+    RateLimiter,
+    claim_cycle,
+    expire_leases,
+)
+from webhooks_core.db import make_engine, make_session_factory, transaction
+from webhooks_core.logging import configure_logging
+from webhooks_core.monitoring import serve_process_metrics
+from webhooks_core.settings import Settings
+
+logger = logging.getLogger("delivery.scheduler")
+
+DEFAULT_METRICS_PORT = 9102
+# While endpoints at their limit hold a backlog back, new due deliveries wait at most this
+# long for a claim cycle (each cycle scans past the backlog).
+SATURATED_RESCAN_SECONDS = 0.05
+
+
+class CeleryClaimPublisher:
+    """Publishes each batch as one ``delivery.deliver`` task on ``webhooks.deliver``."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def publish(self, claims: list[Claim]) -> None:
+        """Publish on one pooled connection; each publish waits for the broker's confirm."""
+        with self.app.producer_or_acquire() as producer:
+            for claim in claims:
+                self.app.send_task(
+                    DELIVER_TASK,
+                    args=[str(claim.lease_token), claim.delivery_ids],
+                    queue=DELIVER_QUEUE_NAME,
+                    producer=producer,
+                )
+
+
+def listen_dsn(database_url: str) -> str:
+    """A libpq DSN for the SQLAlchemy URL, for the dedicated LISTEN connection."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class Scheduler:
+    """Claims due deliveries and publishes them; :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        publisher: ClaimPublisher,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.publisher = publisher
+        self.clock = clock
+        self._listener: psycopg2.extensions.connection | None = None
+        self._last_expiry = 0.0
+        self._wake_in: float | None = None
+        self.limiter = RateLimiter()
+
+    def tick(self) -> int:
+        """One cycle: expire leases when due, claim, publish.  Returns deliveries claimed."""
+        return self.cycle()[0]
+
+    def cycle(self) -> tuple[int, bool]:
+        """:meth:`tick`, also returning whether endpoints at their limit held work back."""
+        if time.monotonic() - self._last_expiry >= self.settings.scheduler_poll_seconds:
+            self._last_expiry = time.monotonic()
+            with transaction(self.sessions) as session:
+                expired = expire_leases(session, self.clock.now())
+            if expired:
+                logger.warning("leases expired, deliveries due again: %d", len(expired))
+        with transaction(self.sessions) as session:
+            result = claim_cycle(session, self.settings, self.clock.now(), self.limiter)
+        claims = result.claims
+        self._wake_in = result.wake_in
+        if claims:
+            # After the commit, so a worker never sees a lease that is not there yet.
+            try:
+                self.publisher.publish(claims)
+            except Exception:
+                logger.exception(
+                    "publishing %d batches failed; they return when their leases expire",
+                    len(claims),
+                )
+        return sum(len(claim.delivery_ids) for claim in claims), result.saturated
+
+    def _connect_listener(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(listen_dsn(self.settings.database_url))
+        conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
+        with conn.cursor() as cursor:
+            cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return conn
+
+    def wait(self, timeout: float) -> set[str]:
+        """Sleep until a notification arrives or ``timeout`` passes; return their payloads.
+
+        An empty set means the timeout passed (or the connection had to be rebuilt).
+        """
+        try:
+            if self._listener is None:
+                self._listener = self._connect_listener()
+            conn = self._listener
+            conn.poll()
+            if not conn.notifies:
+                select.select([conn], [], [], timeout)
+                conn.poll()
+            kinds = {note.payload for note in conn.notifies}
+            conn.notifies.clear()
+            return kinds
+        except (psycopg2.Error, OSError):
+            logger.exception("LISTEN connection lost; reconnecting")
+            self._close_listener()
+            time.sleep(min(timeout, 1.0))
+            return set()
+
+    def _sleep(self, stop: threading.Event, saturated: bool) -> None:
+        """Wait for a reason to claim again.
+
+        While endpoints at their in-flight limit hold work back, a new due delivery is most
+        likely more of the same backlog, and each cycle scans past that backlog: a freed slot
+        ('free') still claims at once, but new due deliveries ('due') are picked up at most
+        every ``SATURATED_RESCAN_SECONDS``, not on every insert.
+        """
+        started = time.monotonic()
+        deadline = started + min(self.settings.scheduler_poll_seconds, self._wake_in or 3600.0)
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            kinds = self.wait(left)
+            if not kinds or "free" in kinds:
+                return
+            if "due" in kinds:
+                if not saturated:
+                    return
+                deadline = min(deadline, started + SATURATED_RESCAN_SECONDS)
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._listener.close()
+            self._listener = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Claim until ``stop`` is set; a full claim loops at once, otherwise wait."""
+        self._listener = self._connect_listener()
+        logger.info("scheduler running")
+        try:
+            while not stop.is_set():
+                try:
+                    claimed, saturated = self.cycle()
+                except Exception:
+                    logger.exception("claim cycle failed; retrying")
+                    stop.wait(1.0)
+                    continue
+                if claimed >= self.settings.scheduler_claim_limit:
+                    continue  # more is due right now
+                self._sleep(stop, saturated)
+        finally:
+            self._close_listener()
+
+
+def main() -> None:
+    """Run a scheduler until SIGTERM or SIGINT."""
+    settings = Settings.from_env()
+    configure_logging("scheduler", log_format=settings.log_format, level=settings.log_level)
+    engine = make_engine(settings)
+    port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
+    # The scheduler is the one process that also exports the database gauges.
+    serve_process_metrics(port, host=settings.metrics_host, database_gauges_engine=engine)
+    scheduler = Scheduler(
+        settings,
+        make_session_factory(engine),
+        CeleryClaimPublisher(create_celery(settings)),
+        make_clock(settings),
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> Any:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    scheduler.run(stop)
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Claiming due deliveries from PostgreSQL and handing them to workers.
+
+PostgreSQL is the only place a delivery waits: ``next_attempt_at`` holds retries for hours,
+never a Celery ETA.  A claim cycle, in one transaction:
+
+1. takes the claim lock (an advisory lock, so several schedulers take turns instead of
+   racing on the per-endpoint limits; each can take over when another dies);
+2. counts in-flight batches per endpoint (``delivery_leases``, one row per batch) and
+   reads which breakers are open; those endpoints are left out of the scan, so a slow or
+   failing endpoint's backlog never fills the batch that healthy endpoints need;
+3. reads up to ``scheduler_claim_limit`` due rows of the other endpoints, oldest first;
+4. cuts each endpoint's rows into batches of at most ``delivery_batch_size``, no more
+   batches than the endpoint's free in-flight slots (one while the endpoint is failing; a
+   half-open breaker gets one probe of one delivery), and leases them in one UPDATE over
+   exactly those rows ``FOR UPDATE SKIP LOCKED`` (a row another transaction is changing
+   right now is left for the next cycle):
+   state ``sending``, a fresh ``lease_token`` per batch, ``lease_expires_at``, and one
+   ``delivery_leases`` row per batch.  Rows that did not fit stay due and are not locked.
+
+After the commit each batch is published as one ``delivery.deliver`` task (publisher
+confirms).  A batch whose publish fails, or whose worker dies, comes back when its lease
+expires (:func:`expire_leases`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Session
+
+from webhooks_core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Arbitrary but fixed: the key of the advisory lock schedulers take turns on.
+CLAIM_LOCK_KEY = 0x5745_4248_4F4F_4B53  # "WEBHOOKS"
+NOTIFY_CHANNEL = "webhooks_deliveries"
+DELIVER_TASK = "delivery.deliver"
+# Below this many endpoints with due rows in one cycle, their rows are spread over parallel
+# batches (see claim_cycle).
+SPREAD_BELOW_ENDPOINTS = 8
+# With that many endpoints or more, an endpoint with at most this many due rows (and no
+# failures) shares a batch with others.
+MIX_MAX_ROWS = 4
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """The batches leased by one cycle, and whether due work waits for a free slot."""
+
+    claims: list[Claim]
+    saturated: bool
+    wake_in: float | None = None  # seconds until rate-limited deliveries may go
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One leased batch, sent by one task: each endpoint's deliveries one after another.
+
+    ``endpoint_id`` is None for a batch that gathers a few deliveries of many healthy
+    endpoints (a fan-out); the worker sends those endpoints side by side.
+    """
+
+    lease_token: uuid.UUID
+    endpoint_id: uuid.UUID | None
+    delivery_ids: list[int]
+
+
+class ClaimPublisher(Protocol):
+    """Hands leased batches to workers."""
+
+    def publish(self, claims: list[Claim]) -> None:
+        """Publish every claim; raise if the broker did not confirm one."""
+        ...
+
+
+# One round trip: take the claim lock (the CTE runs first and once), then read the batches
+# in flight per endpoint and the endpoints whose breaker is open (batches = -1).
+_IN_FLIGHT = text(
+    """
+    WITH claim_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key))
+    SELECT l.endpoint_id, count(*) AS batches,
+           CASE WHEN e.consecutive_failures > 0 THEN 1
+                ELSE coalesce(e.max_in_flight, :default_limit) END AS max_in_flight
+    FROM claim_lock, delivery_leases l JOIN endpoints e ON e.id = l.endpoint_id
+    GROUP BY l.endpoint_id, e.max_in_flight, e.consecutive_failures
+    UNION ALL
+    SELECT e.id, -1, 0 FROM claim_lock, endpoints e WHERE e.circuit_open_until > :now
+    """
+)
+_EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
+_CANDIDATES = text(
+    """
+    SELECT d.id, d.endpoint_id, coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
+           e.consecutive_failures, e.circuit_open_until, e.rate_limit
+    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+    WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now
+      AND NOT (d.endpoint_id = ANY(:excluded))
+    ORDER BY d.next_attempt_at
+    LIMIT :limit
+    """
+).bindparams(bindparam("excluded", type_=ARRAY(UUID(as_uuid=True))))
+# One round trip: lease the chosen rows (skipping any another transaction holds) and write
+# one delivery_leases row per batch that got at least one of them.
+_LEASE = text(
+    """
+    WITH leased AS (
+        UPDATE deliveries AS d
+        SET state = 'sending', lease_token = v.token, lease_expires_at = :until,
+            updated_at = now()
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
+        WHERE d.id = v.id AND d.id IN (
+            SELECT id FROM deliveries
+            WHERE id = ANY(CAST(:ids AS bigint[])) AND state IN ('pending', 'retrying')
+              AND next_attempt_at <= :now
+            FOR UPDATE SKIP LOCKED)
+        RETURNING d.id, d.lease_token, d.endpoint_id
+    ), batches AS (
+        INSERT INTO delivery_leases (token, endpoint_id, expires_at)
+        SELECT DISTINCT lease_token, endpoint_id, CAST(:until AS timestamptz) FROM leased
+    )
+    SELECT id FROM leased
+    """
+)
+_EXPIRE = text(
+    """
+    UPDATE deliveries
+    SET state = CASE WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
+        next_attempt_at = :now, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = now()
+    WHERE state = 'sending' AND lease_expires_at < :now
+    RETURNING id
+    """
+)
+
+
+def claim_due(session: Session, settings: Settings, now: datetime) -> list[Claim]:
+    """Lease due deliveries into batches (see the module doc); the caller commits."""
+    return claim_cycle(session, settings, now).claims
+
+
+class RateLimiter:
+    """Token buckets of the endpoints' ``rate_limit`` (deliveries per second, burst of one
+    second), kept by the scheduler that claims.  Several schedulers each keep their own, so
+    the limit holds per scheduler process."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
+
+    def allowance(self, endpoint_id: uuid.UUID, rate: int) -> int:
+        """How many deliveries the endpoint may be sent now."""
+        now = time.monotonic()
+        tokens, stamp = self._buckets.get(endpoint_id, (float(rate), now))
+        tokens = min(float(rate), tokens + (now - stamp) * rate)
+        self._buckets[endpoint_id] = (tokens, now)
+        return int(tokens)
+
+    def spend(self, endpoint_id: uuid.UUID, count: int) -> None:
+        """Take ``count`` tokens (after :meth:`allowance` said they were there)."""
+        tokens, stamp = self._buckets[endpoint_id]
+        self._buckets[endpoint_id] = (tokens - count, stamp)
+
+
+def claim_cycle(
+    session: Session, settings: Settings, now: datetime, limiter: RateLimiter | None = None
+) -> ClaimResult:
+    """:func:`claim_due`, also telling whether endpoints at their limit held work back."""
+    limiter = limiter or RateLimiter()
+    default_limit = settings.endpoint_max_in_flight
+    in_flight: dict[uuid.UUID, int] = {}
+    excluded: set[uuid.UUID] = set()
+    # Breaker-open endpoints are excluded too, but do not count as saturated: no freed slot
+    # would announce them, and healthy endpoints' new deliveries must not wait for one.
+    open_breakers: set[uuid.UUID] = set()
+    for endpoint_id, batches, limit in session.execute(
+        _IN_FLIGHT, {"key": CLAIM_LOCK_KEY, "default_limit": default_limit, "now": now}
+    ):
+        if batches < 0:
+            open_breakers.add(endpoint_id)
+            continue
+        in_flight[endpoint_id] = batches
+        if batches >= limit:
+            excluded.add(endpoint_id)
+    excluded |= open_breakers
+
+    rows = session.execute(
+        _CANDIDATES,
+        {
+            "now": now,
+            "excluded": list(excluded),
+            "limit": settings.scheduler_claim_limit,
+            "default_limit": default_limit,
+        },
+    ).all()
+    by_endpoint: dict[uuid.UUID, list[int]] = defaultdict(list)
+    free_slots: dict[uuid.UUID, int] = {}
+    probe: set[uuid.UUID] = set()
+    rates: dict[uuid.UUID, int] = {}
+    healthy: dict[uuid.UUID, bool] = {}
+    for delivery_id, endpoint_id, limit, failures, open_until, rate in rows:
+        by_endpoint[endpoint_id].append(delivery_id)
+        if endpoint_id in free_slots:
+            continue
+        healthy[endpoint_id] = failures == 0
+        if rate:
+            rates[endpoint_id] = rate
+        half_open = open_until is not None and failures >= settings.circuit_breaker_threshold
+        if half_open:
+            probe.add(endpoint_id)
+            free_slots[endpoint_id] = 1 if in_flight.get(endpoint_id, 0) == 0 else 0
+        elif failures > 0:
+            # A failing endpoint (often a slow one timing out) holds one worker thread at
+            # most, however many endpoints fail at once.
+            free_slots[endpoint_id] = 1 if in_flight.get(endpoint_id, 0) == 0 else 0
+        else:
+            free_slots[endpoint_id] = max(limit - in_flight.get(endpoint_id, 0), 0)
+
+    claims: list[Claim] = []
+    mixable: list[list[int]] = []
+    saturated = bool(excluded - open_breakers)
+    wake_in: float | None = None
+    for endpoint_id, ids in by_endpoint.items():
+        slots = free_slots[endpoint_id]
+        if slots <= 0:
+            saturated = True
+            continue
+        if endpoint_id in probe:
+            ids = ids[:1]
+        rate = rates.get(endpoint_id)
+        if rate:
+            allowed = limiter.allowance(endpoint_id, rate)
+            if allowed < len(ids):
+                # The rest waits for tokens: wake when the next one is there.
+                wake_in = min(wake_in or 1.0, 1.0 / rate)
+                ids = ids[:allowed]
+            if not ids:
+                continue
+            limiter.spend(endpoint_id, len(ids))
+        # With few endpoints due, spread each one's rows over its free slots (parallel
+        # requests); with many, the other endpoints keep the workers busy, so fewer, fuller
+        # batches cost fewer round trips.  What does not fit stays due for the next cycle.
+        many = len(by_endpoint) >= SPREAD_BELOW_ENDPOINTS
+        if many and len(ids) <= MIX_MAX_ROWS and endpoint_id not in probe and healthy[endpoint_id]:
+            mixable.append(ids)
+            continue
+        spread = 1 if many else slots
+        size = min(settings.delivery_batch_size, max(math.ceil(len(ids) / spread), 1))
+        for start in range(0, min(len(ids), size * slots), size):
+            claims.append(Claim(uuid.uuid4(), endpoint_id, ids[start : start + size]))
+        if len(ids) > size * slots:
+            saturated = True
+    # Healthy endpoints with only a few due rows share batches (one task, one transaction
+    # for many endpoints): a fan-out to thousands of endpoints is not thousands of tasks.
+    mixed: list[int] = []
+    for ids in mixable:
+        mixed += ids
+        if len(mixed) >= settings.delivery_batch_size:
+            claims.append(Claim(uuid.uuid4(), None, mixed))
+            mixed = []
+    if mixed:
+        claims.append(Claim(uuid.uuid4(), None, mixed))
+    if claims:
+        ids = [i for claim in claims for i in claim.delivery_ids]
+        tokens = [str(claim.lease_token) for claim in claims for _ in claim.delivery_ids]
+        until = now + timedelta(seconds=settings.lease_seconds)
+        leased = set(
+            session.scalars(_LEASE, {"ids": ids, "tokens": tokens, "until": until, "now": now})
+        )
+        if len(leased) < len(ids):
+            # Rows being changed by someone else (a replay, a cancel): left for next time.
+            claims = [
+                Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])
+                for c in claims
+            ]
+            claims = [c for c in claims if c.delivery_ids]
+    return ClaimResult(claims, saturated, wake_in)
+
+
+def expire_leases(session: Session, now: datetime) -> list[int]:
+    """Make deliveries whose lease ran out due again; the caller commits.
+
+    A lease runs out when its worker died mid-batch (or its task was never published).  The
+    receiver may or may not have got the request: sending again is what at-least-once means,
+    and ``webhook-id`` lets the receiver drop the duplicate.
+    """
+    session.execute(_EXPIRE_LEASES, {"now": now})
+    return list(session.scalars(_EXPIRE, {"now": now}))

@@ -1,0 +1,435 @@
+"""Sending one webhook request, safely.
+
+:class:`HttpSender` is what production uses.  For every request it
+
+* resolves the host itself and refuses the request when any address is blocked
+  (:func:`webhooks_core.targets.blocked_reason`, loopback etc. unless allowed by settings), then
+  connects to the address it checked: the urllib3 pool is opened on that IP while the ``Host``
+  header and TLS SNI/certificate checks keep the name, so DNS is never asked a second time;
+* keeps one pool of keep-alive connections per (scheme, host, port, address);
+* applies connect and read timeouts and a total deadline, which a reaper thread enforces by
+  shutting the socket down (a server dripping one byte a second defeats a read timeout alone);
+* never follows redirects and never decompresses: it reads at most the first
+  ``response_body_max_bytes`` (plus a small drain allowance to keep the connection reusable).
+
+:class:`FakeSender` answers 200 without any network, for tests of the engine's bookkeeping
+and for measuring the platform's own overhead (``WEBHOOKS_DELIVERY_SENDER=fake``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from webhooks_core.settings import Settings
+from webhooks_core.targets import IPAddress, blocked_reason
+
+USER_AGENT = "webhooks-platform/1.0"
+# Read past the stored excerpt up to this much, so a normal-sized response leaves its
+# connection reusable; anything longer is cut off by closing the connection.
+DRAIN_LIMIT = 64 * 1024
+_CHUNK = 16 * 1024
+_DNS_TTL_SECONDS = 10.0
+_POOL_MAXSIZE = 16
+
+Resolver = Callable[[str, int], list[str]]
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """One POST of a webhook: where, with which headers and body."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What came back.  ``outcome`` is the attempt's class (see docs/delivery.md)."""
+
+    outcome: str
+    latency_ms: float
+    status_code: int | None = None
+    retry_after: str | None = None
+    body_excerpt: str | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """True for any 2xx."""
+        return self.outcome == "success"
+
+
+class Sender(Protocol):
+    """Sends one webhook request and reports what happened; never raises for I/O problems."""
+
+    def send(self, request: OutboundRequest) -> SendResult:
+        """POST ``request`` and classify the result."""
+        ...
+
+
+def outcome_of_status(status: int) -> str:
+    """``success`` for 2xx, else ``http_3xx``/``http_4xx``/``http_5xx`` (bounded labels)."""
+    if 200 <= status < 300:
+        return "success"
+    return f"http_{min(max(status // 100, 1), 5)}xx"
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, in resolver order, without repeats."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, None] = {}
+    for info in infos:
+        seen.setdefault(str(info[4][0]), None)
+    return list(seen)
+
+
+# --- total deadline ---------------------------------------------------------------------
+
+
+class _Watch:
+    """The deadline of the request running on one thread, and the connection it uses."""
+
+    __slots__ = ("conn", "deadline", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.conn: HTTPConnection | None = None
+        self.fired = False
+
+
+_current = threading.local()
+
+
+class _DeadlineReaper:
+    """One daemon thread that shuts down the sockets of requests past their deadline."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self._interval = interval
+        self._watches: set[_Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="webhook-deadlines", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            now = time.monotonic()
+            with self._lock:
+                expired = [w for w in self._watches if w.deadline <= now and not w.fired]
+            for watch in expired:
+                watch.fired = True
+                sock = getattr(watch.conn, "sock", None)
+                if sock is not None:
+                    # Already closed means the request is ending anyway.
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+_REAPER = _DeadlineReaper()
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Registers itself with the calling thread's deadline before sending."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.conn = self
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    """The TLS variant of :class:`_WatchedHTTPConnection`."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.conn = self
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+# --- the real sender --------------------------------------------------------------------
+
+
+class TargetBlocked(Exception):
+    """The host resolves to an address that may not be contacted."""
+
+
+@dataclass
+class _Resolved:
+    address: str
+    refusal: str | None  # why no address of the name may be used
+    expires: float
+
+
+@dataclass
+class HttpSender:
+    """POSTs with pooled keep-alive connections to the checked address (see module doc)."""
+
+    settings: Settings
+    resolver: Resolver = system_resolver
+    _pools: dict[tuple[str, str, int, str], HTTPConnectionPool] = field(default_factory=dict)
+    _dns: dict[tuple[str, int], _Resolved] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._timeout = urllib3.Timeout(
+            connect=self.settings.connect_timeout_seconds,
+            read=self.settings.read_timeout_seconds,
+        )
+
+    # Resolution and the SSRF check -------------------------------------------------
+
+    def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        return self.resolver(host, 0)
+
+    def checked_address(self, host: str, port: int) -> str:
+        """The address to connect to; raises :class:`TargetBlocked` if any is refused.
+
+        Refusing when *any* address is blocked (not just the first) keeps a name that mixes
+        public and private addresses from reaching the private one on a later attempt.  The
+        verdict is cached for a few seconds: resolving and checking on every request of a
+        busy endpoint would cost more than the request.
+        """
+        key = (host.lower(), port)
+        cached = self._dns.get(key)
+        if cached is None or cached.expires <= time.monotonic():
+            # A resolution failure raises OSError here and is not cached.
+            addresses = self._addresses(host)
+            if not addresses:
+                raise OSError(f"{host} has no address")
+            cached = _Resolved(addresses[0], None, time.monotonic() + _DNS_TTL_SECONDS)
+            for address in addresses:
+                ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
+                reason = blocked_reason(ip, self.settings.allowed_networks)
+                if reason:
+                    cached.refusal = f"{host} resolves to {address}, a {reason}"
+                    break
+            self._dns[key] = cached
+        if cached.refusal is not None:
+            raise TargetBlocked(cached.refusal)
+        return cached.address
+
+    def _pool(self, scheme: str, host: str, port: int, address: str) -> HTTPConnectionPool:
+        key = (scheme, host, port, address)
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                common: dict[str, Any] = {
+                    "port": port,
+                    "timeout": self._timeout,
+                    "maxsize": _POOL_MAXSIZE,
+                    "block": False,
+                    "retries": False,
+                }
+                if scheme == "https":
+                    pool = _WatchedHTTPSPool(
+                        address,
+                        cert_reqs="CERT_REQUIRED",
+                        assert_hostname=host,
+                        server_hostname=host,
+                        **common,
+                    )
+                else:
+                    pool = _WatchedHTTPPool(address, **common)
+                self._pools[key] = pool
+        return pool
+
+    # Sending ------------------------------------------------------------------------
+
+    def send(self, request: OutboundRequest) -> SendResult:
+        """POST the request; every failure becomes a classified :class:`SendResult`."""
+        started = time.perf_counter()
+
+        def result(outcome: str, **values: Any) -> SendResult:
+            return SendResult(outcome, (time.perf_counter() - started) * 1000, **values)
+
+        try:
+            parts = urlsplit(request.url)
+            scheme = parts.scheme
+            host = parts.hostname or ""
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError as exc:
+            return result("error", error=f"invalid URL: {exc}")
+        if scheme not in ("http", "https") or not host:
+            return result("error", error="invalid URL: needs http(s) and a host")
+        try:
+            address = self.checked_address(host, port)
+        except TargetBlocked as exc:
+            return result("blocked", error=f"refused: {exc}")
+        except OSError as exc:
+            return result("connect_error", error=f"cannot resolve {host}: {exc}")
+
+        default_port = port == (443 if scheme == "https" else 80)
+        host_header = host if ":" not in host else f"[{host}]"
+        headers = dict(request.headers)
+        headers.setdefault("User-Agent", USER_AGENT)
+        headers["Host"] = host_header if default_port else f"{host_header}:{port}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        pool = self._pool(scheme, host, port, address)
+
+        watch = _Watch(time.monotonic() + self.settings.total_timeout_seconds)
+        _current.watch = watch
+        _REAPER.add(watch)
+        status: int | None = None
+        try:
+            response = pool.urlopen(
+                "POST",
+                target,
+                body=request.body,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=False,
+                assert_same_host=False,
+            )
+            status = response.status
+            complete = False
+            try:
+                excerpt, complete = self._read_excerpt(response)
+            finally:
+                if not complete:
+                    # Unread bytes remain: the connection cannot carry another request.
+                    response.close()
+                response.release_conn()
+        except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: first
+            if "timed out" in str(exc):
+                return result("timeout", error=f"connect timeout to {address}")
+            return result("connect_error", error=f"cannot connect to {address}: {_reason(exc)}")
+        except ConnectTimeoutError:
+            return result("timeout", error=f"connect timeout to {address}")
+        except ReadTimeoutError:
+            return result("timeout", status_code=status, error="read timeout")
+        except SSLError as exc:
+            return result("connect_error", error=f"TLS error: {_reason(exc)}")
+        except Exception as exc:  # noqa: BLE001 - any I/O failure is an attempt outcome
+            if watch.fired:
+                return result(
+                    "timeout",
+                    status_code=status,
+                    error=f"total deadline of {self.settings.total_timeout_seconds:g}s exceeded",
+                )
+            return result(
+                "connect_error", status_code=status, error=f"{type(exc).__name__}: {_reason(exc)}"
+            )
+        finally:
+            _REAPER.remove(watch)
+            _current.watch = None
+
+        if watch.fired:
+            return result(
+                "timeout",
+                status_code=response.status,
+                error=f"total deadline of {self.settings.total_timeout_seconds:g}s exceeded",
+            )
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if encoding not in ("", "identity") and excerpt:
+            shown: str | None = f"[{encoding}-encoded body, not decoded]"
+        else:
+            shown = excerpt.decode("utf-8", errors="replace") if excerpt else None
+        return result(
+            outcome_of_status(response.status),
+            status_code=response.status,
+            retry_after=response.headers.get("Retry-After"),
+            body_excerpt=shown,
+        )
+
+    def _read_excerpt(self, response: urllib3.BaseHTTPResponse) -> tuple[bytes, bool]:
+        """The first bytes of the body, and whether the body was read to its end."""
+        cap = self.settings.response_body_max_bytes
+        kept = bytearray()
+        read = 0
+        while read <= cap + DRAIN_LIMIT:
+            chunk = response.read(_CHUNK, decode_content=False)
+            if not chunk:
+                return bytes(kept), True
+            read += len(chunk)
+            if len(kept) < cap:
+                kept += chunk[: cap - len(kept)]
+        return bytes(kept), False
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message of a wrapped urllib3 error, on one line."""
+    inner: BaseException = exc
+    while inner.__context__ is not None and not str(inner):
+        inner = inner.__context__
+    return str(inner).splitlines()[0][:300] if str(inner) else type(inner).__name__
+
+
+# --- the test sender ---------------------------------------------------------------------
+
+
+@dataclass
+class FakeSender:
+    """Answers every request with ``status`` at once and remembers the last requests."""
+
+    status: int = 200
+    sent: deque[OutboundRequest] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def send(self, request: OutboundRequest) -> SendResult:
+        """Record the request and answer ``status``."""
+        self.sent.append(request)
+        return SendResult(outcome_of_status(self.status), 0.0, status_code=self.status)
+
+
+def make_sender(settings: Settings) -> Sender:
+    """The sender the settings ask for."""
+    if settings.delivery_sender == "fake":
+        return FakeSender()
+    return HttpSender(settings)

@@ -1,0 +1,1 @@
+"""Celery entry points.  Each task takes ids and JSON, calls a plain function, and is safe twice."""
