@@ -7,10 +7,11 @@ still runs) find the batch busy and do nothing; if the worker dies, PostgreSQL d
 with its connection and RabbitMQ's redelivery of the task sends the batch at once.  One query
 takes the batch (re-checking state and lease token; no row is written), one loads the
 endpoint and its secrets, then the requests go out one after another on a pooled keep-alive
-connection, and one transaction records the attempts (one multi-row INSERT), the deliveries'
-new states (one UPDATE ... FROM unnest), the endpoint's health, dead letters and, when the
-endpoint must be disabled, the cancellation of its open deliveries and the ``endpoint.disabled``
-event.  Dead letters are published to RabbitMQ only after that commit.
+connection, and one transaction records the endpoint's health (first: endpoint rows are
+locked before delivery rows everywhere) and, when the endpoint must be disabled, the
+cancellation of its open deliveries and the ``endpoint.disabled`` event, then the attempts (one
+multi-row INSERT), the deliveries' new states (one UPDATE ... FROM unnest) and dead letters.
+Dead letters are published to RabbitMQ only after that commit.
 
 Within a batch, sending stops early (the rest is released, due at once, not counted as an
 attempt) when a request timed out, when the endpoint answered 410, when the breaker's
@@ -558,6 +559,11 @@ def _record(
     settings, now = rt.settings, rt.clock.now()
     dead_records: list[dict[str, Any]] = []
     with transaction(sessions) as session:
+        # Endpoint rows before delivery rows, endpoints in id order: disabling an endpoint
+        # (here or in the API) locks it and then cancels its deliveries, so taking locks in
+        # the other order could deadlock with a batch of the same endpoint recording at once.
+        for endpoint_id in sorted(runs):
+            _update_health(session, settings, runs[endpoint_id], now)
         updated: dict[int, str] = dict(
             session.execute(
                 _RECORD,
@@ -594,8 +600,6 @@ def _record(
             dead_records = [
                 dict(row) for row in session.execute(_DEAD_LETTER, {"ids": dead_ids}).mappings()
             ]
-        for run in runs.values():
-            _update_health(session, settings, run, now)
     # The lock goes after the commit (in _batch_connection): released before it, a second
     # run of the task could still see the rows leased and send them again.
     return [_dead_letter_body(record) for record in dead_records]

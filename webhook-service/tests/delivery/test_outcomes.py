@@ -3,6 +3,7 @@ the breaker, auto-disable, lost workers, slow endpoints, rotation and the SSRF g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -102,6 +103,43 @@ def test_gone_disables_the_endpoint_cancels_the_rest_and_emits_endpoint_disabled
     assert event["type"] == "endpoint.disabled"
     assert event["data"]["endpoint_id"] == str(gone_id)
     assert event["data"]["reason"] == "gone"
+
+
+def test_two_batches_answered_410_at_once_record_every_attempt(
+    platform: Any, receiver: Any, wait_for: Any
+) -> None:
+    # Two batches of one endpoint get their 410 at the same moment and record together:
+    # each disables the endpoint (locking it, then its deliveries) while recording its own
+    # deliveries.  Neither may lose its attempt rows to a deadlock between the two.
+    both_in = threading.Barrier(2)
+
+    def gone_together(_got: Any, _n: int) -> dict[str, Any]:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_in.wait(timeout=0.7)
+        return {"status": 410}
+
+    gone = receiver(gone_together)
+    endpoint_id, _ = platform.endpoint(gone.url, max_in_flight=2)
+    with transaction(platform.sessions) as session:  # due in the same claim cycle
+        for n in range(4):
+            envelope = Envelope(type="person.created", data={"n": n})
+            accept_message(session, envelope, source="http", application_id=platform.app_id)
+
+    wait_for(
+        lambda: all(d.state == "cancelled" for d in platform.deliveries(endpoint_id)),
+        message="every delivery cancelled",
+    )
+    assert not platform.endpoint_row(endpoint_id).enabled
+    time.sleep(0.5)  # a run that failed to record would be retried by now
+    with platform.sessions() as session:
+        recorded = session.scalars(select(Attempt).where(Attempt.endpoint_id == endpoint_id))
+        outcomes = [(a.status_code, a.outcome) for a in recorded]
+        disabled = session.scalars(
+            select(Message).where(Message.event_type == "endpoint.disabled")
+        ).all()
+    assert len(gone.received) >= 2
+    assert outcomes == [(410, "http_4xx")] * len(gone.received)
+    assert [m.payload["endpoint_id"] for m in disabled].count(str(endpoint_id)) == 1
 
 
 def test_exhausted_retries_dead_letter_then_redrive_delivers(
