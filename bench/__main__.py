@@ -64,7 +64,14 @@ def main() -> int:
     """Run the benchmark; 0 when every scenario ran."""
     config = scenarios.BenchConfig.from_env()
     only = {s for s in os.environ.get("BENCH_ONLY", "").split(",") if s}
-    names = ServiceNames()
+    # BENCH_RUN_NAME=bench_b uses webhooks_bench_b, webhooks_producer_bench_b and vhost
+    # webhooks_bench_b: two runs side by side do not reset each other's databases.
+    run_name = os.environ.get("BENCH_RUN_NAME", "bench")
+    names = ServiceNames(
+        database=f"webhooks_{run_name}",
+        producer_database=f"webhooks_producer_{run_name}",
+        vhost=f"webhooks_{run_name}",
+    )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = REPO / "var" / "bench" / stamp
     docs_dir = REPO / "docs" / "bench"
