@@ -5,9 +5,9 @@ per delivery.  A session-level advisory lock on the lease token, held for the wh
 one database connection, makes a second run of the same task (a redelivery while the first
 still runs) find the batch busy and do nothing; if the worker dies, PostgreSQL drops the lock
 with its connection and RabbitMQ's redelivery of the task sends the batch at once.  One query
-takes the batch (re-checking state and lease token; no row is written), one loads the
-endpoint and its secrets, then the requests go out one after another on a pooled keep-alive
-connection, and one transaction records the endpoint's health (first: endpoint rows are
+tries that lock and takes the batch (re-checking state and lease token; no row is written)
+with its endpoints and their secrets, then the requests go out one after another on a pooled
+keep-alive connection, and one transaction records the endpoint's health (first: endpoint rows are
 locked before delivery rows everywhere) and, when the endpoint must be disabled, the
 cancellation of its open deliveries and the ``endpoint.disabled`` event, then the attempts (one
 multi-row INSERT), the deliveries' new states (one UPDATE ... FROM unnest) and dead letters.
@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, bindparam, insert, text
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.clock import Clock
@@ -134,32 +134,44 @@ class _Change:
     error: str | None = None
 
 
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+# One round trip: try the batch's lock (the CTE runs first and once); when it is held, the
+# deliveries still leased under the token, each with its message and its endpoint (the
+# endpoint's columns and current secrets repeat on each of its rows).  One row with
+# ``held`` and NULLs when nothing is left or the lock is taken.
 _TAKE = text(
     """
-    SELECT d.id, d.endpoint_id, d.attempt_count, d.next_trigger, d.lease_expires_at,
-           m.event_id, m.event_type, m.occurred_at, m.payload, m.created_at
-    FROM deliveries AS d JOIN messages AS m ON m.id = d.message_id
-    WHERE d.id = ANY(CAST(:ids AS bigint[])) AND d.lease_token = :token
-      AND d.state = 'sending'
-    ORDER BY d.id
+    WITH batch_lock AS MATERIALIZED (SELECT pg_try_advisory_lock(:key) AS held),
+    leased AS (
+        SELECT d.id, d.endpoint_id, d.attempt_count, d.next_trigger, d.lease_expires_at,
+               m.event_id, m.event_type, m.occurred_at, m.payload, m.created_at
+        FROM batch_lock, deliveries AS d JOIN messages AS m ON m.id = d.message_id
+        WHERE batch_lock.held AND d.id = ANY(CAST(:ids AS bigint[]))
+          AND d.lease_token = :token AND d.state = 'sending'
+    ),
+    batch_endpoints AS (
+        SELECT e.id, e.application_id, e.url, e.headers,
+               e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
+               e.consecutive_failures, e.failing_since, e.circuit_open_until,
+               e.last_success_at,
+               coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
+                        FILTER (WHERE s.id IS NOT NULL), '{}') AS secrets
+        FROM endpoints e
+        LEFT JOIN endpoint_secrets s ON s.endpoint_id = e.id
+             AND (s.expires_at IS NULL OR s.expires_at > now())
+        WHERE e.id IN (SELECT endpoint_id FROM leased)
+        GROUP BY e.id
+    )
+    SELECT b.held, l.*, e.id AS e_id, e.application_id AS e_application_id, e.url AS e_url,
+           e.headers AS e_headers, e.active AS e_active, e.retry_schedule AS e_retry_schedule,
+           e.consecutive_failures AS e_consecutive_failures,
+           e.failing_since AS e_failing_since, e.circuit_open_until AS e_circuit_open_until,
+           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets
+    FROM batch_lock b LEFT JOIN leased l ON true
+         LEFT JOIN batch_endpoints e ON e.id = l.endpoint_id
+    ORDER BY l.id
     """
 ).bindparams(bindparam("token", type_=UUID(as_uuid=True)))
-_ENDPOINTS = text(
-    """
-    SELECT e.id, e.application_id, e.url, e.headers,
-           e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
-           e.consecutive_failures, e.failing_since, e.circuit_open_until, e.last_success_at,
-           coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
-                    FILTER (WHERE s.id IS NOT NULL), '{}') AS secrets
-    FROM endpoints e
-    LEFT JOIN endpoint_secrets s ON s.endpoint_id = e.id
-         AND (s.expires_at IS NULL OR s.expires_at > now())
-    WHERE e.id = ANY(:ids)
-    GROUP BY e.id
-    """
-).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
 # A delivery cancelled while this run sent it (its endpoint was disabled meanwhile) keeps
 # this run's token: its attempt is still recorded, and it stays cancelled unless it was in
 # fact delivered.  A delivery re-leased to another run (this run outlived its lease) has
@@ -236,16 +248,12 @@ _DISABLE = text(
 class _BatchLock:
     """The session-level advisory lock on a lease token (it outlives transactions).
 
-    Taken inside the batch's first transaction (no round trips of its own); released after
-    the last one commits.
+    Tried by the batch's first statement (``_TAKE``, no round trip of its own); released
+    after the last transaction commits.
     """
 
     key: int
     held: bool = False
-
-    def acquire(self, session: Session) -> bool:
-        self.held = bool(session.execute(_TRY_LOCK, {"key": self.key}).scalar())
-        return self.held
 
     def release(self, session: Session) -> None:
         if self.held:
@@ -274,28 +282,46 @@ def _batch_connection(
                     raise
 
 
-def _take(session: Session, token: uuid.UUID, ids: list[int]) -> list[_Leased]:
-    rows = session.execute(_TAKE, {"ids": ids, "token": token}).all()
-    return [_Leased(*row) for row in rows]
-
-
-def _load_endpoints(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, _Endpoint]:
+def _take(
+    session: Session, lock: _BatchLock, token: uuid.UUID, ids: list[int]
+) -> tuple[list[_Leased], dict[uuid.UUID, _Endpoint]]:
+    """Try the batch's lock; when held, its leased deliveries and their endpoints."""
+    rows = session.execute(_TAKE, {"key": lock.key, "ids": ids, "token": token}).all()
+    lock.held = bool(rows[0].held)
+    leased: list[_Leased] = []
     endpoints: dict[uuid.UUID, _Endpoint] = {}
-    for row in session.execute(_ENDPOINTS, {"ids": list(ids)}):
-        endpoints[row.id] = _Endpoint(
-            id=row.id,
-            application_id=row.application_id,
-            url=row.url,
-            headers=row.headers,
-            active=row.active,
-            retry_schedule=row.retry_schedule,
-            consecutive_failures=row.consecutive_failures,
-            failing_since=row.failing_since,
-            circuit_open_until=row.circuit_open_until,
-            last_success_at=row.last_success_at,
-            keys=[secret_key(secret) for secret in row.secrets],
+    for row in rows:
+        if row.id is None:
+            continue
+        leased.append(
+            _Leased(
+                row.id,
+                row.endpoint_id,
+                row.attempt_count,
+                row.next_trigger,
+                row.lease_expires_at,
+                row.event_id,
+                row.event_type,
+                row.occurred_at,
+                row.payload,
+                row.created_at,
+            )
         )
-    return endpoints
+        if row.e_id is not None and row.e_id not in endpoints:
+            endpoints[row.e_id] = _Endpoint(
+                id=row.e_id,
+                application_id=row.e_application_id,
+                url=row.e_url,
+                headers=row.e_headers,
+                active=row.e_active,
+                retry_schedule=row.e_retry_schedule,
+                consecutive_failures=row.e_consecutive_failures,
+                failing_since=row.e_failing_since,
+                circuit_open_until=row.e_circuit_open_until,
+                last_success_at=row.e_last_success_at,
+                keys=[secret_key(secret) for secret in row.e_secrets],
+            )
+    return leased, endpoints
 
 
 def _request(endpoint: _Endpoint, item: _Leased) -> OutboundRequest:
@@ -437,12 +463,10 @@ def _deliver_locked(
     settings, clock = rt.settings, rt.clock
     report = BatchReport()
     with transaction(sessions) as session:
-        if not lock.acquire(session):
+        leased, endpoints = _take(session, lock, token, ids)
+        if not lock.held:
             logger.info("batch %s is being sent by another run of its task", token)
             return report
-        leased = _take(session, token, ids)
-        endpoint_ids = {item.endpoint_id for item in leased}
-        endpoints = _load_endpoints(session, endpoint_ids) if leased else {}
         if not leased:
             session.execute(_END_LEASE, {"token": token})  # nothing left: free the slot
             lock.release(session)

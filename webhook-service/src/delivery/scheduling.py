@@ -51,6 +51,11 @@ SPREAD_BELOW_ENDPOINTS = 8
 # With that many endpoints or more, an endpoint with at most this many due rows (and no
 # failures) shares a batch with others.
 MIX_MAX_ROWS = 4
+# A cycle's shared rows go out in at least this many batches when there are enough of them
+# (batches of at least MIX_MIN_BATCH rows): one event to 50 endpoints is sent by several
+# worker processes side by side, not by one; a fan-out to thousands still fills whole batches.
+MIX_SPREAD = 4
+MIX_MIN_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,13 @@ class ClaimPublisher(Protocol):
 
 # One round trip: take the claim lock (the CTE runs first and once), then read the batches
 # in flight per endpoint and the endpoints whose breaker is open (batches = -1).
+# The claim commits without waiting for its WAL flush (synchronous_commit off, this
+# transaction only): a claim lost in a crash leaves its rows due and its task finds no lease
+# to send, and a worker's record of the batch, which does wait, flushes the claim first.
 _IN_FLIGHT = text(
     """
-    WITH claim_lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(:key))
+    WITH claim_lock AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true))
     SELECT l.endpoint_id, count(*) AS batches,
            CASE WHEN e.consecutive_failures > 0 THEN 1
                 ELSE coalesce(e.max_in_flight, :default_limit) END AS max_in_flight
@@ -261,9 +270,13 @@ def claim_cycle(
     # Healthy endpoints with only a few due rows share batches (one task, one transaction
     # for many endpoints): a fan-out to thousands of endpoints is not thousands of tasks.
     mixed: list[int] = []
+    shared_rows = sum(len(ids) for ids in mixable)
+    mix_size = min(
+        settings.delivery_batch_size, max(MIX_MIN_BATCH, math.ceil(shared_rows / MIX_SPREAD))
+    )
     for ids in mixable:
         mixed += ids
-        if len(mixed) >= settings.delivery_batch_size:
+        if len(mixed) >= mix_size:
             claims.append(Claim(uuid.uuid4(), None, mixed))
             mixed = []
     if mixed:
