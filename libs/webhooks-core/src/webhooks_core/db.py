@@ -6,23 +6,37 @@ functions take a :class:`~sqlalchemy.orm.Session` and own the transaction they r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.settings import ENV_PREFIX, Settings, SettingsError, redact_url
 
+T = TypeVar("T")
 
-def make_engine(settings: Settings, *, check: bool = True) -> Engine:
-    """Create the engine; with ``check`` a missing or unreachable database fails now."""
+# Without a pre-ping, pooled connections are replaced after this long anyway (a proxy or
+# firewall may drop idle ones silently).
+POOL_RECYCLE_SECONDS = 1800
+
+
+def make_engine(settings: Settings, *, check: bool = True, pre_ping: bool = True) -> Engine:
+    """Create the engine; with ``check`` a missing or unreachable database fails now.
+
+    ``pre_ping`` costs a ``SELECT 1`` round trip per checkout.  Request paths that run their
+    transactions through :func:`run_transaction` (which retries a transaction whose
+    connection turned out dead) or answer a dead connection with a 503 can do without it: on
+    the first disconnect SQLAlchemy invalidates every pooled connection of that age.
+    """
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        pool_recycle=POOL_RECYCLE_SECONDS,
         future=True,
     )
     if check:
@@ -53,3 +67,32 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session inside one transaction: committed on success, rolled back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def run_transaction(
+    factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 2
+) -> T:
+    """``work(session)`` in one transaction, committed on success, rolled back on error.
+
+    A transaction that fails before its commit because its connection was dead (a stale
+    pooled connection after a database restart) is run again on a fresh connection, up to
+    ``attempts`` times in all: nothing of it was committed, so running it again is safe.  A
+    failure during the commit itself is never retried (the commit may have happened); it
+    propagates, as do all other errors.
+    """
+    for attempt in range(1, attempts + 1):
+        with factory() as session:
+            session.begin()
+            try:
+                result = work(session)
+            except DBAPIError as exc:
+                session.rollback()
+                if exc.connection_invalidated and attempt < attempts:
+                    continue
+                raise
+            except BaseException:
+                session.rollback()
+                raise
+            session.commit()
+            return result
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -12,9 +12,12 @@ from typing import Any, Protocol
 
 from flask import Flask, Response, request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_TYPE = "application/problem+json"
+# What a client told "the database is unavailable" should wait before trying again.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
 
 class FieldError(BaseModel):
@@ -89,6 +92,23 @@ def register_problem_handlers(app: Flask, expected: type[Exception]) -> None:
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
         return problem(status, exc.name, exc.description)
+
+    @app.errorhandler(DBAPIError)
+    def _database(exc: DBAPIError) -> Response:
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            # A restarting or unreachable database: the client may retry (with the same
+            # Idempotency-Key), nothing was half-done.  The pool has already dropped the
+            # connections that died with it.
+            app.logger.warning(
+                "database unavailable on %s %s: %s",
+                request.method,
+                request.path,
+                type(exc.orig).__name__ if exc.orig else type(exc).__name__,
+            )
+            response = problem(503, "Service Unavailable", "the database is unavailable; retry")
+            response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+            return response
+        return _unexpected(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction, transaction
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import ApiToken, Application
 
@@ -137,9 +137,12 @@ def revoke_token(sessions: sessionmaker[Session], app_id: uuid.UUID, token_id: u
 
 
 def application_for_token(sessions: sessionmaker[Session], token: str) -> uuid.UUID | None:
-    """The application a live bearer token acts for, or None."""
-    with sessions() as session:
-        query = select(ApiToken.application_id).where(
-            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-        )
-        return session.scalar(query)
+    """The application a live bearer token acts for, or None.
+
+    Every application-token request starts here, so it retries on a connection that died
+    with a database restart (see ``run_transaction``) instead of answering 503.
+    """
+    query = select(ApiToken.application_id).where(
+        ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+    )
+    return run_transaction(sessions, lambda session: session.scalar(query))
