@@ -7,23 +7,35 @@ first request with a key stores its message; a repeat within
 second message), and a repeat with a different body is refused with 422, as the IETF
 ``Idempotency-Key`` draft recommends.  A transaction-scoped advisory lock on the key makes
 concurrent repeats wait for the first instead of racing it.
+
+The common case (a known, unarchived type; a new key; no client-chosen event id) takes a fast
+path: one statement that checks the application and the event type, claims the key, stores the
+message and fans it out (:data:`_PUBLISH_SQL`), so a request costs one round trip and the
+commit.  The payload is validated beforehand against the type's schema as cached in this
+process, and the statement stores nothing unless the catalogue still holds that very schema
+(compared by digest) unarchived: a stale cache entry can only send a request down the general
+path, which reads the catalogue again, never let a message past a changed schema.  Anything
+else the statement meets (unknown application, a key already taken, an expired key) also
+stores nothing and falls back to the general path in the same transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
-from sqlalchemy import delete, func, select
+from sqlalchemy import TEXT, cast, delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import Conflict, DomainError, InvalidField, NotFound
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction, transaction
 from webhooks_core.envelope import Envelope, utcnow
 from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
@@ -86,24 +98,76 @@ def check_payload_size(settings: Settings, payload: dict[str, Any]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _CataloguedType:
+    """An unarchived event type as this process last read it."""
+
+    digest: str  # md5 of the schema's jsonb text ('' for none), as PostgreSQL computes it
+    validator: Any  # a jsonschema validator, or None when the type has no schema
+
+
+class _Catalogue:
+    """Event types read from the catalogue, kept per process to validate payloads cheaply.
+
+    Only what validation needs is kept; whether an entry is still current is checked by the
+    statement that stores the message (see the module docstring), so entries need no expiry.
+    """
+
+    MAX_TYPES = 1024
+
+    def __init__(self) -> None:
+        self._types: dict[str, _CataloguedType] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> _CataloguedType | None:
+        return self._types.get(name)
+
+    def read(self, session: Session, name: str) -> _CataloguedType:
+        """Read ``name`` from the catalogue (422 if unknown or archived) and remember it."""
+        found = session.execute(
+            select(
+                EventType.archived,
+                EventType.schema,
+                func.md5(func.coalesce(cast(EventType.schema, TEXT), "")),
+            ).where(EventType.name == name)
+        ).one_or_none()
+        if found is None:
+            self.forget(name)
+            raise InvalidField(f"unknown event type {name!r}", field="event_type")
+        archived, schema, digest = found
+        if archived:
+            self.forget(name)
+            raise InvalidField(f"event type {name!r} is archived", field="event_type")
+        validator = jsonschema.validators.validator_for(schema)(schema) if schema else None
+        entry = _CataloguedType(digest, validator)
+        with self._lock:
+            if len(self._types) >= self.MAX_TYPES:
+                self._types.clear()
+            self._types[name] = entry
+        return entry
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._types.pop(name, None)
+
+
+_catalogue = _Catalogue()
+
+
+def _validate_payload(entry: _CataloguedType, payload: dict[str, Any]) -> None:
+    if entry.validator is None:
+        return
+    error = jsonschema.exceptions.best_match(entry.validator.iter_errors(payload))
+    if error is not None:
+        path = ".".join(str(part) for part in error.absolute_path)
+        raise InvalidField(
+            f"does not match the event type's schema: {error.message}",
+            field="payload" + (f".{path}" if path else ""),
+        )
+
+
 def _check_against_catalogue(session: Session, event_type: str, payload: dict[str, Any]) -> None:
-    found = session.execute(
-        select(EventType.archived, EventType.schema).where(EventType.name == event_type)
-    ).one_or_none()
-    if found is None:
-        raise InvalidField(f"unknown event type {event_type!r}", field="event_type")
-    archived, schema = found
-    if archived:
-        raise InvalidField(f"event type {event_type!r} is archived", field="event_type")
-    if schema:
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-        if error is not None:
-            path = ".".join(str(part) for part in error.absolute_path)
-            raise InvalidField(
-                f"does not match the event type's schema: {error.message}",
-                field="payload" + (f".{path}" if path else ""),
-            )
+    _validate_payload(_catalogue.read(session, event_type), payload)
 
 
 def _require_application(session: Session, app_id: uuid.UUID) -> None:
@@ -163,6 +227,94 @@ def _delivery_count(session: Session, message_id: int) -> int:
     )
 
 
+# The fast path of publish (see the module docstring): check the application and the event
+# type, take the key's advisory lock (the general path takes the same one), claim the key,
+# store the message under an id drawn in advance (so the key row can name it), fan it out.
+# The fan-out join is fanout.fan_out's matching rule for an application's message, in SQL.
+# It returns a null message id when it stored nothing.
+_FAST_PUBLISH_CTES = """
+WITH application AS (
+    SELECT id FROM applications WHERE id = CAST(:app_id AS uuid)
+), event_type AS (
+    SELECT name FROM event_types
+    WHERE name = :event_type AND NOT archived
+      AND md5(coalesce(CAST(schema AS text), '')) = :schema_digest
+), {claim}, message AS (
+    INSERT INTO messages
+        (id, event_id, application_id, event_type, payload, channels, occurred_at, source)
+    SELECT claim.message_id, :event_id, CAST(:app_id AS uuid), :event_type,
+           CAST(:payload AS jsonb), CAST(:channels AS text[]), :occurred_at, 'http'
+    FROM claim
+    RETURNING id
+), fan_out AS (
+    INSERT INTO deliveries
+        (message_id, endpoint_id, application_id, event_type, state, next_attempt_at)
+    SELECT message.id, endpoint.id, endpoint.application_id, :event_type, :pending, now()
+    FROM message JOIN endpoints AS endpoint
+      ON endpoint.application_id = CAST(:app_id AS uuid)
+     AND endpoint.kind = :subscription
+     AND endpoint.enabled AND endpoint.deleted_at IS NULL
+     AND (cardinality(endpoint.event_types) = 0
+          OR endpoint.event_types @> ARRAY[CAST(:event_type AS text)])
+     AND (endpoint.channels IS NULL OR cardinality(endpoint.channels) = 0
+          OR endpoint.channels && CAST(:channels AS text[]))
+    RETURNING 1
+)
+SELECT (SELECT id FROM message) AS message_id, (SELECT count(*) FROM fan_out) AS deliveries
+"""
+_CLAIM_WITHOUT_KEY = """claim AS (
+    SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS message_id
+    FROM application, event_type
+)"""
+_CLAIM_WITH_KEY = """key_lock AS (
+    SELECT pg_advisory_xact_lock(hashtextextended(:lock_name, 0))
+), claim AS (
+    INSERT INTO idempotency_keys (application_id, key, request_hash, message_id)
+    SELECT application.id, :key, :request_hash, nextval(pg_get_serial_sequence('messages', 'id'))
+    FROM application, event_type, key_lock
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+)"""
+_FAST_PUBLISH = text(_FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITHOUT_KEY))
+_FAST_PUBLISH_WITH_KEY = text(_FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITH_KEY))
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One message to publish, checked and ready to store."""
+
+    envelope: Envelope
+    idempotency_key: str | None
+    digest: str
+    client_event_id: bool  # the client chose the event id (it may be taken already)
+
+
+def prepare_publication(
+    settings: Settings,
+    *,
+    event_type: str,
+    payload: dict[str, Any],
+    event_id: str | None = None,
+    channels: list[str] | None = None,
+    timestamp: datetime | None = None,
+    idempotency_key: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> Publication:
+    """Check what needs no database (size) and build the envelope and the request digest.
+
+    ``body`` is the request as received, hashed to recognise idempotent repeats.
+    """
+    check_payload_size(settings, payload)
+    envelope_fields: dict[str, Any] = {"type": event_type, "data": payload, "channels": channels}
+    if event_id is not None:
+        envelope_fields["id"] = event_id
+    if timestamp is not None:
+        envelope_fields["timestamp"] = timestamp
+    envelope = Envelope(**envelope_fields)
+    digest = request_hash(body if body is not None else envelope_fields)
+    return Publication(envelope, idempotency_key, digest, client_event_id=event_id is not None)
+
+
 def publish_message(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -180,34 +332,138 @@ def publish_message(
 
     ``body`` is the request as received, hashed to recognise idempotent repeats.
     """
-    check_payload_size(settings, payload)
-    envelope_fields: dict[str, Any] = {"type": event_type, "data": payload, "channels": channels}
-    if event_id is not None:
-        envelope_fields["id"] = event_id
-    if timestamp is not None:
-        envelope_fields["timestamp"] = timestamp
-    envelope = Envelope(**envelope_fields)
-    digest = request_hash(body if body is not None else envelope_fields)
+    publication = prepare_publication(
+        settings,
+        event_type=event_type,
+        payload=payload,
+        event_id=event_id,
+        channels=channels,
+        timestamp=timestamp,
+        idempotency_key=idempotency_key,
+        body=body,
+    )
+    accepted = run_transaction(
+        sessions, lambda session: _publish(session, settings, app_id, publication)
+    )
+    _record(accepted)
+    return accepted
 
-    with transaction(sessions) as session:
-        _require_application(session, app_id)
-        if idempotency_key is not None:
-            first = _claim_key(session, settings, app_id, idempotency_key, digest)
-            if first is not None:
-                accepted = Accepted(first, _delivery_count(session, first.id), duplicate=True)
-                MESSAGES_DUPLICATE.labels("http").inc()
-                return accepted
-        _check_against_catalogue(session, event_type, payload)
-        result = accept_message(session, envelope, source="http", application_id=app_id)
-        if not result.created:
-            message = _known_event(session, app_id, result)
-            deliveries = _delivery_count(session, message.id)
-        else:
-            message = _stored(session, result.message_id)
-            deliveries = result.deliveries
-        if idempotency_key is not None:
-            _remember_key(session, app_id, idempotency_key, digest, message.id)
-    record_accepted(event_type, result, "http")
+
+def publish_messages(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    app_id: uuid.UUID,
+    publications: Sequence[Publication | DomainError],
+) -> list[Accepted | DomainError]:
+    """Store several messages of ``app_id`` in one transaction, each on its own terms.
+
+    Each publication is accepted, recognised as a repeat, or refused (a :class:`DomainError`
+    in its place of the result) exactly as :func:`publish_message` would treat it alone;
+    entries that are already errors are passed through.  Keys are locked in sorted order, so
+    concurrent batches sharing keys cannot deadlock.
+    """
+
+    def work(session: Session) -> list[Accepted | DomainError]:
+        results: dict[int, Accepted | DomainError] = {}
+        pending: list[tuple[int, Publication]] = []
+        for index, publication in enumerate(publications):
+            if isinstance(publication, Publication):
+                pending.append((index, publication))
+            else:
+                results[index] = publication
+        pending.sort(
+            key=lambda item: (item[1].idempotency_key is None, item[1].idempotency_key or "")
+        )
+        for index, publication in pending:
+            try:
+                results[index] = _publish(session, settings, app_id, publication)
+            except NotFound:
+                raise  # the application itself is missing: the whole batch is a 404
+            except DomainError as exc:
+                results[index] = exc
+        return [results[index] for index in range(len(publications))]
+
+    results = run_transaction(sessions, work)
+    for result in results:
+        if isinstance(result, Accepted):
+            _record(result)
+    return results
+
+
+def _record(accepted: Accepted) -> None:
+    message = accepted.message
+    created = not accepted.duplicate
+    outcome = AcceptResult(message.id, message.event_id, created, accepted.deliveries * created)
+    record_accepted(message.event_type, outcome, "http")
+
+
+def _publish(
+    session: Session, settings: Settings, app_id: uuid.UUID, publication: Publication
+) -> Accepted:
+    """Store one publication in ``session``'s transaction: the fast path, else the general."""
+    fast = _publish_fast(session, app_id, publication)
+    return fast or _publish_general(session, settings, app_id, publication)
+
+
+def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication) -> Accepted | None:
+    envelope = publication.envelope
+    entry = _catalogue.get(envelope.type)
+    if entry is None or publication.client_event_id:
+        return None
+    try:
+        _validate_payload(entry, envelope.data)
+    except InvalidField:
+        return None  # the general path refuses it, after looking for a first result
+    key = publication.idempotency_key
+    params: dict[str, Any] = {
+        "app_id": str(app_id),
+        "event_type": envelope.type,
+        "schema_digest": entry.digest,
+        "event_id": envelope.id,
+        "payload": json.dumps(envelope.data, separators=(",", ":"), ensure_ascii=False),
+        "channels": envelope.channels,
+        "occurred_at": envelope.timestamp,
+        "pending": DeliveryState.PENDING.value,
+        "subscription": EndpointKind.SUBSCRIPTION.value,
+    }
+    if key is not None:
+        params |= {"key": key, "request_hash": publication.digest, "lock_name": f"{app_id}:{key}"}
+    row = session.execute(_FAST_PUBLISH_WITH_KEY if key else _FAST_PUBLISH, params).one()
+    if row.message_id is None:
+        return None
+    message = Message(
+        id=row.message_id,
+        event_id=envelope.id,
+        application_id=app_id,
+        event_type=envelope.type,
+        payload=envelope.data,
+        channels=envelope.channels,
+        occurred_at=envelope.timestamp,
+        source="http",
+    )
+    return Accepted(message, int(row.deliveries), duplicate=False)
+
+
+def _publish_general(
+    session: Session, settings: Settings, app_id: uuid.UUID, publication: Publication
+) -> Accepted:
+    envelope = publication.envelope
+    key = publication.idempotency_key
+    _require_application(session, app_id)
+    if key is not None:
+        first = _claim_key(session, settings, app_id, key, publication.digest)
+        if first is not None:
+            return Accepted(first, _delivery_count(session, first.id), duplicate=True)
+    _check_against_catalogue(session, envelope.type, envelope.data)
+    result = accept_message(session, envelope, source="http", application_id=app_id)
+    if not result.created:
+        message = _known_event(session, app_id, result)
+        deliveries = _delivery_count(session, message.id)
+    else:
+        message = _stored(session, result.message_id)
+        deliveries = result.deliveries
+    if key is not None:
+        _remember_key(session, app_id, key, publication.digest, message.id)
     return Accepted(message, deliveries, duplicate=not result.created)
 
 
