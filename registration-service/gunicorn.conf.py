@@ -4,6 +4,12 @@ Metrics of all workers add up: each worker counts in its own files under
 ``PROMETHEUS_MULTIPROC_DIR`` (set by the Procfile and the Dockerfile); the master empties the
 directory at start and forgets a dead worker's live gauges.  Access and error lines go through
 the platform's structured logging (JSON in containers, colour on a terminal).
+
+Workers are threaded (``gthread``) and keep client connections alive between requests: a
+synchronous worker closes the connection after every response, so each request paid a TCP
+handshake and could not overlap its database round trips with another request's Python work.
+The Procfile, the Dockerfile and the benchmark all read these settings from this file; each
+thread needs a pooled database connection (``WEBHOOKS_DATABASE_POOL_SIZE``, 10 by default).
 """
 
 from webhooks_core.logging import logging_config
@@ -15,6 +21,9 @@ _settings = Settings.from_env()
 wsgi_app = "registration.app:create_app()"
 on_starting = gunicorn_on_starting
 child_exit = gunicorn_child_exit
+worker_class = "gthread"
+threads = 8
+keepalive = 30  # seconds an idle client connection stays open
 control_socket_disable = True  # several gunicorns may share a host
 logconfig_dict = logging_config(
     "registration", log_format=_settings.log_format, level=_settings.log_level
