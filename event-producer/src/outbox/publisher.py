@@ -17,12 +17,16 @@ def publish(session: Session, envelope: Envelope) -> str:
     once it commits, a relay publishes it to RabbitMQ (at least once).  Publishing the same
     event id twice stores it once.
     """
-    session.execute(
+    row = (
         insert(OUTBOX)
         .values(event_id=envelope.id, event_type=envelope.type, body=envelope.to_json().decode())
         .on_conflict_do_nothing(index_elements=[OUTBOX.c.event_id])
+        .cte("outbox_row")
     )
-    # Wakes the relays at commit time; PostgreSQL folds repeated notifications of one
-    # transaction into one and drops them all on rollback.
-    session.execute(select(text("pg_notify(:channel, '')")), {"channel": NOTIFY_CHANNEL})
+    # The row and the notification in one round trip (the CTE runs whether or not its result
+    # is read).  The notification wakes the relays at commit time; PostgreSQL folds repeated
+    # notifications of one transaction into one and drops them all on rollback.
+    session.execute(
+        select(text("pg_notify(:channel, '')")).add_cte(row), {"channel": NOTIFY_CHANNEL}
+    )
     return envelope.id

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from producer.api import ProducerRuntime, people_bp, runtime, uploads_bp
 from producer.catalogue import register_event_types
 from producer.errors import ProducerError
-from webhooks_core.db import make_session_factory
+from webhooks_core.db import POOL_RECYCLE_SECONDS, make_session_factory
 from webhooks_core.observability import instrument_flask, metrics_response
 from webhooks_core.problems import Problem, register_problem_handlers, validation_problem
 from webhooks_core.settings import Settings, SettingsError, redact_url
@@ -27,7 +27,12 @@ from webhooks_core.settings import Settings, SettingsError, redact_url
 def create_app(settings: Settings | None = None, *, register_types: bool = True) -> OpenAPI:
     """Build the producer app; an unreachable producer database fails here, naming the variable."""
     settings = settings or Settings.from_env()
-    engine = create_engine(settings.producer_database_url, pool_pre_ping=True)
+    # No pre-ping (a round trip per request): writes run through run_transaction, which
+    # retries one whose pooled connection died with a database restart; anything else a dead
+    # connection meets is a 503 with Retry-After.
+    engine = create_engine(
+        settings.producer_database_url, pool_pre_ping=False, pool_recycle=POOL_RECYCLE_SECONDS
+    )
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

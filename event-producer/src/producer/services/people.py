@@ -22,6 +22,7 @@ from outbox import publish
 from producer.errors import InvalidField, NotFound
 from producer.models import Person
 from producer.schemas import PersonOut
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import Envelope
 
 FIELDS = ("name", "email", "phone")
@@ -54,12 +55,14 @@ def _fire(session: Session, event_type: str, data: dict[str, Any]) -> str:
 
 def create_person(sessions: sessionmaker[Session], fields: dict[str, Any]) -> Change:
     """Store a new person and fire ``person.created``."""
-    with sessions.begin() as session:
+
+    def work(session: Session) -> Change:
         person = Person(**{name: fields.get(name) for name in FIELDS})
         session.add(person)
         session.flush()
-        event_id = _fire(session, "person.created", {"person": resource(person)})
-    return Change(person, event_id)
+        return Change(person, _fire(session, "person.created", {"person": resource(person)}))
+
+    return run_transaction(sessions, work)
 
 
 def get_person(sessions: sessionmaker[Session], person_id: uuid.UUID) -> Person:
@@ -91,7 +94,8 @@ def update_person(
 ) -> Change:
     """Apply ``changes`` (all fields for PUT, some for PATCH); fire ``person.updated`` if any
     value actually changed."""
-    with sessions.begin() as session:
+
+    def work(session: Session) -> Change:
         person = session.get(Person, person_id, with_for_update=True)
         if person is None:
             raise NotFound(f"no person {person_id}")
@@ -113,19 +117,23 @@ def update_person(
             "person.updated",
             {"person": resource(person), "changed_fields": sorted(previous), "previous": previous},
         )
-    return Change(person, event_id)
+        return Change(person, event_id)
+
+    return run_transaction(sessions, work)
 
 
 def delete_person(sessions: sessionmaker[Session], person_id: uuid.UUID) -> Change:
     """Delete the person and fire ``person.deleted`` with what it was."""
-    with sessions.begin() as session:
+
+    def work(session: Session) -> Change:
         person = session.get(Person, person_id, with_for_update=True)
         if person is None:
             raise NotFound(f"no person {person_id}")
         data = {"person": resource(person)}
         session.delete(person)
-        event_id = _fire(session, "person.deleted", data)
-    return Change(person, event_id)
+        return Change(person, _fire(session, "person.deleted", data))
+
+    return run_transaction(sessions, work)
 
 
 def _encode_cursor(created: datetime, key: uuid.UUID) -> str:
