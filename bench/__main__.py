@@ -170,6 +170,8 @@ def _summary(result: dict[str, Any] | None) -> str:
     shown = {k: result[k] for k in keys if k in result}
     if "http" in result:
         shown["http_events_per_s"] = result["http"]["events_per_s"]
+    if "http_batch" in result:
+        shown["http_batch_events_per_s"] = result["http_batch"]["events_per_s"]
     if "producer" in result:
         shown["producer_events_per_s"] = result["producer"]["events_per_s"]
     return ", ".join(f"{k}={v}" for k, v in shown.items())

@@ -53,6 +53,7 @@ class BenchConfig:
     backlog: int = 100_000
     ingest_seconds: float = 10.0
     ingest_connections: int = 32
+    ingest_batch: int = 100
     workers: int = 2
     concurrency: int = 16
     pool: str = "threads"
@@ -76,6 +77,7 @@ class BenchConfig:
             backlog=_env_int("BENCH_BACKLOG", max(int(100_000 * s), 1000)),
             ingest_seconds=_env_float("BENCH_INGEST_SECONDS", max(10.0 * s, 2.0)),
             ingest_connections=_env_int("BENCH_INGEST_CONNECTIONS", 32),
+            ingest_batch=_env_int("BENCH_INGEST_BATCH", 100),
             workers=_env_int("BENCH_WORKERS", 2),
             concurrency=_env_int("BENCH_CONCURRENCY", 16),
             pool=os.environ.get("BENCH_POOL", "threads"),
@@ -667,6 +669,7 @@ def scenario_ingest(bench: Bench) -> dict[str, Any]:
         "events_per_s": round(http.per_second, 1),
         "connection_errors": http.errors,
     }
+    results["http_batch"] = _ingest_batches(bench, api_port, run_tag)
     bench.stack.stop_one("api")
 
     producer_port = free_port()
@@ -733,6 +736,48 @@ def scenario_ingest(bench: Bench) -> dict[str, Any]:
     bench.stack.stop_one("relay")
     bench.stack.stop_one("producer")
     return results
+
+
+def _ingest_batches(bench: Bench, api_port: int, run_tag: str) -> dict[str, Any]:
+    """Events per second through ``POST .../messages/batch`` (``BENCH_INGEST_BATCH`` messages
+    per request, each with its own idempotency key), counted as messages stored in the
+    platform during the load, not as answers."""
+    cfg = bench.config
+    event_type = "bench.ingest.batch"
+    seed.ensure_event_types(bench.engine, [event_type])
+    size = cfg.ingest_batch
+    connections = min(8, cfg.ingest_connections)
+    path = f"/api/v1/applications/{bench.application_id}/messages/batch"
+
+    def messages(n: int) -> tuple[str, str, dict[str, str], bytes]:
+        items = [
+            {
+                "event_type": event_type,
+                "payload": seed.sample_payload(n * size + i),
+                "idempotency_key": f"{run_tag}-b{n}-{i}",
+            }
+            for i in range(size)
+        ]
+        return json_request(
+            "POST", path, {"messages": items}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+
+    stored_before = _messages_of(bench, event_type)
+    cpu_before = cpu_snapshot(bench)
+    load = run_load(api_port, messages, connections=connections, seconds=cfg.ingest_seconds)
+    cpu = cpu_cores(cpu_before, cpu_snapshot(bench))
+    stored = _messages_of(bench, event_type) - stored_before
+    return {
+        "cpu_cores": cpu,
+        "batch_size": size,
+        "connections": connections,
+        "requests_answered": load.accepted,
+        "statuses": {str(k): v for k, v in load.statuses.items()},
+        "seconds": round(load.seconds, 2),
+        "stored": stored,
+        "events_per_s": round(stored / load.seconds, 1) if load.seconds else 0.0,
+        "connection_errors": load.errors,
+    }
 
 
 def _fresh_dir(path: Path) -> Path:
