@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, bindparam, insert, text
+from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,7 +40,7 @@ from delivery.policy import Verdict, judge, next_delay, parse_retry_after
 from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.db import transaction
 from webhooks_core.envelope import Envelope, utcnow, webhook_body
-from webhooks_core.models import Attempt, DeliveryState, cancel_open_deliveries
+from webhooks_core.models import DeliveryState, cancel_open_deliveries
 from webhooks_core.observability import (
     ATTEMPT_DURATION,
     ATTEMPTS,
@@ -136,9 +136,9 @@ class _Change:
 
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
 # One round trip: try the batch's lock (the CTE runs first and once); when it is held, the
-# deliveries still leased under the token, each with its message and its endpoint (the
-# endpoint's columns and current secrets repeat on each of its rows).  One row with
-# ``held`` and NULLs when nothing is left or the lock is taken.
+# deliveries still leased under the token, each with its message, and on each endpoint's
+# first row that endpoint with its current secrets (not repeated: fewer values to decode).
+# One row with ``held`` and NULLs when nothing is left or the lock is taken.
 _TAKE = text(
     """
     WITH batch_lock AS MATERIALIZED (SELECT pg_try_advisory_lock(:key) AS held),
@@ -162,13 +162,17 @@ _TAKE = text(
         WHERE e.id IN (SELECT endpoint_id FROM leased)
         GROUP BY e.id
     )
-    SELECT b.held, l.*, e.id AS e_id, e.application_id AS e_application_id, e.url AS e_url,
+    SELECT b.held, l.id, l.endpoint_id, l.attempt_count, l.next_trigger, l.lease_expires_at,
+           l.event_id, l.event_type, l.occurred_at, l.payload, l.created_at,
+           e.id AS e_id, e.application_id AS e_application_id, e.url AS e_url,
            e.headers AS e_headers, e.active AS e_active, e.retry_schedule AS e_retry_schedule,
            e.consecutive_failures AS e_consecutive_failures,
            e.failing_since AS e_failing_since, e.circuit_open_until AS e_circuit_open_until,
            e.last_success_at AS e_last_success_at, e.secrets AS e_secrets
-    FROM batch_lock b LEFT JOIN leased l ON true
-         LEFT JOIN batch_endpoints e ON e.id = l.endpoint_id
+    FROM batch_lock b
+         LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
+                    AS nth FROM leased) l ON true
+         LEFT JOIN batch_endpoints e ON e.id = l.endpoint_id AND l.nth = 1
     ORDER BY l.id
     """
 ).bindparams(bindparam("token", type_=UUID(as_uuid=True)))
@@ -201,6 +205,17 @@ _RECORD = text(
     RETURNING d.id, d.state
     """
 ).bindparams(bindparam("token", type_=UUID(as_uuid=True)))
+_INSERT_ATTEMPTS = text(
+    """
+    INSERT INTO attempts (delivery_id, endpoint_id, started_at, latency_ms, status_code,
+                          outcome, error, response_body, trigger)
+    SELECT * FROM unnest(CAST(:delivery_ids AS bigint[]), CAST(:endpoint_ids AS uuid[]),
+                         CAST(:started AS timestamptz[]), CAST(:latencies AS float8[]),
+                         CAST(:codes AS smallint[]), CAST(:outcomes AS text[]),
+                         CAST(:errors AS text[]), CAST(:bodies AS text[]),
+                         CAST(:triggers AS text[]))
+    """
+)
 _END_LEASE = text("DELETE FROM delivery_leases WHERE token = :token").bindparams(
     bindparam("token", type_=UUID(as_uuid=True))
 )
@@ -274,12 +289,26 @@ def _batch_connection(
             if lock.held:  # unlock before the pool gets the connection back
                 try:
                     conn.rollback()
-                    conn.execute(_UNLOCK, {"key": lock.key})
-                    conn.commit()
+                    _unlock(conn, lock.key)
                 except Exception:
                     # A connection that cannot unlock must not go back to the pool holding it.
                     conn.invalidate()
                     raise
+
+
+def _unlock(conn: Connection, key: int) -> None:
+    """Release the batch's lock in one round trip (autocommit: no BEGIN, no COMMIT)."""
+    driver = conn.connection.dbapi_connection
+    assert driver is not None
+    driver.autocommit = True
+    try:
+        cursor = driver.cursor()
+        try:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            cursor.close()
+    finally:
+        driver.autocommit = False
 
 
 def _take(
@@ -606,7 +635,20 @@ def _record(
         session.execute(_END_LEASE, {"token": token})
         attempts = [a for a in attempts if a["delivery_id"] in updated]
         if attempts:
-            session.execute(insert(Attempt), attempts)
+            session.execute(
+                _INSERT_ATTEMPTS,
+                {
+                    "delivery_ids": [a["delivery_id"] for a in attempts],
+                    "endpoint_ids": [str(a["endpoint_id"]) for a in attempts],
+                    "started": [a["started_at"] for a in attempts],
+                    "latencies": [a["latency_ms"] for a in attempts],
+                    "codes": [a["status_code"] for a in attempts],
+                    "outcomes": [a["outcome"] for a in attempts],
+                    "errors": [a["error"] for a in attempts],
+                    "bodies": [a["response_body"] for a in attempts],
+                    "triggers": [a["trigger"] for a in attempts],
+                },
+            )
         released = {c.id for c in changes if c.attempted_at is None}
         for delivery_id, state in updated.items():
             if delivery_id in released and state != DeliveryState.CANCELLED:
