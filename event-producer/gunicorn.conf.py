@@ -2,6 +2,8 @@
 
 One worker with threads, so its Prometheus metrics live in one process (no multiprocess
 directory needed); access and error lines go through the platform's structured logging.
+A request spends most of its time waiting for PostgreSQL (its commit, then the round trips),
+so threads, not processes, add throughput; the app's pool holds a connection per thread.
 """
 
 from webhooks_core.logging import logging_config
@@ -12,7 +14,7 @@ _settings = Settings.from_env()
 wsgi_app = "producer.app:create_app()"
 bind = "127.0.0.1:8001"
 workers = 1
-threads = 4
+threads = 16
 accesslog = "-"
 control_socket_disable = True  # several gunicorns may share a host
 logconfig_dict = logging_config(

@@ -31,7 +31,11 @@ def create_app(settings: Settings | None = None, *, register_types: bool = True)
     # retries one whose pooled connection died with a database restart; anything else a dead
     # connection meets is a 503 with Retry-After.
     engine = create_engine(
-        settings.producer_database_url, pool_pre_ping=False, pool_recycle=POOL_RECYCLE_SECONDS
+        settings.producer_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,  # up to 20 by default, for 16 threads
+        pool_pre_ping=False,
+        pool_recycle=POOL_RECYCLE_SECONDS,
     )
     try:
         with engine.connect() as conn:

@@ -77,6 +77,9 @@ def register_problem_handlers(app: Flask, expected: type[Exception]) -> None:
             and request.is_json
             and request.content_length
         ):
+            # Parsed once: Flask keeps the result for the view's own get_json().
+            if request.get_json(silent=True) is not None:
+                return None
             try:
                 json.loads(request.get_data(cache=True))
             except (ValueError, UnicodeDecodeError) as exc:

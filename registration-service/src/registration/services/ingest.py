@@ -66,6 +66,24 @@ class PayloadTooLarge(DomainError):
 
 
 @dataclass(frozen=True)
+class StoredMessage:
+    """What an ingestion answer reports of a stored message."""
+
+    id: int
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    channels: list[str] | None
+
+    @classmethod
+    def of(cls, message: Message) -> StoredMessage:
+        """The report of a loaded message."""
+        return cls(
+            message.id, message.event_id, message.event_type, message.occurred_at, message.channels
+        )
+
+
+@dataclass(frozen=True)
 class Accepted:
     """What an ingestion request stored (or had stored, for a repeat).
 
@@ -74,7 +92,7 @@ class Accepted:
     generated the signing secret in this request.
     """
 
-    message: Message
+    message: StoredMessage
     deliveries: int
     duplicate: bool
     delivery_id: int | None = None
@@ -431,15 +449,8 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
     row = session.execute(_FAST_PUBLISH_WITH_KEY if key else _FAST_PUBLISH, params).one()
     if row.message_id is None:
         return None
-    message = Message(
-        id=row.message_id,
-        event_id=envelope.id,
-        application_id=app_id,
-        event_type=envelope.type,
-        payload=envelope.data,
-        channels=envelope.channels,
-        occurred_at=envelope.timestamp,
-        source="http",
+    message = StoredMessage(
+        row.message_id, envelope.id, envelope.type, envelope.timestamp, envelope.channels
     )
     return Accepted(message, int(row.deliveries), duplicate=False)
 
@@ -453,7 +464,8 @@ def _publish_general(
     if key is not None:
         first = _claim_key(session, settings, app_id, key, publication.digest)
         if first is not None:
-            return Accepted(first, _delivery_count(session, first.id), duplicate=True)
+            deliveries = _delivery_count(session, first.id)
+            return Accepted(StoredMessage.of(first), deliveries, duplicate=True)
     _check_against_catalogue(session, envelope.type, envelope.data)
     result = accept_message(session, envelope, source="http", application_id=app_id)
     if not result.created:
@@ -464,7 +476,7 @@ def _publish_general(
         deliveries = result.deliveries
     if key is not None:
         _remember_key(session, app_id, key, publication.digest, message.id)
-    return Accepted(message, deliveries, duplicate=not result.created)
+    return Accepted(StoredMessage.of(message), deliveries, duplicate=not result.created)
 
 
 def relay_message(
@@ -539,7 +551,7 @@ def relay_message(
         stored = session.get(Message, result.message_id)
         assert stored is not None
         accepted = Accepted(
-            stored,
+            StoredMessage.of(stored),
             1,
             duplicate=False,
             delivery_id=delivery.id,
@@ -555,7 +567,7 @@ def _relay_view(session: Session, message: Message, *, duplicate: bool) -> Accep
         select(Delivery).where(Delivery.message_id == message.id).order_by(Delivery.id).limit(1)
     ).first()
     return Accepted(
-        message,
+        StoredMessage.of(message),
         1 if delivery else 0,
         duplicate=duplicate,
         delivery_id=delivery.id if delivery else None,
