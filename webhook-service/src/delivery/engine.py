@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.clock import Clock
@@ -485,10 +486,29 @@ def _send_lane(
     return [_send_run(rt, endpoint, items, send_until) for endpoint, items in lane]
 
 
+class _StaleConnection(Exception):
+    """The batch's connection was dead before anything was sent (the pool has no pre-ping)."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def deliver_batch(rt: DeliveryRuntime, lease_token: uuid.UUID, ids: list[int]) -> BatchReport:
-    """Send the deliveries still leased under ``lease_token``; safe to call twice."""
-    with _batch_connection(rt, lease_token) as (sessions, lock):
-        return _deliver_locked(rt, sessions, lock, lease_token, ids)
+    """Send the deliveries still leased under ``lease_token``; safe to call twice.
+
+    A pooled connection found dead by the take (the database restarted) is replaced once:
+    nothing was sent yet, and SQLAlchemy has then dropped every connection of that age.
+    """
+    for attempt in (1, 2):
+        try:
+            with _batch_connection(rt, lease_token) as (sessions, lock):
+                return _deliver_locked(rt, sessions, lock, lease_token, ids)
+        except _StaleConnection as stale:
+            if attempt == 2:
+                raise stale.error from None
+            logger.warning("batch %s: its database connection was dead; once more", lease_token)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _deliver_locked(
@@ -500,14 +520,20 @@ def _deliver_locked(
 ) -> BatchReport:
     settings, clock = rt.settings, rt.clock
     report = BatchReport()
-    with transaction(sessions) as session:
-        leased, endpoints = _take(session, lock, token, ids)
-        if not lock.held:
-            logger.info("batch %s is being sent by another run of its task", token)
-            return report
-        if not leased:
-            session.execute(_END_LEASE, {"token": token})  # nothing left: free the slot
-            lock.release(session)
+    try:
+        with transaction(sessions) as session:
+            leased, endpoints = _take(session, lock, token, ids)
+            acquired = lock.held
+            if acquired and not leased:
+                session.execute(_END_LEASE, {"token": token})  # nothing left: free the slot
+                lock.release(session)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise _StaleConnection(exc) from exc
+        raise
+    if not acquired:
+        logger.info("batch %s is being sent by another run of its task", token)
+        return report
     report.taken = len(leased)
     if not leased:
         return report

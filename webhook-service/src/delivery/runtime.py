@@ -56,7 +56,8 @@ def runtime_for(app: Celery) -> DeliveryRuntime:
             settings = settings_of(app)
             runtime = DeliveryRuntime(
                 settings=settings,
-                engine=make_engine(settings),
+                # No pre-ping round trip per batch: deliver_batch replaces a dead connection.
+                engine=make_engine(settings, pre_ping=False),
                 sender=make_sender(settings),
                 clock=make_clock(settings),
                 dead_letters=BrokerDeadLetterPublisher(app),

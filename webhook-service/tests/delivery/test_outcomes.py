@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from kombu import Connection
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from standardwebhooks import Webhook
 
 from delivery.broker import DEAD_LETTER_QUEUE
@@ -256,6 +256,36 @@ def test_worker_killed_mid_attempt_still_delivers(
     wait_for(lambda: only_delivery(platform).state == "delivered", timeout=20, message="redone")
     assert {got.headers["webhook-id"] for got in server.received} == {event_id}
     assert len(server.received) == 2
+
+
+def test_dead_pooled_connection_is_replaced_before_sending(
+    platform: Any, receiver: Any, wait_for: Any, processes: Any
+) -> None:
+    # The worker's pool has no pre-ping: after a database restart its first take finds the
+    # connection dead, and the batch runs again at once on a fresh one (not after its lease).
+    server = receiver()
+    platform.endpoint(server.url)
+    platform.publish()
+    wait_for(lambda: only_delivery(platform).state == "delivered", message="first delivered")
+    with platform.sessions() as session:
+        killed = session.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend' AND state = 'idle'"
+            )
+        ).scalar()
+    assert killed
+    log = processes.logs / "worker.log"
+    logged_before = log.read_text().count("database connection was dead")
+
+    event_id = platform.publish({"after": "restart"})
+    wait_for(
+        lambda: all(d.state == "delivered" for d in platform.deliveries()),
+        message="delivered after the connections died",
+    )
+    assert [got.headers["webhook-id"] for got in server.received][1:] == [event_id]
+    assert log.read_text().count("database connection was dead") == logged_before + 1
 
 
 def test_lost_task_comes_back_when_its_lease_expires(
