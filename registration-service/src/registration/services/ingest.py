@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
-from sqlalchemy import TEXT, cast, delete, func, select, text
+from sqlalchemy import TEXT, Row, cast, delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import Conflict, DomainError, InvalidField, NotFound
@@ -293,8 +294,65 @@ _CLAIM_WITH_KEY = """key_lock AS (
     ON CONFLICT DO NOTHING
     RETURNING message_id
 )"""
-_FAST_PUBLISH = text(_FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITHOUT_KEY))
-_FAST_PUBLISH_WITH_KEY = text(_FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITH_KEY))
+_PARAMETER_TYPES = {
+    "app_id": "text",
+    "event_type": "text",
+    "schema_digest": "text",
+    "event_id": "text",
+    "payload": "text",
+    "channels": "text[]",
+    "occurred_at": "timestamptz",
+    "pending": "text",
+    "subscription": "text",
+    "key": "text",
+    "request_hash": "text",
+    "lock_name": "text",
+}
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class _PreparedStatement:
+    """A statement PostgreSQL plans once per connection (``PREPARE``), then only executes.
+
+    Planning the publish statement cost more server CPU than running it (about 0.2 ms against
+    0.15 ms); a prepared statement switches to a generic plan after five executions.  It is
+    prepared on first use on each pooled connection (``Connection.info`` lives as long as the
+    database connection, so a connection made after a restart prepares it again), and a
+    ``PREPARE`` is not undone by a rollback.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        names: list[str] = []
+
+        def positional(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        body = _BIND.sub(positional, sql)
+        types = ", ".join(_PARAMETER_TYPES[n] for n in names)
+        self._name = name
+        self._prepare = f"PREPARE {name} ({types}) AS {body}"
+        self._execute = text(f"EXECUTE {name}({', '.join(f':{n}' for n in names)})")
+
+    def execute(self, session: Session, params: dict[str, Any]) -> Row[Any]:
+        """Run it in ``session``'s transaction; return its one row."""
+        connection = session.connection()
+        prepared: set[str] = connection.info.setdefault("prepared_statements", set())
+        if self._name not in prepared:
+            connection.exec_driver_sql(self._prepare)
+            prepared.add(self._name)
+        # Through the session, which first flushes what it holds (a key the general path
+        # remembered for an earlier message of the same batch).
+        return session.execute(self._execute, params).one()
+
+
+_FAST_PUBLISH = _PreparedStatement(
+    "webhooks_publish", _FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITHOUT_KEY)
+)
+_FAST_PUBLISH_WITH_KEY = _PreparedStatement(
+    "webhooks_publish_keyed", _FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITH_KEY)
+)
 
 
 @dataclass(frozen=True)
@@ -446,7 +504,7 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
     }
     if key is not None:
         params |= {"key": key, "request_hash": publication.digest, "lock_name": f"{app_id}:{key}"}
-    row = session.execute(_FAST_PUBLISH_WITH_KEY if key else _FAST_PUBLISH, params).one()
+    row = (_FAST_PUBLISH_WITH_KEY if key else _FAST_PUBLISH).execute(session, params)
     if row.message_id is None:
         return None
     message = StoredMessage(
