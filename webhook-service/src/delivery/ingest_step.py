@@ -1,12 +1,12 @@
 """The Celery consumer step that feeds ``webhooks.ingest`` to :func:`delivery.ingest.ingest_batch`.
 
 It runs in the worker's main process next to Celery's own task consumer.  Messages are
-gathered for at most ``FLUSH_SECONDS`` (or until a prefetch window is full), stored in one
-transaction, and acknowledged only after that transaction committed (late ack: a worker that
-dies first leaves them on the queue for redelivery, and the unique event id makes that
-harmless).  A message that cannot be parsed is rejected without requeue, so RabbitMQ
-dead-letters it to ``webhooks.ingest.dead``; a database failure requeues the batch after a
-pause.
+gathered for at most ``FLUSH_SECONDS`` (or until a prefetch window is full; one arriving after
+an idle spell goes at once), stored in one transaction, and acknowledged only after that
+transaction committed (late ack: a worker that dies first leaves them on the queue for
+redelivery, and the unique event id makes that harmless).  A message that cannot be parsed
+is rejected without requeue, so RabbitMQ dead-letters it to ``webhooks.ingest.dead``; a
+database failure requeues the batch after a pause.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class IngestStep(bootsteps.ConsumerStep):  # type: ignore[misc]
         self._sessions: sessionmaker[Session] | None = None
         self._pending: list[Any] = []
         self._flush_entry: Any = None
+        self._last_flush = 0.0
 
     def _session_factory(self) -> sessionmaker[Session]:
         if self._sessions is None:
@@ -94,9 +95,18 @@ class IngestStep(bootsteps.ConsumerStep):  # type: ignore[misc]
             entry.cancel()
 
     def on_message(self, message: Any) -> None:
-        """Queue the message for the next flush (now, without an event loop or when full)."""
+        """Queue the message for the next flush.
+
+        Flushed now without an event loop, when the batch is full, or when the consumer was
+        idle (nothing stored for ``FLUSH_SECONDS``): a lone event does not wait for company
+        that is not coming, while a steady stream still shares transactions.
+        """
         self._pending.append(message)
-        if self._flush_entry is None or len(self._pending) >= INGEST_PREFETCH:
+        if (
+            self._flush_entry is None
+            or len(self._pending) >= INGEST_PREFETCH
+            or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -104,6 +114,7 @@ class IngestStep(bootsteps.ConsumerStep):  # type: ignore[misc]
         batch, self._pending = self._pending, []
         if not batch:
             return
+        self._last_flush = time.monotonic()
         try:
             outcomes = ingest_batch(self._session_factory(), [message.body for message in batch])
         except SQLAlchemyError as exc:
