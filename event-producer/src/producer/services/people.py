@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import publish
@@ -26,6 +26,15 @@ from webhooks_core.db import run_transaction
 from webhooks_core.envelope import Envelope
 
 FIELDS = ("name", "email", "phone")
+
+
+# Creating is the demo's busiest write: one plain INSERT, built once, instead of the ORM's unit
+# of work, which was over a third of a POST /people's CPU.  The columns are models.Person's.
+_INSERT_PERSON = text(
+    "INSERT INTO people (id, name, email, phone)"
+    " VALUES (CAST(:id AS uuid), :name, :email, :phone)"
+    " RETURNING created_at, updated_at"
+)
 
 
 @dataclass(frozen=True)
@@ -55,11 +64,11 @@ def _fire(session: Session, event_type: str, data: dict[str, Any]) -> str:
 
 def create_person(sessions: sessionmaker[Session], fields: dict[str, Any]) -> Change:
     """Store a new person and fire ``person.created``."""
+    values: dict[str, Any] = {"id": uuid.uuid4(), **{name: fields.get(name) for name in FIELDS}}
 
     def work(session: Session) -> Change:
-        person = Person(**{name: fields.get(name) for name in FIELDS})
-        session.add(person)
-        session.flush()
+        stamps = session.execute(_INSERT_PERSON, {**values, "id": str(values["id"])}).one()
+        person = Person(**values, created_at=stamps.created_at, updated_at=stamps.updated_at)
         return Change(person, _fire(session, "person.created", {"person": resource(person)}))
 
     return run_transaction(sessions, work)
