@@ -94,11 +94,14 @@ class Scheduler:
         self.limiter = RateLimiter()
 
     def tick(self) -> int:
-        """One cycle: expire leases when due, claim, publish.  Returns deliveries claimed."""
+        """One cycle: claim, publish, expire leases when due.  Returns deliveries claimed."""
         return self.cycle()[0]
 
     def cycle(self) -> tuple[int, bool]:
         """:meth:`tick`, also returning whether endpoints at their limit held work back."""
+        claimed, saturated = self._claim_and_publish()
+        # After the publish, so a new delivery never waits for it; what expires is due at once
+        # and its UPDATE notifies, which wakes the next cycle.
         if time.monotonic() - self._last_expiry >= self.settings.scheduler_poll_seconds:
             self._last_expiry = time.monotonic()
             expired = run_transaction(
@@ -106,6 +109,9 @@ class Scheduler:
             )
             if expired:
                 logger.warning("leases expired, deliveries due again: %d", len(expired))
+        return claimed, saturated
+
+    def _claim_and_publish(self) -> tuple[int, bool]:
         # Run again at once when the pooled connection was dead (a database restart): the
         # claim had not committed.  No pre-ping: a round trip less per cycle.
         result = run_transaction(
