@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import transaction
@@ -200,3 +200,52 @@ def test_message_stored_as_published(db: sessionmaker[Session], apps: Any) -> No
 def test_unknown_source_refused(db: sessionmaker[Session]) -> None:
     with db() as session, pytest.raises(ValueError, match="source"):
         accept_message(session, Envelope(type="a.b", data={}), source="carrier-pigeon")
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one at a time", "in a batch"])
+def test_matching_reads_indexes_not_every_endpoint(
+    db: sessionmaker[Session], apps: tuple[uuid.UUID, uuid.UUID], batch: bool
+) -> None:
+    # An application with thousands of endpoints on other types: the fan-out's "every type
+    # OR this one" must be answered by the indexes, not by reading all of them per message.
+    with transaction(db) as session:
+        session.execute(
+            text(
+                "INSERT INTO endpoints (id, application_id, url, event_types)"
+                " SELECT gen_random_uuid(), :app, 'http://127.0.0.1:9/' || n, ARRAY['other.' || n]"
+                " FROM generate_series(1, 3000) AS n"
+            ),
+            {"app": apps[0]},
+        )
+        session.execute(
+            text(
+                "INSERT INTO endpoints (id, application_id, url)"
+                " VALUES (gen_random_uuid(), :app, 'http://127.0.0.1:9/all')"
+            ),
+            {"app": apps[0]},
+        )
+    with db() as session:
+        session.execute(text("ANALYZE endpoints"))
+        session.commit()
+
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DELIVERIES"):
+            statements.append((statement, parameters))
+
+    envelope = Envelope(type="person.created", data={"name": "Ada"})
+    with db() as session:
+        event.listen(session.connection(), "before_cursor_execute", capture)
+        if batch:
+            (result,) = accept_messages(session, [(envelope, apps[0])], source="broker")
+        else:
+            result = accept_message(session, envelope, source="broker", application_id=apps[0])
+        assert result.deliveries == 1  # the all-types endpoint only
+        ((statement, parameters),) = statements
+        cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("EXPLAIN " + statement, parameters)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        session.rollback()
+    assert "Seq Scan on endpoints" not in plan, plan
+    assert "ix_endpoints_all_types" in plan, plan

@@ -38,7 +38,19 @@ class Endpoint(Base):
             unique=True,
             postgresql_where=text("kind = 'subscription' AND deleted_at IS NULL"),
         ),
-        Index("ix_endpoints_event_types", "event_types", postgresql_using="gin"),
+        Index(
+            "ix_endpoints_event_types",
+            "event_types",
+            postgresql_using="gin",
+            postgresql_with={"fastupdate": "off"},
+        ),
+        # With the GIN index above, fan-out matching ("every type OR this one") is a
+        # BitmapOr of two index scans, not a read of all the application's endpoints.
+        Index(
+            "ix_endpoints_all_types",
+            "application_id",
+            postgresql_where=text("cardinality(event_types) = 0 AND deleted_at IS NULL"),
+        ),
         Index(
             "ix_endpoints_circuit_open",
             "circuit_open_until",
