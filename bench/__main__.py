@@ -117,7 +117,8 @@ def main() -> int:
             for name, scenario in SCENARIOS:
                 if only and name not in only:
                     continue
-                print(f"bench: {name} ...", flush=True)
+                vacuumed = seed.vacuum_analyze(engine)
+                print(f"bench: {name} ... (VACUUM ANALYZE took {vacuumed:.1f} s)", flush=True)
                 started = time.monotonic()
                 try:
                     results[name] = scenario(bench)
