@@ -107,15 +107,23 @@ _IN_FLIGHT = text(
     """
 )
 _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
+# The due rows are read first, alone, in the due index's order and cut at the limit; only
+# those are joined to their endpoints.  As one join, a planner whose statistics predate a
+# mass release (all of a recovered backlog due at once) joined and sorted every due row on
+# each cycle: 231,000 of them in the benchmark, PostgreSQL at a full core.
 _CANDIDATES = text(
     """
-    SELECT d.id, d.endpoint_id, coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
+    WITH due AS MATERIALIZED (
+        SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
+        WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now
+          AND NOT (d.endpoint_id = ANY(:excluded))
+        ORDER BY d.next_attempt_at
+        LIMIT :limit
+    )
+    SELECT due.id, due.endpoint_id, coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
            e.consecutive_failures, e.circuit_open_until, e.rate_limit
-    FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-    WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now
-      AND NOT (d.endpoint_id = ANY(:excluded))
-    ORDER BY d.next_attempt_at
-    LIMIT :limit
+    FROM due JOIN endpoints e ON e.id = due.endpoint_id
+    ORDER BY due.next_attempt_at
     """
 ).bindparams(bindparam("excluded", type_=ARRAY(UUID(as_uuid=True))))
 # One round trip: lease the chosen rows (skipping any another transaction holds) and write
