@@ -21,7 +21,6 @@ threshold is reached, or when the lease would run out before another request cou
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -58,8 +57,6 @@ logger = logging.getLogger("delivery.attempt")
 
 # Stop starting requests this long before the lease ends, on top of one request's deadline.
 _LEASE_MARGIN_SECONDS = 1.0
-# A batch of several endpoints sends them in lanes of at most this many, side by side.
-LANE_ENDPOINTS = 4
 # A healthy endpoint's row is rewritten at most this often (last_success_at), not per batch.
 _HEALTHY_TOUCH_SECONDS = 5.0
 
@@ -480,12 +477,6 @@ def _send_run(
     return output
 
 
-def _send_lane(
-    rt: DeliveryRuntime, lane: list[tuple[_Endpoint, list[_Leased]]], send_until: float
-) -> list[_RunOutput]:
-    return [_send_run(rt, endpoint, items, send_until) for endpoint, items in lane]
-
-
 class _StaleConnection(Exception):
     """The batch's connection was dead before anything was sent (the pool has no pre-ping)."""
 
@@ -553,18 +544,18 @@ def _deliver_locked(
             changes.append(cancelled)
         else:
             groups.setdefault(endpoint.id, []).append(item)
-    # Each endpoint's deliveries go out one after another.  A batch of several endpoints (a
-    # fan-out) is cut into lanes of at most LANE_ENDPOINTS endpoints, sent side by side: a
-    # slow endpoint delays only its own lane, and a few threads per batch cost less CPU in
-    # switching than one thread per endpoint.
-    runs_todo = [(endpoints[eid], items) for eid, items in groups.items()]
-    lane_count = max(1, math.ceil(len(runs_todo) / LANE_ENDPOINTS))
-    lanes = [runs_todo[start::lane_count] for start in range(lane_count)]
-    if lane_count == 1:
-        outputs = _send_lane(rt, lanes[0], send_until)
+    if len(groups) <= 1:
+        outputs = [
+            _send_run(rt, endpoints[eid], items, send_until) for eid, items in groups.items()
+        ]
     else:
-        futures = [_sender_pool().submit(_send_lane, rt, lane, send_until) for lane in lanes]
-        outputs = [output for future in futures for output in future.result()]
+        # A batch of several endpoints (a fan-out): each endpoint's deliveries go out one
+        # after another, the endpoints side by side, so a slow one delays only its own.
+        futures = [
+            _sender_pool().submit(_send_run, rt, endpoints[eid], items, send_until)
+            for eid, items in groups.items()
+        ]
+        outputs = [future.result() for future in futures]
     attempts: list[dict[str, Any]] = []
     runs: dict[uuid.UUID, _EndpointRun] = {}
     lags: list[float] = []
