@@ -51,11 +51,6 @@ SPREAD_BELOW_ENDPOINTS = 8
 # With that many endpoints or more, an endpoint with at most this many due rows (and no
 # failures) shares a batch with others.
 MIX_MAX_ROWS = 4
-# A cycle's shared rows go out in at least this many batches when there are enough of them
-# (batches of at least MIX_MIN_BATCH rows): one event to 50 endpoints is sent by several
-# worker processes side by side, not by one; a fan-out to thousands still fills whole batches.
-MIX_SPREAD = 4
-MIX_MIN_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -278,13 +273,9 @@ def claim_cycle(
     # Healthy endpoints with only a few due rows share batches (one task, one transaction
     # for many endpoints): a fan-out to thousands of endpoints is not thousands of tasks.
     mixed: list[int] = []
-    shared_rows = sum(len(ids) for ids in mixable)
-    mix_size = min(
-        settings.delivery_batch_size, max(MIX_MIN_BATCH, math.ceil(shared_rows / MIX_SPREAD))
-    )
     for ids in mixable:
         mixed += ids
-        if len(mixed) >= mix_size:
+        if len(mixed) >= settings.delivery_batch_size:
             claims.append(Claim(uuid.uuid4(), None, mixed))
             mixed = []
     if mixed:
