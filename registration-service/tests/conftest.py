@@ -71,6 +71,18 @@ def event_types(client: FlaskClient) -> list[str]:
 
 
 @pytest.fixture
+def endpoint(client: FlaskClient, tenant: Tenant, event_types: list[str]) -> str:
+    """The id of the tenant's endpoint subscribed to ``person.created``."""
+    response = client.post(
+        tenant.path("/endpoints"),
+        json={"url": "http://127.0.0.1:9/hook", "event_types": ["person.created"]},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 201, response.json
+    return str(response.json["id"])
+
+
+@pytest.fixture
 def field_errors() -> Any:
     """``{field: message}`` of a problem+json response."""
 

@@ -7,7 +7,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,17 +30,6 @@ PERSON_SCHEMA = {
 def count(sessions: sessionmaker[Session], model: Any) -> int:
     with sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-@pytest.fixture
-def endpoint(client: FlaskClient, tenant: Any, event_types: list[str]) -> str:
-    response = client.post(
-        tenant.path("/endpoints"),
-        json={"url": "http://127.0.0.1:9/hook", "event_types": ["person.created"]},
-        headers=tenant.headers,
-    )
-    assert response.status_code == 201, response.json
-    return str(response.json["id"])
 
 
 def publish(client: FlaskClient, tenant: Any, body: dict[str, Any], **headers: str) -> Any:

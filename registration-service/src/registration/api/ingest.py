@@ -179,10 +179,9 @@ def publish_message(
     the first result; the same key with a different body is a 422.
     """
     app_id = authorize_application(path.app_id)
-    result = ingest.publish_message(
-        runtime().sessions,
-        runtime().settings,
-        app_id,
+    settings = runtime().settings
+    publication = ingest.prepare_publication(
+        settings,
         event_type=body.event_type,
         payload=body.payload,
         event_id=body.event_id,
@@ -191,6 +190,7 @@ def publish_message(
         idempotency_key=_idempotency_key(header),
         body=_raw_body(),
     )
+    result = ingest.publish_message(runtime().sessions, settings, app_id, publication)
     return jsonify(_accepted(result)), 202
 
 

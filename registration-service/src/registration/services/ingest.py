@@ -395,29 +395,9 @@ def publish_message(
     sessions: sessionmaker[Session],
     settings: Settings,
     app_id: uuid.UUID,
-    *,
-    event_type: str,
-    payload: dict[str, Any],
-    event_id: str | None = None,
-    channels: list[str] | None = None,
-    timestamp: datetime | None = None,
-    idempotency_key: str | None = None,
-    body: dict[str, Any] | None = None,
+    publication: Publication,
 ) -> Accepted:
-    """Validate and store one message of ``app_id`` and fan it out to its endpoints.
-
-    ``body`` is the request as received, hashed to recognise idempotent repeats.
-    """
-    publication = prepare_publication(
-        settings,
-        event_type=event_type,
-        payload=payload,
-        event_id=event_id,
-        channels=channels,
-        timestamp=timestamp,
-        idempotency_key=idempotency_key,
-        body=body,
-    )
+    """Store one message of ``app_id`` (see :func:`prepare_publication`) and fan it out."""
     accepted = run_transaction(
         sessions, lambda session: _publish(session, settings, app_id, publication)
     )
