@@ -10,7 +10,11 @@
 * applies connect and read timeouts and a total deadline, which a reaper thread enforces by
   shutting the socket down (a server dripping one byte a second defeats a read timeout alone);
 * never follows redirects and never decompresses: it reads at most the first
-  ``response_body_max_bytes`` (plus a small drain allowance to keep the connection reusable).
+  ``response_body_max_bytes`` (plus a small drain allowance to keep the connection reusable);
+* counts a response whose status line or header block is cut off (the connection closed
+  before the blank line that ends the headers) or malformed as a failed attempt: http.client
+  alone would take the headers read so far, then read an empty body to the close, and the
+  attempt would look delivered.
 
 :class:`FakeSender` answers 200 without any network, for tests of the engine's bookkeeping
 and for measuring the platform's own overhead (``WEBHOOKS_DELIVERY_SENDER=fake``).
@@ -19,6 +23,7 @@ and for measuring the platform's own overhead (``WEBHOOKS_DELIVERY_SENDER=fake``
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import socket
 import threading
@@ -34,10 +39,13 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    HeaderParsingError,
     NewConnectionError,
+    ProtocolError,
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.util.response import assert_header_parsing
 
 from webhooks_core.settings import Settings
 from webhooks_core.targets import IPAddress, blocked_reason
@@ -160,8 +168,58 @@ class _DeadlineReaper:
 _REAPER = _DeadlineReaper()
 
 
+# --- complete response heads ---------------------------------------------------------------
+
+
+class IncompleteHead(http.client.HTTPException):
+    """The response's status line or headers were cut off or malformed."""
+
+
+class _HeadReader:
+    """The response's file while its head is read; notes a line that ends without its LF.
+
+    http.client ends the header block at end of file as if it were the blank line, and
+    takes a status line without its CRLF: a head cut off by a closed connection parses.
+    """
+
+    def __init__(self, fp: Any) -> None:
+        self.fp = fp
+        self.cut = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.fp.readline(limit)
+        if not line.endswith(b"\n"):
+            self.cut = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+class _CheckedResponse(http.client.HTTPResponse):
+    """An ``http.client`` response that refuses an incomplete or malformed head."""
+
+    def begin(self) -> None:
+        reader = _HeadReader(self.fp)
+        self.fp = reader  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            fp: Any = self.fp
+            if fp is reader:  # begin() drops fp when there is no body
+                self.fp = reader.fp
+        if reader.cut:
+            raise IncompleteHead("the response was cut off in its status line or headers")
+        try:
+            assert_header_parsing(self.msg)
+        except HeaderParsingError as exc:
+            raise IncompleteHead(f"malformed response headers ({exc})") from None
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     """Registers itself with the calling thread's deadline before sending."""
+
+    response_class = _CheckedResponse
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch: _Watch | None = getattr(_current, "watch", None)
@@ -172,6 +230,8 @@ class _WatchedHTTPConnection(HTTPConnection):
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     """The TLS variant of :class:`_WatchedHTTPConnection`."""
+
+    response_class = _CheckedResponse
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch: _Watch | None = getattr(_current, "watch", None)
@@ -350,6 +410,19 @@ class HttpSender:
             return result("timeout", status_code=status, error="read timeout")
         except SSLError as exc:
             return result("connect_error", error=f"TLS error: {_reason(exc)}")
+        except ProtocolError as exc:
+            head = next((arg for arg in exc.args if isinstance(arg, IncompleteHead)), None)
+            if head is not None:
+                return result("connect_error", error=str(head))
+            if watch.fired:
+                return result(
+                    "timeout",
+                    status_code=status,
+                    error=f"total deadline of {self.settings.total_timeout_seconds:g}s exceeded",
+                )
+            return result(
+                "connect_error", status_code=status, error=f"{type(exc).__name__}: {_reason(exc)}"
+            )
         except Exception as exc:  # noqa: BLE001 - any I/O failure is an attempt outcome
             if watch.fired:
                 return result(
