@@ -16,6 +16,12 @@ Dead letters are published to RabbitMQ only after that commit.
 Within a batch, sending stops early (the rest is released, due at once, not counted as an
 attempt) when a request timed out, when the endpoint answered 410, when the breaker's
 threshold is reached, or when the lease would run out before another request could finish.
+
+One delivery never fails its batch (docs/delivery.md, *Failure isolation*): the take reads
+nothing that can fail to decode, a delivery whose request cannot be built from what is stored
+is dead at once with the reason (an ``error`` attempt, no request), every text recorded is
+made storable, and a batch whose recording transaction fails anyway is recorded again one
+delivery per transaction, the culprit with a minimal attempt.
 """
 
 from __future__ import annotations

@@ -210,6 +210,7 @@ def test_one_batch_of_healthy_and_poison_deliveries_of_several_applications(
                 "payload",
                 "CAST(repeat('[', 5000) || repeat(']', 5000) AS jsonb)",
             ),
+            ("message id with CR LF", "event_id", "event_id || E'\\r\\nX-Injected: yes'"),
         ]:
             case = Case(name, "dead", "error", "could not build the request", requests=0)
             case.delivery_id = publish(pid, event_type="poison.message")
