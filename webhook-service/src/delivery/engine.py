@@ -785,7 +785,15 @@ def _breaker_tripped(run: _EndpointRun, settings: Settings) -> bool:
 
 def _log_attempt(item: _Leased, endpoint: _Endpoint, result: SendResult, change: _Change) -> None:
     # One structured line per attempt: JSON fields in containers, key=value on a terminal.
-    logger.info(
+    # INFO when it succeeded, WARNING when it failed, ERROR when its delivery is now dead.
+    if change.state == DeliveryState.DEAD:
+        level = logging.ERROR
+    elif result.succeeded:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    logger.log(
+        level,
         "delivery attempt %s",
         result.outcome,
         extra={

@@ -259,6 +259,8 @@ def test_one_batch_of_healthy_and_poison_deliveries_of_several_applications(
 
         ids = [c.delivery_id for c in healthy + cases]
         token = lease_batch(session, ids)
+    worker_log = processes.logs / "worker.log"
+    logged_before = worker_log.stat().st_size
     lease_batch.publish(token, ids)
 
     everything = healthy + cases
@@ -316,6 +318,16 @@ def test_one_batch_of_healthy_and_poison_deliveries_of_several_applications(
             (attempt,) = attempts[case.delivery_id]
             assert attempt.status_code is None
             assert (attempt.error or "").startswith("could not build the request: ")
+    # One log line per attempt: INFO delivered, WARNING failed, ERROR dead.
+    levels: dict[int, str] = {}
+    with worker_log.open("rb") as log:
+        log.seek(logged_before)
+        for line in log.read().decode("utf-8", errors="replace").splitlines():
+            if '"delivery attempt ' in line:
+                record = json.loads(line)
+                levels[record["delivery_id"]] = record["level"]
+    expected_level = {"delivered": "info", "retrying": "warning", "dead": "error"}
+    assert levels == {case.delivery_id: expected_level[case.state] for case in everything}
     report = {
         "deliveries": len(everything),
         "applications": 4,
