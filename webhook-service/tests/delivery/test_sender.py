@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -59,6 +60,8 @@ def test_hanging_receiver_times_out(sender: HttpSender, receiver: Any) -> None:
     result = post(sender, server.url)
     assert result.outcome == "timeout"
     assert result.latency_ms < 5000
+    port = server.server.server_address[1]
+    assert result.error == f"no answer from 127.0.0.1:{port} within the 0.6 s read timeout"
 
 
 def test_slow_drip_of_headers_hits_the_total_deadline(sender: HttpSender, receiver: Any) -> None:
@@ -151,6 +154,7 @@ def test_connection_refused_is_a_connect_error(sender: HttpSender) -> None:
         port = sock.getsockname()[1]
     result = post(sender, f"http://127.0.0.1:{port}/hook")
     assert result.outcome == "connect_error"
+    assert result.error == f"connection refused by 127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize(
@@ -300,3 +304,65 @@ def test_a_2xx_whose_body_is_cut_off_is_retried_whatever_the_status_policy(
     assert (result.outcome, result.status_code) == ("connect_error", 200)
     strict = settings.model_copy(update={"other_status_policy": "dead"})
     assert judge(result, strict) is Verdict.RETRY
+
+
+def test_a_reset_connection_is_said_plainly(sender: HttpSender) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def reset() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            # Linger 0: close() sends RST, as a crashing receiver or a middlebox does.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    threading.Thread(target=reset, daemon=True).start()
+    try:
+        result = post(sender, f"http://127.0.0.1:{port}/hook")
+    finally:
+        listener.close()
+    assert (result.outcome, result.error) == (
+        "connect_error",
+        f"connection reset by 127.0.0.1:{port}",
+    )
+
+
+def test_an_answer_that_is_not_http_is_said_plainly(sender: HttpSender) -> None:
+    listener, url = raw_receiver(b"SSH-2.0-OpenSSH_9.6\r\n")
+    port = listener.getsockname()[1]
+    try:
+        result = post(sender, url)
+    finally:
+        listener.close()
+    assert result.outcome == "connect_error"
+    assert (
+        result.error
+        == f"127.0.0.1:{port} answered something that is not HTTP ('SSH-2.0-OpenSSH_9.6')"
+    )
+
+
+def test_a_tls_handshake_failure_is_said_plainly(sender: HttpSender, receiver: Any) -> None:
+    server = receiver()  # plain HTTP: the TLS client hello gets no TLS answer
+    port = server.server.server_address[1]
+    result = post(sender, f"https://127.0.0.1:{port}/hook")
+    assert result.outcome == "connect_error"
+    assert (result.error or "").startswith(f"TLS handshake with 127.0.0.1:{port} failed (")
+    assert server.received == []
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (socket.EAI_NONAME, "DNS: hooks.example.test does not exist"),
+        (socket.EAI_AGAIN, "DNS: temporary failure resolving hooks.example.test"),
+    ],
+)
+def test_a_failed_lookup_is_said_plainly(settings: Settings, code: int, error: str) -> None:
+    def resolver(_host: str, _port: int) -> list[str]:
+        raise socket.gaierror(code, "from the resolver")
+
+    result = post(make_sender(settings, resolver=resolver), "http://hooks.example.test/hook")
+    assert (result.outcome, result.error) == ("connect_error", error)
