@@ -10,6 +10,7 @@ would stay ``sending`` for the whole test instead of being retried in smaller ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -391,3 +392,50 @@ def test_a_value_the_database_refuses_spoils_only_its_own_delivery(
     with platform.sessions() as session:
         bad = session.scalar(select(Message).where(Message.payload["bad"].as_boolean()))
     assert bad is not None
+
+
+@dataclass
+class ExplodingSender:
+    """The real sender, except that it raises for URLs containing ``explode`` (a bug)."""
+
+    real: Any
+
+    def send(self, request: Any) -> Any:
+        if "explode" in request.url:
+            raise RuntimeError("a bug in the sender")
+        return self.real.send(request)
+
+
+def test_a_sender_that_raises_fails_only_its_own_delivery(
+    platform: Any, receiver: Any, lease_batch: Any, engine_settings: Settings
+) -> None:
+    from delivery.engine import deliver_batch
+    from delivery.runtime import runtime_for
+
+    real = runtime_for(create_celery(engine_settings))
+    runtime = dataclasses.replace(real, sender=ExplodingSender(real.sender))
+    server = receiver()
+    with transaction(platform.sessions) as session:
+        app_id = platform.application()
+        for url in (f"{server.url}?fine", f"{server.url}?explode"):
+            row = Endpoint(application_id=app_id, url=url)
+            session.add(row)
+            session.flush()
+            session.add(EndpointSecret(endpoint_id=row.id, secret=new_secret()))
+        accept_message(
+            session, Envelope(type="thing.done", data={}), source="http", application_id=app_id
+        )
+        session.flush()
+        ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+        token = lease_batch(session, ids)
+
+    report = deliver_batch(runtime, token, ids)  # in this process, with the sender above
+
+    assert (report.delivered, report.retrying) == (1, 1)
+    states = {d.id: d.state for d in platform.deliveries()}
+    attempts = attempts_by_delivery(platform)
+    exploded = [i for i in ids if attempts[i][0].outcome == "error"]
+    assert len(exploded) == 1
+    assert states[exploded[0]] == "retrying"
+    assert attempts[exploded[0]][0].error == "the sender failed: RuntimeError: a bug in the sender"
+    assert [got.path for got in server.received] == ["/webhook?fine"]
