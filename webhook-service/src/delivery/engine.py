@@ -601,19 +601,15 @@ def _next_attempt_at(
 ) -> datetime | None:
     """When to try again after ``count`` attempts, or None when the schedule is exhausted."""
     settings = rt.settings
-    try:
-        delay = next_delay(
-            count,
-            endpoint.retry_schedule or settings.retry_schedule,
-            jitter=settings.retry_jitter,
-            # An HTTP date in Retry-After is the receiver's real time, not ours.
-            retry_after=parse_retry_after(result.retry_after, utcnow()),
-            retry_after_max=settings.retry_after_max_seconds,
-        )
-        return None if delay is None else rt.clock.now() + timedelta(seconds=delay)
-    except (OverflowError, ValueError):
-        # A wait beyond datetime's range: no attempt will ever be due, so the schedule is over.
-        return None
+    delay = next_delay(
+        count,
+        endpoint.retry_schedule or settings.retry_schedule,
+        jitter=settings.retry_jitter,
+        # An HTTP date in Retry-After is the receiver's real time, not ours.
+        retry_after=parse_retry_after(result.retry_after, utcnow()),
+        retry_after_max=settings.retry_after_max_seconds,
+    )
+    return None if delay is None else rt.clock.now() + timedelta(seconds=delay)
 
 
 def _unbuildable(
