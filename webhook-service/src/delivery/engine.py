@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.clock import Clock
 from delivery.policy import Verdict, judge, next_delay, parse_retry_after
-from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
+from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult, url_problem
 from webhooks_core.db import transaction
 from webhooks_core.envelope import Envelope, utcnow, webhook_body
 from webhooks_core.models import DeliveryState, cancel_open_deliveries
@@ -372,7 +372,7 @@ def _take(
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)
         if row.e_id is not None and row.e_id not in endpoints:
-            headers, keys, problem = _endpoint_problem(row.e_headers, row.e_secrets)
+            headers, keys, problem = _endpoint_problem(row.e_url, row.e_headers, row.e_secrets)
             endpoints[row.e_id] = _Endpoint(
                 id=row.e_id,
                 application_id=row.e_application_id,
@@ -409,9 +409,12 @@ _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _endpoint_problem(
-    headers_json: str | None, secrets: list[str]
+    url: str, headers_json: str | None, secrets: list[str]
 ) -> tuple[dict[str, str], list[bytes], str | None]:
     """The endpoint's custom headers and signing keys, and why no request can be built."""
+    problem = url_problem(url)
+    if problem is not None:
+        return {}, [], f"the endpoint's URL cannot be used ({problem})"
     try:
         headers = json.loads(headers_json) if headers_json is not None else {}
     except (ValueError, RecursionError):

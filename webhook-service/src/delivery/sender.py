@@ -102,6 +102,20 @@ def outcome_of_status(status: int) -> str:
     return f"http_{min(max(status // 100, 1), 5)}xx"
 
 
+def url_problem(url: str) -> str | None:
+    """Why no request can be sent to ``url`` whatever the network does, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "needs http(s) and a host"
+    if port == 0:
+        return "port 0"
+    return None
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, in resolver order, without repeats."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -351,15 +365,13 @@ class HttpSender:
         def result(outcome: str, **values: Any) -> SendResult:
             return SendResult(outcome, (time.perf_counter() - started) * 1000, **values)
 
-        try:
-            parts = urlsplit(request.url)
-            scheme = parts.scheme
-            host = parts.hostname or ""
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError as exc:
-            return result("error", error=f"invalid URL: {exc}")
-        if scheme not in ("http", "https") or not host:
-            return result("error", error="invalid URL: needs http(s) and a host")
+        problem = url_problem(request.url)
+        if problem is not None:
+            return result("error", error=f"invalid URL: {problem}")
+        parts = urlsplit(request.url)
+        scheme = parts.scheme
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
         try:
             address = self.checked_address(host, port)
         except TargetBlocked as exc:

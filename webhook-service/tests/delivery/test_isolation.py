@@ -182,9 +182,12 @@ def test_one_batch_of_healthy_and_poison_deliveries_of_several_applications(
             ("header value beyond Latin-1", {"headers": {"X-Euro": "\u20ac"}}),
             ("header name not a token", {"headers": {"Bad Name": "v"}}),
             ("secret that does not decode", {"secret": "whsec_!!!not-base64!!!"}),
+            ("URL with a port out of range", {"url": "http://127.0.0.1:99999/hook"}),
+            ("URL without a host", {"url": "http:///hook"}),
         ]:
             event_type = "poison." + name.replace(" ", "-").lower()
-            eid = endpoint(pid, never.url, event_types=[event_type], **fields)
+            url = fields.pop("url", never.url)
+            eid = endpoint(pid, url, event_types=[event_type], **fields)
             if name == "headers JSON null":
                 session.execute(
                     text("UPDATE endpoints SET headers = 'null'::jsonb WHERE id = :id"),
