@@ -4,7 +4,8 @@ Pure functions; docs/delivery.md states the same rules for users.
 
 * any 2xx: delivered;
 * 410 Gone: the endpoint is disabled and its open deliveries cancelled;
-* timeouts, connection errors, refused (blocked) targets, 408, 429 and 5xx: retried;
+* timeouts, connection errors (a response cut off anywhere, even after a 2xx status line,
+  is one), refused (blocked) targets, 408, 429 and 5xx: retried;
 * anything else (3xx, since redirects are not followed, and other 4xx): retried by default,
   or dead at once with ``WEBHOOKS_OTHER_STATUS_POLICY=dead``.
 
@@ -42,7 +43,9 @@ def judge(result: SendResult, settings: Settings) -> Verdict:
     if result.succeeded:
         return Verdict.DELIVERED
     status = result.status_code
-    if status is None or result.outcome == "timeout":
+    if status is None or not result.outcome.startswith("http_"):
+        # No complete answer (a timeout, or the connection broke after the status line):
+        # whatever the status said, the receiver may not have it.
         return Verdict.RETRY
     if status == 410:
         return Verdict.GONE
@@ -56,15 +59,17 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isdigit() alone admits digits float() refuses (superscripts, other scripts).
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max((when - now).total_seconds(), 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # Whatever a receiver sends here is its own mistake, never the batch's.
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
 
 
 def next_delay(

@@ -10,7 +10,11 @@
 * applies connect and read timeouts and a total deadline, which a reaper thread enforces by
   shutting the socket down (a server dripping one byte a second defeats a read timeout alone);
 * never follows redirects and never decompresses: it reads at most the first
-  ``response_body_max_bytes`` (plus a small drain allowance to keep the connection reusable).
+  ``response_body_max_bytes`` (plus a small drain allowance to keep the connection reusable);
+* counts a response whose status line or header block is cut off (the connection closed
+  before the blank line that ends the headers) or malformed as a failed attempt: http.client
+  alone would take the headers read so far, then read an empty body to the close, and the
+  attempt would look delivered.
 
 :class:`FakeSender` answers 200 without any network, for tests of the engine's bookkeeping
 and for measuring the platform's own overhead (``WEBHOOKS_DELIVERY_SENDER=fake``).
@@ -19,8 +23,11 @@ and for measuring the platform's own overhead (``WEBHOOKS_DELIVERY_SENDER=fake``
 from __future__ import annotations
 
 import contextlib
+import errno
+import http.client
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -34,10 +41,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    HeaderParsingError,
     NewConnectionError,
     ReadTimeoutError,
-    SSLError,
 )
+from urllib3.util.response import assert_header_parsing
 
 from webhooks_core.settings import Settings
 from webhooks_core.targets import IPAddress, blocked_reason
@@ -92,6 +100,20 @@ def outcome_of_status(status: int) -> str:
     if 200 <= status < 300:
         return "success"
     return f"http_{min(max(status // 100, 1), 5)}xx"
+
+
+def url_problem(url: str) -> str | None:
+    """Why no request can be sent to ``url`` whatever the network does, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "needs http(s) and a host"
+    if port == 0:
+        return "port 0"
+    return None
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -160,8 +182,58 @@ class _DeadlineReaper:
 _REAPER = _DeadlineReaper()
 
 
+# --- complete response heads ---------------------------------------------------------------
+
+
+class IncompleteHead(http.client.HTTPException):
+    """The response's status line or headers were cut off or malformed."""
+
+
+class _HeadReader:
+    """The response's file while its head is read; notes a line that ends without its LF.
+
+    http.client ends the header block at end of file as if it were the blank line, and
+    takes a status line without its CRLF: a head cut off by a closed connection parses.
+    """
+
+    def __init__(self, fp: Any) -> None:
+        self.fp = fp
+        self.cut = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.fp.readline(limit)
+        if not line.endswith(b"\n"):
+            self.cut = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+class _CheckedResponse(http.client.HTTPResponse):
+    """An ``http.client`` response that refuses an incomplete or malformed head."""
+
+    def begin(self) -> None:
+        reader = _HeadReader(self.fp)
+        self.fp = reader  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            fp: Any = self.fp
+            if fp is reader:  # begin() drops fp when there is no body
+                self.fp = reader.fp
+        if reader.cut:
+            raise IncompleteHead("the response was cut off in its status line or headers")
+        try:
+            assert_header_parsing(self.msg)
+        except HeaderParsingError as exc:
+            raise IncompleteHead(f"malformed response headers ({exc})") from None
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     """Registers itself with the calling thread's deadline before sending."""
+
+    response_class = _CheckedResponse
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch: _Watch | None = getattr(_current, "watch", None)
@@ -172,6 +244,8 @@ class _WatchedHTTPConnection(HTTPConnection):
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     """The TLS variant of :class:`_WatchedHTTPConnection`."""
+
+    response_class = _CheckedResponse
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         watch: _Watch | None = getattr(_current, "watch", None)
@@ -291,21 +365,19 @@ class HttpSender:
         def result(outcome: str, **values: Any) -> SendResult:
             return SendResult(outcome, (time.perf_counter() - started) * 1000, **values)
 
-        try:
-            parts = urlsplit(request.url)
-            scheme = parts.scheme
-            host = parts.hostname or ""
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError as exc:
-            return result("error", error=f"invalid URL: {exc}")
-        if scheme not in ("http", "https") or not host:
-            return result("error", error="invalid URL: needs http(s) and a host")
+        problem = url_problem(request.url)
+        if problem is not None:
+            return result("error", error=f"invalid URL: {problem}")
+        parts = urlsplit(request.url)
+        scheme = parts.scheme
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
         try:
             address = self.checked_address(host, port)
         except TargetBlocked as exc:
             return result("blocked", error=f"refused: {exc}")
         except OSError as exc:
-            return result("connect_error", error=f"cannot resolve {host}: {exc}")
+            return result("connect_error", error=_dns_failure(host, exc))
 
         default_port = port == (443 if scheme == "https" else 80)
         host_header = host if ":" not in host else f"[{host}]"
@@ -340,26 +412,30 @@ class HttpSender:
                     # Unread bytes remain: the connection cannot carry another request.
                     response.close()
                 response.release_conn()
-        except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: first
-            if "timed out" in str(exc):
-                return result("timeout", error=f"connect timeout to {address}")
-            return result("connect_error", error=f"cannot connect to {address}: {_reason(exc)}")
-        except ConnectTimeoutError:
-            return result("timeout", error=f"connect timeout to {address}")
-        except ReadTimeoutError:
-            return result("timeout", status_code=status, error="read timeout")
-        except SSLError as exc:
-            return result("connect_error", error=f"TLS error: {_reason(exc)}")
         except Exception as exc:  # noqa: BLE001 - any I/O failure is an attempt outcome
             if watch.fired:
                 return result(
                     "timeout",
                     status_code=status,
-                    error=f"total deadline of {self.settings.total_timeout_seconds:g}s exceeded",
+                    error=f"total deadline of {self.settings.total_timeout_seconds:g} s exceeded",
                 )
-            return result(
-                "connect_error", status_code=status, error=f"{type(exc).__name__}: {_reason(exc)}"
-            )
+            where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+            if isinstance(exc, ConnectTimeoutError) and (
+                not isinstance(exc, NewConnectionError) or "timed out" in str(exc)
+            ):
+                return result(
+                    "timeout",
+                    error=f"no connection to {where} within the "
+                    f"{self.settings.connect_timeout_seconds:g} s connect timeout",
+                )
+            if isinstance(exc, ReadTimeoutError):
+                return result(
+                    "timeout",
+                    status_code=status,
+                    error=f"no answer from {where} within the "
+                    f"{self.settings.read_timeout_seconds:g} s read timeout",
+                )
+            return result("connect_error", status_code=status, error=describe_failure(exc, where))
         finally:
             _REAPER.remove(watch)
             _current.watch = None
@@ -368,7 +444,7 @@ class HttpSender:
             return result(
                 "timeout",
                 status_code=response.status,
-                error=f"total deadline of {self.settings.total_timeout_seconds:g}s exceeded",
+                error=f"total deadline of {self.settings.total_timeout_seconds:g} s exceeded",
             )
         encoding = response.headers.get("Content-Encoding", "identity").lower()
         if encoding not in ("", "identity") and excerpt:
@@ -404,12 +480,79 @@ class HttpSender:
             self._pools.clear()
 
 
-def _reason(exc: BaseException) -> str:
-    """The innermost message of a wrapped urllib3 error, on one line."""
-    inner: BaseException = exc
-    while inner.__context__ is not None and not str(inner):
-        inner = inner.__context__
-    return str(inner).splitlines()[0][:300] if str(inner) else type(inner).__name__
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error a urllib3 error wraps: the socket's, TLS's or http.client's own."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = next((arg for arg in exc.args if isinstance(arg, BaseException)), None)
+        inner = inner or exc.__cause__
+        if inner is None and not exc.__suppress_context__:
+            inner = exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def describe_failure(exc: BaseException, where: str) -> str:
+    """A short, plain sentence for a failed request to ``where`` (``host:port``).
+
+    ``connection refused by 127.0.0.1:8009`` rather than urllib3's
+    ``_WatchedHTTPConnection(host=...): Failed to establish a new connection: [Errno 111]``.
+    """
+    root = _root_cause(exc)
+    if isinstance(root, IncompleteHead):
+        return str(root)
+    if isinstance(root, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(root, ConnectionResetError):
+        return f"connection reset by {where}"
+    if isinstance(root, http.client.RemoteDisconnected):
+        return f"{where} closed the connection without answering"
+    if isinstance(root, BrokenPipeError | ConnectionAbortedError):
+        return f"{where} closed the connection while the request was sent"
+    if isinstance(root, http.client.IncompleteRead | urllib3.exceptions.IncompleteRead):
+        return f"{where} closed the connection before the end of the response body"
+    if isinstance(root, http.client.LineTooLong):
+        return f"{where} answered a status or header line that is too long"
+    if isinstance(root, http.client.BadStatusLine):
+        return f"{where} answered something that is not HTTP ({_first_line(root)!r})"
+    if isinstance(root, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {where} not trusted: {root.verify_message}"
+    if isinstance(root, ssl.SSLError):
+        reason = (root.reason or _first_line(root)).replace("_", " ").lower()
+        return f"TLS handshake with {where} failed ({reason})"
+    if isinstance(root, OSError) and root.errno in _SOCKET_ERRORS:
+        return f"{_SOCKET_ERRORS[root.errno]} {where}"
+    if isinstance(root, OSError) and root.strerror:
+        return f"{root.strerror[:1].lower()}{root.strerror[1:]} ({where})"
+    return f"request to {where} failed: {type(root).__name__}: {_first_line(root)}"
+
+
+_SOCKET_ERRORS = {
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable for",
+    errno.ETIMEDOUT: "connection timed out to",
+    errno.ECONNREFUSED: "connection refused by",
+    errno.ECONNRESET: "connection reset by",
+}
+
+
+def _dns_failure(host: str, exc: OSError) -> str:
+    """A short sentence for a failed resolution of ``host``."""
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
+            return f"DNS: {host} does not exist"
+        if exc.errno == socket.EAI_AGAIN:
+            return f"DNS: temporary failure resolving {host}"
+    reason = exc.strerror or _first_line(exc)
+    return f"DNS lookup of {host} failed ({reason})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 # --- the test sender ---------------------------------------------------------------------

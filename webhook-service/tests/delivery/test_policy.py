@@ -32,6 +32,8 @@ def result(status: int | None, outcome: str | None = None) -> SendResult:
         (None, "connect_error", Verdict.RETRY),
         (None, "blocked", Verdict.RETRY),
         (200, "timeout", Verdict.RETRY),  # headers came, the body never finished
+        (200, "connect_error", Verdict.RETRY),  # the body was cut off by a closed connection
+        (404, "connect_error", Verdict.RETRY),
     ],
 )
 def test_verdicts(
@@ -72,3 +74,12 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert parse_retry_after(format_datetime(now - timedelta(minutes=2), usegmt=True), now) == 0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\u00b2", "\u0663", "1e5", "-5", "\x00", "Mon, 01 Jan 99999 00:00:00 GMT", "Tue, 99 Foo"],
+)
+def test_retry_after_that_makes_no_sense_is_ignored(value: str) -> None:
+    # "²".isdigit() is True but float("²") raises: a receiver's header must never do that.
+    assert parse_retry_after(value, datetime(2026, 11, 23, 12, 0, tzinfo=UTC)) is None

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import socket
+import struct
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from delivery.policy import Verdict, judge
 from delivery.sender import HttpSender, OutboundRequest
 from webhooks_core.settings import Settings
 
@@ -56,6 +60,8 @@ def test_hanging_receiver_times_out(sender: HttpSender, receiver: Any) -> None:
     result = post(sender, server.url)
     assert result.outcome == "timeout"
     assert result.latency_ms < 5000
+    port = server.server.server_address[1]
+    assert result.error == f"no answer from 127.0.0.1:{port} within the 0.6 s read timeout"
 
 
 def test_slow_drip_of_headers_hits_the_total_deadline(sender: HttpSender, receiver: Any) -> None:
@@ -148,6 +154,7 @@ def test_connection_refused_is_a_connect_error(sender: HttpSender) -> None:
         port = sock.getsockname()[1]
     result = post(sender, f"http://127.0.0.1:{port}/hook")
     assert result.outcome == "connect_error"
+    assert result.error == f"connection refused by 127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize(
@@ -220,3 +227,142 @@ def test_connects_to_the_checked_address_without_a_second_lookup(
         assert post(pinned, f"http://hooks.example.test:{port}/hook").outcome == "success"
     assert lookups == ["hooks.example.test"]  # once, then cached with a short TTL
     assert server.received[0].headers["Host"] == f"hooks.example.test:{port}"
+
+
+def raw_receiver(head: bytes) -> tuple[socket.socket, str]:
+    """A socket on 127.0.0.1 that reads one whole request, writes ``head`` and hangs up."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += conn.recv(65536)
+                    head_part, _, body = request.partition(b"\r\n\r\n")
+                    length = int(
+                        next(
+                            line.split(b":", 1)[1]
+                            for line in head_part.split(b"\r\n")
+                            if line.lower().startswith(b"content-length:")
+                        )
+                    )
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    conn.sendall(head)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+
+
+@pytest.mark.parametrize(
+    ("head", "error"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Le", "cut off"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0", "cut off"),
+        (b"HTTP/1.1 200 OK\r\nX-Request-Id: 7\r\n", "cut off"),
+        (b"HTTP/1.1 200 OK\r\n", "cut off"),
+        (b"HTTP/1.1 200 O", "cut off"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed"),
+        (b"HTTP/1.1 204 No Content\r\n  folded: first\r\n\r\n", "malformed"),
+    ],
+)
+def test_a_response_cut_off_or_malformed_in_its_head_is_a_failed_attempt(
+    sender: HttpSender, settings: Settings, head: bytes, error: str
+) -> None:
+    listener, url = raw_receiver(head)
+    try:
+        result = post(sender, url)
+    finally:
+        listener.close()
+    assert result.outcome == "connect_error"
+    assert error in (result.error or "")
+    assert judge(result, settings) is Verdict.RETRY
+
+
+def test_a_complete_head_with_an_empty_body_still_succeeds(sender: HttpSender) -> None:
+    listener, url = raw_receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    try:
+        result = post(sender, url)
+    finally:
+        listener.close()
+    assert (result.outcome, result.status_code) == ("success", 200)
+
+
+def test_a_2xx_whose_body_is_cut_off_is_retried_whatever_the_status_policy(
+    sender: HttpSender, settings: Settings
+) -> None:
+    listener, url = raw_receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    try:
+        result = post(sender, url)
+    finally:
+        listener.close()
+    assert (result.outcome, result.status_code) == ("connect_error", 200)
+    strict = settings.model_copy(update={"other_status_policy": "dead"})
+    assert judge(result, strict) is Verdict.RETRY
+
+
+def test_a_reset_connection_is_said_plainly(sender: HttpSender) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def reset() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            # Linger 0: close() sends RST, as a crashing receiver or a middlebox does.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    threading.Thread(target=reset, daemon=True).start()
+    try:
+        result = post(sender, f"http://127.0.0.1:{port}/hook")
+    finally:
+        listener.close()
+    assert (result.outcome, result.error) == (
+        "connect_error",
+        f"connection reset by 127.0.0.1:{port}",
+    )
+
+
+def test_an_answer_that_is_not_http_is_said_plainly(sender: HttpSender) -> None:
+    listener, url = raw_receiver(b"SSH-2.0-OpenSSH_9.6\r\n")
+    port = listener.getsockname()[1]
+    try:
+        result = post(sender, url)
+    finally:
+        listener.close()
+    assert result.outcome == "connect_error"
+    assert (
+        result.error
+        == f"127.0.0.1:{port} answered something that is not HTTP ('SSH-2.0-OpenSSH_9.6')"
+    )
+
+
+def test_a_tls_handshake_failure_is_said_plainly(sender: HttpSender, receiver: Any) -> None:
+    server = receiver()  # plain HTTP: the TLS client hello gets no TLS answer
+    port = server.server.server_address[1]
+    result = post(sender, f"https://127.0.0.1:{port}/hook")
+    assert result.outcome == "connect_error"
+    assert (result.error or "").startswith(f"TLS handshake with 127.0.0.1:{port} failed (")
+    assert server.received == []
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (socket.EAI_NONAME, "DNS: hooks.example.test does not exist"),
+        (socket.EAI_AGAIN, "DNS: temporary failure resolving hooks.example.test"),
+    ],
+)
+def test_a_failed_lookup_is_said_plainly(settings: Settings, code: int, error: str) -> None:
+    def resolver(_host: str, _port: int) -> list[str]:
+        raise socket.gaierror(code, "from the resolver")
+
+    result = post(make_sender(settings, resolver=resolver), "http://hooks.example.test/hook")
+    assert (result.outcome, result.error) == ("connect_error", error)
