@@ -106,11 +106,14 @@ def endpoints() -> None:
 
 def _endpoint_row(item: dict[str, Any]) -> list[Any]:
     state = "enabled" if item["enabled"] else f"disabled ({item.get('disabled_reason') or '-'})"
+    # The API's health reading, the same states as the console and the metrics.
+    health = (item.get("health") or {}).get("state", "-").replace("_", "-")
     return [
         item["id"],
         item["url"],
         ",".join(item["event_types"]) or "*",
         state,
+        health,
         item.get("consecutive_failures", 0),
     ]
 
@@ -133,7 +136,8 @@ def endpoints_list(
         print_json(items)
         return
     print_table(
-        [_endpoint_row(item) for item in items], ["ID", "URL", "TYPES", "STATE", "FAILURES"]
+        [_endpoint_row(item) for item in items],
+        ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES"],
     )
 
 

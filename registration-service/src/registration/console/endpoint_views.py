@@ -79,7 +79,7 @@ def endpoints_list() -> str:
         limit=PAGE_SIZE,
         cursor=request.args.get("after") or None,
     )
-    health = endpoint_health(runtime().sessions, page.items)
+    health = endpoint_health(runtime().sessions, runtime().settings, page.items)
     return render_template(
         "console/endpoints.html", page=page, health=health, state=state, nav="endpoints"
     )
@@ -156,7 +156,7 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
 
 
 def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
-    health = endpoint_health(runtime().sessions, [endpoint])[endpoint.id]
+    health = endpoint_health(runtime().sessions, runtime().settings, [endpoint])[endpoint.id]
     return render_template(
         "console/endpoint.html",
         endpoint=endpoint,
