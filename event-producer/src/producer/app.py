@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Response, jsonify
+from flask import Flask, Response, jsonify, redirect
 from flask_openapi3 import Info, OpenAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -91,3 +91,9 @@ def _register_operational_routes(app: OpenAPI) -> None:
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:
         return jsonify(app.api_doc)
+
+    def _docs() -> Response:
+        # Straight to Swagger UI, as the management API's /docs (not the UI chooser page).
+        return redirect("/docs/swagger", code=302)  # type: ignore[return-value]
+
+    Flask.add_url_rule(app, "/docs", "docs_home", _docs)

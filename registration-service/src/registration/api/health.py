@@ -12,7 +12,7 @@ from webhooks_core.observability import metrics_response
 
 
 def register_operational_routes(app: OpenAPI) -> None:
-    """Add /health, /metrics, /openapi.json and /docs."""
+    """Add /health, /metrics, /openapi.json, /docs and / (to the console)."""
 
     @app.get("/health", doc_ui=False)
     def health() -> tuple[Response, int]:
@@ -35,3 +35,9 @@ def register_operational_routes(app: OpenAPI) -> None:
         return redirect("/docs/swagger", code=302)  # type: ignore[return-value]
 
     Flask.add_url_rule(app, "/docs", "docs_home", _docs)
+
+    def _home() -> Response:
+        # A person opening the service's address in a browser wants the console.
+        return redirect("/console/", code=302)  # type: ignore[return-value]
+
+    Flask.add_url_rule(app, "/", "home", _home)
