@@ -16,6 +16,7 @@ from registration.cli.context import (
     EXIT_REFUSED,
     Context,
     fail_usage,
+    human_time,
     parse_json,
     parse_since,
     pass_context,
@@ -239,16 +240,16 @@ def tail(
 # Replay and dead letters ------------------------------------------------------------------
 
 
-def _print_replay(replay: dict[str, Any], what: str) -> None:
+def _print_replay(replay: dict[str, Any], what: str, nothing: str) -> None:
     count = replay["deliveries_requeued"]
     click.echo(
         f"{what}: {count} deliver{'y' if count == 1 else 'ies'} requeued (replay {replay['id']})"
     )
     if count == 0:
-        click.echo(
-            "  nothing to do: already pending, or the endpoint is disabled (enable it first)",
-            err=True,
-        )
+        click.echo(f"  nothing to do: {nothing}", err=True)
+
+
+_ALREADY_PENDING = "already pending, or its endpoint is disabled (enable it first)"
 
 
 @click.command()
@@ -276,18 +277,24 @@ def replay(
     client = context.client()
     if delivery_id is not None:
         result = client.post(context.app_path(f"/deliveries/{delivery_id}/resend"))
-        _print_replay(result, f"delivery {delivery_id}")
+        _print_replay(result, f"delivery {delivery_id}", _ALREADY_PENDING)
     elif event_id is not None:
         result = client.post(context.app_path(f"/messages/{event_id}/resend"))
-        _print_replay(result, f"message {event_id}")
+        _print_replay(result, f"message {event_id}", _ALREADY_PENDING)
     else:
         if since is None:
             fail_usage("--endpoint needs --since (e.g. --since 2h)")
-        body: dict[str, Any] = {"since": parse_since(since).isoformat()}
+        start = parse_since(since)
+        body: dict[str, Any] = {"since": start.isoformat()}
         if until is not None:
             body["until"] = parse_since(until).isoformat()
         result = client.post(context.app_path(f"/endpoints/{endpoint_id}/recover"), body)
-        _print_replay(result, f"endpoint {endpoint_id} since {body['since']}")
+        _print_replay(
+            result,
+            f"endpoint {endpoint_id} since {human_time(start)}",
+            "no delivery of this endpoint failed (dead or retrying) in that time, or its"
+            " endpoint is disabled (enable it first)",
+        )
 
 
 @click.group("dead-letters")
