@@ -55,7 +55,8 @@ def test_a_process_that_fails_on_its_own_still_fails_the_run(tmp_path: Path) -> 
 
 def _demo() -> object:
     spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts/demo.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
