@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from registration.runtime import runtime
 from webhooks_core.observability import metrics_response
+from webhooks_core.openapi_text import serve_plain_docs
 
 
 def register_operational_routes(app: OpenAPI) -> None:
@@ -30,6 +31,8 @@ def register_operational_routes(app: OpenAPI) -> None:
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:
         return jsonify(app.api_doc)
+
+    serve_plain_docs(app, lambda: app.api_doc)
 
     def _docs() -> Response:
         return redirect("/docs/swagger", code=302)  # type: ignore[return-value]

@@ -128,9 +128,9 @@ _PATTERNS = {
 def plain_message(message: str) -> str:
     """An API field message without pydantic's phrasing."""
     message = message.removeprefix("Value error, ")
-    pattern = re.match(r"^String should match pattern '(.*)'$", message)
-    if pattern and pattern.group(1) in _PATTERNS:
-        return _PATTERNS[pattern.group(1)]
+    expected = re.match(r"^String should match pattern '(.*)'$", message)
+    if expected and expected.group(1) in _PATTERNS:
+        return _PATTERNS[expected.group(1)]
     for pattern, wording in _PYDANTIC:
         match = pattern.match(message)
         if match:
