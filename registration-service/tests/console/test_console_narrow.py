@@ -11,6 +11,7 @@ import pytest
 
 from registration.services import endpoints, event_types
 
+ADMIN_TOKEN = "test-admin-token-0123456789"
 FAILED = [(503, "http_error", "HTTP 503", '{"error": "upstream down"}')]
 
 LAYOUT = """
@@ -50,6 +51,22 @@ PAGES = [
 ]
 
 
+def _check(browser, where: str) -> None:
+    layout = browser.execute_script(LAYOUT)
+    assert layout["scrollWidth"] <= layout["width"], f"{where} scrolls sideways: {layout}"
+    sign_out = layout["signOut"]
+    assert sign_out is not None, where
+    assert sign_out["left"] >= 0, f"{where}: Sign out is cut off: {layout}"
+    assert sign_out["right"] <= layout["width"], f"{where}: Sign out is cut off: {layout}"
+    for link in layout["links"]:
+        assert link["visible"], f"{where}: tab {link['text']} is hidden"
+        assert link["left"] >= 0, f"{where}: tab {link['text']} is cut off: {layout}"
+        assert link["right"] <= layout["width"], f"{where}: tab {link['text']} cut: {layout}"
+    assert abs(layout["tabsTop"] - layout["barBottom"]) < 1, f"{where}: gap: {layout}"
+    # 8 em at least: a URL wraps in words of a few characters, never letter by letter.
+    assert all(url_width >= 120 for url_width in layout["urls"]), f"{where}: {layout}"
+
+
 @pytest.mark.parametrize("width", [1280, 420])
 def test_every_page_fits_the_window(
     width, browser, ui, db, settings, make_tenant, record_delivery, screenshot
@@ -72,21 +89,21 @@ def test_every_page_fits_the_window(
             delivery=f"/console/deliveries/{delivery.id}",
         )
         ui.open(path)
-        layout = browser.execute_script(LAYOUT)
-        where = f"{path} at {width} px"
-        assert layout["scrollWidth"] <= layout["width"], f"{where} scrolls sideways: {layout}"
-        assert layout["signOut"] is not None, where
-        sign_out = layout["signOut"]
-        assert sign_out["left"] >= 0, f"{where}: Sign out is cut off: {layout}"
-        assert sign_out["right"] <= layout["width"], f"{where}: Sign out is cut off: {layout}"
-        for link in layout["links"]:
-            assert link["visible"], f"{where}: tab {link['text']} is hidden"
-            assert link["left"] >= 0, f"{where}: tab {link['text']} is cut off: {layout}"
-            assert link["right"] <= layout["width"], f"{where}: tab {link['text']} cut: {layout}"
-        assert abs(layout["tabsTop"] - layout["barBottom"]) < 1, f"{where}: gap: {layout}"
-        # 8 em at least: a URL wraps in words of a few characters, never letter by letter.
-        assert all(url_width >= 120 for url_width in layout["urls"]), f"{where}: {layout}"
+        _check(browser, f"{path} at {width} px")
         if width < 1000 and path.startswith("/console/endpoints/"):
             screenshot("endpoint-narrow")
         if width < 1000 and path == "/console/deliveries":
             screenshot("deliveries-narrow")
+
+
+@pytest.mark.parametrize("width", [1280, 420])
+def test_the_admin_top_bar_fits_too(width, browser, ui, db, settings, make_tenant) -> None:
+    """The admin's bar holds more: the application switcher and "New application"."""
+    for name in ("Acme", "A rather long application name for a narrow switcher, Ltd."):
+        tenant = make_tenant(name)
+        endpoints.upsert_endpoint(db, settings, tenant.id, {"url": "http://127.0.0.1:9/a"})
+    ui.sign_in(ADMIN_TOKEN)
+    browser.set_window_size(width, 900)
+    for path in ("/console/endpoints", "/console/deliveries", "/console/applications/new"):
+        ui.open(path)
+        _check(browser, f"admin {path} at {width} px")
