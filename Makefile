@@ -47,7 +47,7 @@ run: venv services migrate  ## Run the whole system natively, with a demo flow (
 	@# honcho pipes every process, so "auto" would pick JSON: readable lines on a terminal.
 	PATH="$(abspath $(BIN)):$$PATH" \
 	WEBHOOKS_LOG_FORMAT="$${WEBHOOKS_LOG_FORMAT:-$$( [ -t 1 ] && echo console || echo auto)}" \
-	$(BIN)/honcho start -f Procfile  # the venv's gunicorn, celery, python
+	scripts/run-stack.sh $(BIN)/honcho start -f Procfile  # the venv's gunicorn, celery, python
 
 test: venv services  ## Run every test against the real PostgreSQL and RabbitMQ
 	scripts/install-monitoring.sh

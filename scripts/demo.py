@@ -77,6 +77,15 @@ def find_or_create_application(admin: str) -> str:
         iterator = page.json()["iterator"]
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a credential readable by its owner only (0600), never for a moment by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        os.fchmod(stream.fileno(), 0o600)  # a file left by an older run may be 0644
+        stream.write(text)
+
+
 def application_token(admin: str, app_id: str) -> str:
     saved = STATE / "token"
     if saved.exists():
@@ -89,9 +98,7 @@ def application_token(admin: str, app_id: str) -> str:
     )
     issued.raise_for_status()
     token = str(issued.json()["token"])
-    STATE.mkdir(parents=True, exist_ok=True)
-    saved.write_text(token + "\n")
-    saved.chmod(0o600)
+    write_private(saved, token + "\n")
     say(f"issued an API token for the demo application (saved in {saved})")
     return token
 
@@ -116,8 +123,7 @@ def subscribe_receiver(token: str, app_id: str) -> str:
         "GET", f"{API}/api/v1/applications/{app_id}/endpoints/{endpoint_id}/secret", token
     )
     if secret.status_code == 200:
-        STATE.mkdir(parents=True, exist_ok=True)
-        (STATE / "endpoint-secret").write_text(secret.json()["key"] + "\n")
+        write_private(STATE / "endpoint-secret", secret.json()["key"] + "\n")
         say(f"its signing secret is in {STATE / 'endpoint-secret'} (to verify webhook-signature)")
     return endpoint_id
 

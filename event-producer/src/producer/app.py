@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Response, jsonify
+from flask import Flask, Response, jsonify, redirect, request
 from flask_openapi3 import Info, OpenAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -20,7 +20,13 @@ from producer.catalogue import register_event_types
 from producer.errors import ProducerError
 from webhooks_core.db import POOL_RECYCLE_SECONDS, make_session_factory
 from webhooks_core.observability import instrument_flask, metrics_response
-from webhooks_core.problems import Problem, register_problem_handlers, validation_problem
+from webhooks_core.openapi_text import serve_plain_docs
+from webhooks_core.problems import (
+    Problem,
+    problem,
+    register_problem_handlers,
+    validation_problem,
+)
 from webhooks_core.settings import Settings, SettingsError, redact_url
 
 
@@ -91,3 +97,27 @@ def _register_operational_routes(app: OpenAPI) -> None:
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:
         return jsonify(app.api_doc)
+
+    serve_plain_docs(app, lambda: app.api_doc)
+
+    @app.before_request
+    def _json_only() -> Response | None:
+        # The people routes take JSON; a form post would meet pydantic's words about a model
+        # class ("a valid dictionary or instance of PersonIn").  Say what to send instead.
+        if (
+            request.method in ("POST", "PUT", "PATCH")
+            and request.path.rstrip("/").startswith("/people")
+            and not request.is_json
+        ):
+            return problem(
+                415,
+                "Unsupported Media Type",
+                "send the person as a JSON object with Content-Type: application/json",
+            )
+        return None
+
+    def _docs() -> Response:
+        # Straight to Swagger UI, as the management API's /docs (not the UI chooser page).
+        return redirect("/docs/swagger", code=302)  # type: ignore[return-value]
+
+    Flask.add_url_rule(app, "/docs", "docs_home", _docs)

@@ -6,9 +6,13 @@ import json
 import subprocess
 import sys
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services import endpoints, event_types
+from webhooks_core.db import transaction
+from webhooks_core.envelope import utcnow
+from webhooks_core.models import Endpoint
 
 
 def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
@@ -29,14 +33,22 @@ def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
     listed = webhooks("endpoints", "list")
     assert listed.exit_code == 0, listed.output
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["ID", "URL", "TYPES", "STATE", "FAILURES"]
+    assert lines[0].split() == ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES"]
     assert lines[1].split() == [
         endpoint_id,
         "http://127.0.0.1:9/hook",
         "person.created",
         "enabled",
+        "healthy",
         "0",
     ]
+    # Failures as the engine leaves them show in the HEALTH column (issue 13, item 1).
+    with transaction(db) as session:
+        session.execute(
+            update(Endpoint).where(Endpoint.id == endpoint_id)
+            .values(consecutive_failures=3, failing_since=utcnow())
+        )  # fmt: skip
+    assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[4:] == ["failing", "3"]
 
     secret = webhooks("endpoints", "secret", endpoint_id)
     assert secret.exit_code == 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -57,10 +58,24 @@ def test_relay_sends_one_webhook_without_subscription(webhooks, db) -> None:
     refused = webhooks("relay", "http://169.254.169.254/latest", "--data", "{}")
     assert refused.exit_code == 1
     assert "  url: " in refused.stderr
+    # Its target URL shows where deliveries are listed (the relay endpoint is in no list).
+    tailed = webhooks("tail", "--since", "5m", "--timeout", "0")
+    assert tailed.exit_code == 0, tailed.output
+    assert f"#{delivery.id}" in tailed.stdout
+    assert "-> http://127.0.0.1:9/once" in tailed.stdout
 
 
-def test_tail_prints_new_deliveries_and_state_changes(api_url, tenant, endpoint_for, db) -> None:
+def test_tail_prints_new_deliveries_and_state_changes(
+    webhooks, api_url, tenant, endpoint_for, db
+) -> None:
     endpoint_for(tenant)
+    # A delivery of 7 minutes ago, last changed then: tail prints that time, not its own.
+    old = json.loads(webhooks("send", "person.created", "--data", "{}", "--json").stdout)["id"]
+    seven_minutes_ago = datetime.now(UTC) - timedelta(minutes=7)
+    with transaction(db) as session:
+        session.execute(
+            update(Delivery).values(created_at=seven_minutes_ago, updated_at=seven_minutes_ago)
+        )
     command = [
         f"{sys.prefix}/bin/webhooks", "--api-url", api_url, "--token", tenant.token,
         "-a", str(tenant.id), "tail", "--since", "1h", "--interval", "0.3", "--timeout", "60",
@@ -84,6 +99,8 @@ def test_tail_prints_new_deliveries_and_state_changes(api_url, tenant, endpoint_
         raise AssertionError(f"tail never printed {fragment!r}")
 
     try:
+        first = wait_for(old)
+        assert first.startswith(f"{seven_minutes_ago:%H:%M:%S}  "), first
         import requests
 
         from registration.services import ingest  # noqa: F401 - the API path is what is tested
@@ -95,7 +112,8 @@ def test_tail_prints_new_deliveries_and_state_changes(api_url, tenant, endpoint_
             timeout=10,
         )
         assert sent.status_code == 202, sent.text
-        created = wait_for(" pending ")
+        created = wait_for(sent.json()["id"])
+        assert " pending " in created
         assert sent.json()["id"] in created
         assert "http://127.0.0.1:9/hook" in created
         with transaction(db) as session:
@@ -104,7 +122,8 @@ def test_tail_prints_new_deliveries_and_state_changes(api_url, tenant, endpoint_
                     state="retrying", attempt_count=1, last_status_code=503, last_error="HTTP 503"
                 )
             )
-        retrying = wait_for(" retrying ")
+        retrying = wait_for(f"{sent.json()['id']}  -> ")
+        assert " retrying " in retrying
         assert "attempt 1, HTTP 503" in retrying
         with transaction(db) as session:
             session.execute(update(Delivery).values(state="delivered", attempt_count=2,
@@ -163,6 +182,7 @@ def test_dead_letters_list_and_redrive_with_progress(
     rows = listed.stdout.splitlines()[1:]
     assert sorted(int(row.split()[0]) for row in rows) == sorted(letters)
     assert all("retries exhausted after 8 attempts" in row for row in rows)
+    assert all(row.endswith("http://127.0.0.1:9/hook") for row in rows)
 
     one = webhooks("dead-letters", "redrive", str(letters[0]))
     assert one.exit_code == 0, one.output

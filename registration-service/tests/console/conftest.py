@@ -128,10 +128,12 @@ def screenshot(chromium: WebDriver) -> Callable[[str], None]:
         if not directory:
             return
         Path(directory).mkdir(parents=True, exist_ok=True)
+        # At the window's width (a test may narrow it), as tall as the page.
+        size = chromium.get_window_size()
         height = chromium.execute_script("return document.documentElement.scrollHeight")
-        chromium.set_window_size(1280, min(max(int(height) + 100, 700), 2400))
+        chromium.set_window_size(size["width"], min(max(int(height) + 100, 700), 2400))
         chromium.save_screenshot(str(Path(directory) / f"{name}.png"))
-        chromium.set_window_size(1280, 900)
+        chromium.set_window_size(size["width"], size["height"])
 
     return take
 

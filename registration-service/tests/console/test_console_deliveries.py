@@ -131,7 +131,7 @@ def test_redrive_a_selected_dead_letter(
     assert len(rows) == 2
     assert all("redrive" in row and f"app:{tenant.id}" in row for row in rows)
     assert rows[0].endswith(" 2")  # newest first: "all" requeued the other two
-    assert f"dead_letter_id={dead[0].dead_letter_id}" in rows[1]
+    assert f"dead letter {dead[0].dead_letter_id}" in rows[1]
 
 
 def test_recover_an_endpoint_since_a_time(

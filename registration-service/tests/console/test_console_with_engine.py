@@ -151,6 +151,14 @@ def test_break_retry_dead_letter_fix_redrive(
     _wait_for_text(browser, "#deliveries-region", "dead")
     assert receiver.received == 3
 
+    # Three failures in a row and a dead letter: the endpoint shows failing, not healthy,
+    # with the auto-disable countdown (issue 13, item 1).
+    browser.get(endpoint_page)
+    badge = browser.find_element(By.CSS_SELECTOR, "#health-h + .facts .health")
+    assert badge.get_attribute("data-health") == "failing"
+    assert "Auto-disable" in ui.text()
+    assert "in 4 d" in ui.text()  # the default window is 5 days from the first failure
+
     ui.follow(By.LINK_TEXT, "Dead letters")
     assert "webhook.test" in ui.text()
     receiver.status = 200  # the receiver is fixed
@@ -171,3 +179,6 @@ def test_break_retry_dead_letter_fix_redrive(
 
     browser.get(endpoint_page)
     assert "25 %" in ui.text()  # 1 success in 4 attempts
+    badge = browser.find_element(By.CSS_SELECTOR, "#health-h + .facts .health")
+    assert badge.get_attribute("data-health") == "healthy"
+    assert "Auto-disable" not in ui.text()

@@ -4,6 +4,8 @@ It verifies every webhook the way a real receiver should (Standard Webhooks: HMA
 ``{webhook-id}.{webhook-timestamp}.{body}``, timestamp within five minutes, any of the
 ``v1`` signatures may match), prints the verified ones readably, remembers ``webhook-id``s to
 show duplicates (at-least-once delivery), and answers 401 to anything it cannot verify.
+Opened in a browser (a GET on the webhook path or ``/``), it shows a page listing the latest
+webhooks it received, verified or not, newest first (it refreshes itself every 5 s).
 
 Where the signing secret comes from, first match wins:
 
@@ -17,13 +19,16 @@ Where the signing secret comes from, first match wins:
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import sys
 import threading
 import time
 import urllib.request
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,61 @@ from webhooks_core.signing import verify
 
 TOLERANCE_SECONDS = 300
 _REFRESH_SECONDS = 2.0
+# How many received webhooks the browser page lists.
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Received:
+    """One webhook as the page lists it."""
+
+    at: datetime
+    webhook_id: str
+    event_type: str
+    verified: bool
+    times: int
+    body: str
+
+
+def render_page(path: str, received: list[Received]) -> str:
+    """The HTML page listing ``received`` (newest first)."""
+    rows = []
+    for item in received:
+        verdict = (
+            '<span class="ok">verified</span>'
+            if item.verified
+            else '<span class="bad">rejected: signature did not verify</span>'
+        )
+        repeat = f" (received {item.times} times: a retry)" if item.times > 1 else ""
+        rows.append(
+            "<tr>"
+            f"<td>{item.at:%Y-%m-%d %H:%M:%S} UTC</td>"
+            f"<td><code>{html.escape(item.webhook_id)}</code>{html.escape(repeat)}</td>"
+            f"<td>{html.escape(item.event_type)}</td><td>{verdict}</td>"
+            f"<td><pre>{html.escape(item.body)}</pre></td>"
+            "</tr>"
+        )
+    table = (
+        "<table><thead><tr><th>Received</th><th>webhook-id</th><th>Type</th><th>Signature</th>"
+        f"<th>Body</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows
+        else "<p>Nothing received yet. Deliveries to this URL will be listed here.</p>"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="refresh" content="5"><title>Demo receiver</title><style>'
+        "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330}"
+        "table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;"
+        "padding:.4rem .6rem;border-bottom:1px solid #e2e5eb}"
+        "pre{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;max-width:40rem}"
+        ".ok{color:#147a3d;font-weight:600}.bad{color:#b3261e;font-weight:600}"
+        "</style></head><body><h1>Demo receiver</h1>"
+        f"<p>Webhooks are POSTed to <code>{html.escape(path)}</code> and verified with the"
+        " endpoint's signing secret (Standard Webhooks). The latest"
+        f" {PAGE_SIZE}, newest first; this page refreshes every 5 s.</p>"
+        f"{table}</body></html>"
+    )
 
 
 class SecretSource:
@@ -104,17 +164,34 @@ def verified(secrets: list[str], headers: Any, body: bytes) -> bool:
 def make_handler(source: SecretSource, path: str) -> type[BaseHTTPRequestHandler]:
     """The request handler class, bound to a secret source and the webhook path."""
     seen: OrderedDict[str, int] = OrderedDict()
+    received: deque[Received] = deque(maxlen=PAGE_SIZE)
+    received_lock = threading.Lock()
+
+    def remember(webhook_id: str, event_type: str, ok: bool, times: int, body: str) -> None:
+        with received_lock:
+            received.appendleft(
+                Received(datetime.now(UTC), webhook_id, event_type, ok, times, body[:4096])
+            )
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def _answer(self, status: int, text: str) -> None:
+        def _answer(self, status: int, text: str, content_type: str = "text/plain") -> None:
             body = text.encode()
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", f"{content_type}; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            """A browser's visit: the page of what was received."""
+            if self.path.split("?")[0] not in (path, "/"):
+                self._answer(404, "not found: the received webhooks are listed at " + path)
+                return
+            with received_lock:
+                listed = list(received)
+            self._answer(200, render_page(path, listed), "text/html")
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -127,6 +204,13 @@ def make_handler(source: SecretSource, path: str) -> type[BaseHTTPRequestHandler
                 or verified(source.refresh(), self.headers, body)
             ):
                 print(f"✗ rejected a webhook on {path}: signature did not verify", flush=True)
+                remember(
+                    self.headers.get("webhook-id") or "-",
+                    "-",
+                    False,
+                    1,
+                    body.decode(errors="replace"),
+                )
                 self._answer(401, "signature did not verify")
                 return
             msg_id = self.headers["webhook-id"]
@@ -138,10 +222,14 @@ def make_handler(source: SecretSource, path: str) -> type[BaseHTTPRequestHandler
                 event = json.loads(body)
             except ValueError:
                 event = {"raw": body.decode(errors="replace")}
+            data = event.get("data", event) if isinstance(event, dict) else event
+            pretty = json.dumps(data, indent=2, ensure_ascii=False)
+            event_type = str(event.get("type")) if isinstance(event, dict) else "-"
+            stamp = event.get("timestamp") if isinstance(event, dict) else None
+            remember(msg_id, event_type, True, seen[msg_id], pretty)
             repeat = f"  (received {seen[msg_id]} times: a retry)" if seen[msg_id] > 1 else ""
             print(
-                f"✓ verified webhook {msg_id}: {event.get('type')} at {event.get('timestamp')}"
-                f"{repeat}\n{json.dumps(event.get('data', event), indent=2, ensure_ascii=False)}",
+                f"✓ verified webhook {msg_id}: {event_type} at {stamp}{repeat}\n{pretty}",
                 flush=True,
             )
             self._answer(200, "ok")

@@ -215,7 +215,9 @@ def main() -> None:
     claims_engine = make_engine(settings, pre_ping=False)
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
     # The scheduler is the one process that also exports the database gauges.
-    serve_process_metrics(port, host=settings.metrics_host, database_gauges_engine=engine)
+    serve_process_metrics(
+        port, host=settings.metrics_host, database_gauges_engine=engine, settings=settings
+    )
     scheduler = Scheduler(
         settings,
         make_session_factory(claims_engine),

@@ -30,6 +30,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from webhooks_core.endpoint_health import HEALTH_STATE_SQL, HEALTH_STATES
+from webhooks_core.settings import Settings
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -48,6 +51,9 @@ DATABASE_GAUGES_TIMEOUT_MS = 2000
 
 NON_TERMINAL_STATES = ("pending", "sending", "retrying")
 CIRCUIT_STATES = ("closed", "open", "half_open")
+# The settings' defaults, for gauges built without the process's settings.
+DEFAULT_BREAKER_THRESHOLD: int = Settings.model_fields["circuit_breaker_threshold"].default
+DEFAULT_AUTO_DISABLE_SECONDS: int = Settings.model_fields["auto_disable_after_seconds"].default
 
 
 def multiprocess_dir() -> str | None:
@@ -170,8 +176,16 @@ class DatabaseGauges(Collector):
     open dead letters (``uq_dead_letters_open_delivery``) and endpoint health.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        circuit_breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD,
+        auto_disable_after_seconds: float = DEFAULT_AUTO_DISABLE_SECONDS,
+    ) -> None:
         self._engine = engine
+        self._threshold = circuit_breaker_threshold
+        self._auto_disable_after = float(auto_disable_after_seconds)
 
     def _query(self) -> dict[str, Any]:
         with self._engine.connect() as conn, conn.begin():
@@ -194,29 +208,42 @@ class DatabaseGauges(Collector):
                     " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL)"
                 )
             ).one()
-            endpoints = conn.execute(
+            health: dict[str, int] = dict(
+                conn.execute(
+                    text(
+                        # A constant of this package, no input: the shared health reading.
+                        f"SELECT {HEALTH_STATE_SQL} AS state, count(*) FROM endpoints"  # noqa: S608
+                        " WHERE deleted_at IS NULL AND kind = 'subscription' GROUP BY 1"
+                    ),
+                    {"threshold": self._threshold},
+                ).all()
+            )
+            first_failing, clock = conn.execute(
                 text(
-                    "SELECT"
-                    " count(*) FILTER (WHERE enabled AND circuit_open_until > now()),"
-                    " count(*) FILTER (WHERE enabled AND circuit_open_until <= now()"
-                    "   AND consecutive_failures > 0),"
-                    " count(*) FILTER (WHERE enabled),"
-                    " count(*) FILTER (WHERE NOT enabled)"
-                    " FROM endpoints WHERE deleted_at IS NULL AND kind = 'subscription'"
+                    "SELECT min(failing_since), now() FROM endpoints"
+                    " WHERE deleted_at IS NULL AND kind = 'subscription' AND enabled"
+                    " AND failing_since IS NOT NULL"
                 )
             ).one()
-        circuit_open, half_open, enabled, disabled = (int(n) for n in endpoints)
+        states = {state: int(health.get(state, 0)) for state in HEALTH_STATES}
+        auto_disable_in = None
+        if first_failing is not None:
+            auto_disable_in = max(
+                self._auto_disable_after - (clock - first_failing).total_seconds(), 0.0
+            )
         return {
             "by_state": {state: int(by_state.get(state, 0)) for state in NON_TERMINAL_STATES},
             "oldest_age": float(ages[0] or 0.0),
             "overdue": max(float(ages[1] or 0.0), 0.0),
             "dead_letters": int(ages[2]),
+            "health": states,
             "circuits": {
-                "closed": enabled - circuit_open - half_open,
-                "open": circuit_open,
-                "half_open": half_open,
+                "closed": states["healthy"] + states["failing"],
+                "open": states["open"],
+                "half_open": states["half_open"],
             },
-            "disabled": disabled,
+            "disabled": states["disabled"],
+            "auto_disable_in": auto_disable_in,
         }
 
     def collect(self) -> Iterable[Metric]:
@@ -267,11 +294,39 @@ class DatabaseGauges(Collector):
             "webhooks_endpoints_disabled", "Subscription endpoints disabled (and not deleted)."
         )
         disabled.add_metric([], float(values["disabled"]))
+        health = GaugeMetricFamily(
+            "webhooks_endpoints_health",
+            "Subscription endpoints by health state (healthy, failing, half_open, open,"
+            " disabled), as the console and the API show it.",
+            labels=["state"],
+        )
+        for state, count in values["health"].items():
+            health.add_metric([state], float(count))
+        auto_disable = GaugeMetricFamily(
+            "webhooks_endpoints_auto_disable_in_seconds",
+            "Seconds until the first failing endpoint is disabled if it keeps failing"
+            " (no sample when no enabled endpoint is failing).",
+        )
+        if values["auto_disable_in"] is not None:
+            auto_disable.add_metric([], values["auto_disable_in"])
         duration.add_metric([], time.perf_counter() - started)
-        return [up, pending, oldest, overdue, dead, circuits, disabled, duration]
+        return [
+            up,
+            pending,
+            oldest,
+            overdue,
+            dead,
+            circuits,
+            disabled,
+            health,
+            auto_disable,
+            duration,
+        ]
 
 
-def exposition_registry(*, database_gauges_engine: Engine | None = None) -> CollectorRegistry:
+def exposition_registry(
+    *, database_gauges_engine: Engine | None = None, settings: Settings | None = None
+) -> CollectorRegistry:
     """The registry a metrics server of this process exposes.
 
     In multiprocess mode every process's files merged, plus the process group's CPU and
@@ -284,7 +339,19 @@ def exposition_registry(*, database_gauges_engine: Engine | None = None) -> Coll
     else:
         registry = REGISTRY
     if database_gauges_engine is not None:
-        registry.register(DatabaseGauges(database_gauges_engine))
+        registry.register(
+            DatabaseGauges(
+                database_gauges_engine,
+                circuit_breaker_threshold=(
+                    settings.circuit_breaker_threshold if settings else DEFAULT_BREAKER_THRESHOLD
+                ),
+                auto_disable_after_seconds=(
+                    settings.auto_disable_after_seconds
+                    if settings
+                    else DEFAULT_AUTO_DISABLE_SECONDS
+                ),
+            )
+        )
     return registry
 
 
@@ -293,14 +360,16 @@ def serve_process_metrics(
     *,
     host: str = "127.0.0.1",
     database_gauges_engine: Engine | None = None,
+    settings: Settings | None = None,
 ) -> int:
     """Serve ``/metrics`` of a non-HTTP process on ``host:port`` from a daemon thread.
 
-    Pass ``database_gauges_engine`` in exactly one process of the platform (the scheduler).
+    Pass ``database_gauges_engine`` in exactly one process of the platform (the scheduler),
+    with its ``settings`` (the breaker threshold and auto-disable window the gauges read).
     Port 0 picks a free port; the bound port is returned.  A port in use raises ``OSError``:
     a process whose metrics cannot be scraped should not pretend to run normally.
     """
-    registry = exposition_registry(database_gauges_engine=database_gauges_engine)
+    registry = exposition_registry(database_gauges_engine=database_gauges_engine, settings=settings)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = int(server.server_address[1])
     logger.info("metrics on http://%s:%d/metrics", host, bound)

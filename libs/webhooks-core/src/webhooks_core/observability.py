@@ -60,7 +60,8 @@ def metrics_response() -> Response:
     """A Flask response with the exposition."""
     from flask import Response
 
-    return Response(metrics_payload(), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would add a second "; charset=utf-8" to a mimetype.
+    return Response(metrics_payload(), content_type=CONTENT_TYPE_LATEST)
 
 
 def instrument_flask(app: Flask, service: str) -> None:

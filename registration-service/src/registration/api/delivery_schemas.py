@@ -146,6 +146,9 @@ class DeliveryOut(Out):
     id: int
     event_id: str = Field(description="the message's webhook-id")
     endpoint_id: uuid.UUID
+    endpoint_url: str = Field(
+        description="where it goes: also for a relay delivery or a deleted endpoint"
+    )
     application_id: uuid.UUID
     event_type: str
     state: str
@@ -198,6 +201,7 @@ class DeadLetterOut(Out):
     event_id: str
     event_type: str
     endpoint_id: uuid.UUID
+    endpoint_url: str = Field(description="where the delivery went")
     application_id: uuid.UUID
     attempt_count: int
     reason: str

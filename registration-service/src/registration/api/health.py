@@ -9,10 +9,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from registration.runtime import runtime
 from webhooks_core.observability import metrics_response
+from webhooks_core.openapi_text import serve_plain_docs
 
 
 def register_operational_routes(app: OpenAPI) -> None:
-    """Add /health, /metrics, /openapi.json and /docs."""
+    """Add /health, /metrics, /openapi.json, /docs and / (to the console)."""
 
     @app.get("/health", doc_ui=False)
     def health() -> tuple[Response, int]:
@@ -31,7 +32,15 @@ def register_operational_routes(app: OpenAPI) -> None:
     def openapi_json() -> Response:
         return jsonify(app.api_doc)
 
+    serve_plain_docs(app, lambda: app.api_doc)
+
     def _docs() -> Response:
         return redirect("/docs/swagger", code=302)  # type: ignore[return-value]
 
     Flask.add_url_rule(app, "/docs", "docs_home", _docs)
+
+    def _home() -> Response:
+        # A person opening the service's address in a browser wants the console.
+        return redirect("/console/", code=302)  # type: ignore[return-value]
+
+    Flask.add_url_rule(app, "/", "home", _home)

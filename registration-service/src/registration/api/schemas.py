@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+)
 
-from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
+from registration.runtime import runtime
+from webhooks_core.endpoint_health import endpoint_condition
+from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN, utcnow
 
 T = TypeVar("T")
 
@@ -252,6 +261,37 @@ class EndpointOut(Out):
     last_success_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def health(self) -> EndpointHealthOut:
+        """The shared health reading (webhooks_core.endpoint_health), as console and metrics."""
+        settings = runtime().settings
+        condition = endpoint_condition(
+            self,
+            threshold=settings.circuit_breaker_threshold,
+            auto_disable_after_seconds=settings.auto_disable_after_seconds,
+            now=utcnow(),
+        )
+        return EndpointHealthOut(
+            state=condition.state,
+            circuit_open_until=condition.circuit_open_until,
+            auto_disable_at=condition.auto_disable_at,
+        )
+
+
+class EndpointHealthOut(BaseModel):
+    """What the failures mean now: the same states as the console and the metrics."""
+
+    state: Literal["healthy", "failing", "half_open", "open", "disabled"] = Field(
+        description="healthy; failing (the last attempts failed); open (the breaker rests,"
+        " nothing is sent until circuit_open_until); half_open (the next attempt is a single"
+        " probe); disabled"
+    )
+    circuit_open_until: datetime | None = Field(description="while open: when the probe may go")
+    auto_disable_at: datetime | None = Field(
+        description="while failing: when the endpoint is disabled unless an attempt succeeds"
+    )
 
 
 class EndpointList(ListResponse[EndpointOut]):

@@ -49,6 +49,18 @@ class ApiClient:
         headers: dict[str, str] | None = None,
     ) -> Any:
         """One call; returns the decoded JSON body (None for an empty one)."""
+        return self.exchange(method, path, json=json, params=params, headers=headers)[1]
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One call; returns the status code and the decoded JSON body."""
         url = f"{self.base_url}{path}"
         try:
             response = self.http.request(
@@ -65,9 +77,9 @@ class ApiClient:
         if response.status_code >= 400:
             raise _error(response)
         if not response.content:
-            return None
+            return response.status_code, None
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError:
             raise ApiError(response.status_code, "The answer is not JSON") from None
 

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from registration.cli.client import ApiClient
+from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -78,6 +79,66 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
             param_hint="--since",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def human_time(value: str | datetime | None) -> str:
+    """``2026-11-24 19:43:08 UTC``: to the second, for people (the API sends microseconds)."""
+    if value is None:
+        return "-"
+    moment = (
+        value
+        if isinstance(value, datetime)
+        else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    )
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+# pydantic's wording of a few common problems, as the CLI says them.
+_PYDANTIC = (
+    (re.compile(r"^String should match pattern '(.*)'$"), "does not have the expected form ({0})"),
+    (re.compile(r"^Input should be a valid integer.*$"), "must be a whole number"),
+    (re.compile(r"^Input should be a valid (\w+).*$"), "must be a valid {0}"),
+    (re.compile(r"^Field required$"), "is required"),
+    (re.compile(r"^Extra inputs are not permitted$"), "is not a field of this request"),
+    (
+        re.compile(r"^Input should be (greater|less) than or equal to (\S+)$"),
+        "must be {0}-equal {1}",
+    ),
+    (
+        re.compile(r"^String should have at most (\d+) characters?$"),
+        "is longer than {0} characters",
+    ),
+    (
+        re.compile(r"^String should have at least (\d+) characters?$"),
+        "is shorter than {0} characters",
+    ),
+    (re.compile(r"^List should have at most (\d+) items?.*$"), "has more than {0} items"),
+)
+
+
+# What a pattern of the schema asks for, in words.
+_PATTERNS = {
+    EVENT_TYPE_PATTERN: "must be lower-case words joined by dots, like person.created",
+    CHANNEL_PATTERN: "must be letters, digits and _ - . : only (at most 128)",
+}
+
+
+def plain_message(message: str) -> str:
+    """An API field message without pydantic's phrasing."""
+    message = message.removeprefix("Value error, ")
+    expected = re.match(r"^String should match pattern '(.*)'$", message)
+    if expected and expected.group(1) in _PATTERNS:
+        return _PATTERNS[expected.group(1)]
+    for pattern, wording in _PYDANTIC:
+        match = pattern.match(message)
+        if match:
+            if "-equal" in wording:
+                direction = "at least" if match.group(1) == "greater" else "at most"
+                return f"must be {direction} {match.group(2)}"
+            return wording.format(*match.groups())
+    return message
 
 
 def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:

@@ -16,6 +16,7 @@ from registration.cli.context import (
     EXIT_REFUSED,
     Context,
     fail_usage,
+    human_time,
     parse_json,
     parse_since,
     pass_context,
@@ -141,7 +142,23 @@ def _window(client: ApiClient, path: str, params: dict[str, Any]) -> list[dict[s
     return sorted(items, key=lambda item: int(item["id"]))
 
 
-def _describe(item: dict[str, Any], urls: dict[str, str]) -> str:
+def _moment(value: object) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _stamp(item: dict[str, Any], today: datetime) -> str:
+    """When the delivery reached the state shown (not when tail saw it), in UTC, to the second.
+
+    The row's ``updated_at`` moves with each attempt and state change; the date is added
+    when it is not today's.
+    """
+    changed = _moment(item.get("updated_at") or item["created_at"])
+    return (
+        f"{changed:%H:%M:%S}" if changed.date() == today.date() else f"{changed:%Y-%m-%d %H:%M:%S}"
+    )
+
+
+def _describe(item: dict[str, Any]) -> str:
     detail = []
     if item.get("attempt_count"):
         detail.append(f"attempt {item['attempt_count']}")
@@ -151,9 +168,9 @@ def _describe(item: dict[str, Any], urls: dict[str, str]) -> str:
     if error and item["state"] != "delivered" and error != f"HTTP {item.get('last_status_code')}":
         detail.append(str(error))
     if item["state"] == "retrying" and item.get("next_attempt_at"):
-        due = datetime.fromisoformat(str(item["next_attempt_at"]).replace("Z", "+00:00"))
-        detail.append(f"next at {due.astimezone(UTC):%H:%M:%S}")
-    target = urls.get(item["endpoint_id"], item["endpoint_id"])
+        detail.append(f"next at {_moment(item['next_attempt_at']):%H:%M:%S}")
+    # The delivery carries its URL: a relay delivery's endpoint is in no list.
+    target = item.get("endpoint_url") or item["endpoint_id"]
     line = (
         f"#{item['id']:<6} {item['state']:<10} {item['event_type']:<20} {item['event_id']}"
         f"  -> {target}"
@@ -162,12 +179,6 @@ def _describe(item: dict[str, Any], urls: dict[str, str]) -> str:
 
 
 _COLOURS = {"delivered": "green", "dead": "red", "retrying": "yellow", "cancelled": "white"}
-
-
-def _endpoint_urls(client: ApiClient, context: Context) -> dict[str, str]:
-    return {
-        item["id"]: item["url"] for item in client.pages(context.app_path("/endpoints"), limit=250)
-    }
 
 
 @click.command()
@@ -205,7 +216,6 @@ def tail(
         "limit": 250,
     }
     path = context.app_path("/deliveries")
-    urls = _endpoint_urls(client, context)
     seen: dict[int, Seen] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
     click.echo(
@@ -217,11 +227,8 @@ def tail(
                 now = Seen(item["state"], int(item.get("attempt_count") or 0))
                 if seen.get(item["id"]) == now:
                     continue
-                if item["endpoint_id"] not in urls:
-                    urls = _endpoint_urls(client, context)
                 seen[item["id"]] = now
-                stamp = datetime.now(UTC).strftime("%H:%M:%S")
-                line = f"{stamp}  {_describe(item, urls)}"
+                line = f"{_stamp(item, datetime.now(UTC))}  {_describe(item)}"
                 click.secho(line, fg=_COLOURS.get(item["state"]))
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -233,16 +240,16 @@ def tail(
 # Replay and dead letters ------------------------------------------------------------------
 
 
-def _print_replay(replay: dict[str, Any], what: str) -> None:
+def _print_replay(replay: dict[str, Any], what: str, nothing: str) -> None:
     count = replay["deliveries_requeued"]
     click.echo(
         f"{what}: {count} deliver{'y' if count == 1 else 'ies'} requeued (replay {replay['id']})"
     )
     if count == 0:
-        click.echo(
-            "  nothing to do: already pending, or the endpoint is disabled (enable it first)",
-            err=True,
-        )
+        click.echo(f"  nothing to do: {nothing}", err=True)
+
+
+_ALREADY_PENDING = "already pending, or its endpoint is disabled (enable it first)"
 
 
 @click.command()
@@ -270,18 +277,24 @@ def replay(
     client = context.client()
     if delivery_id is not None:
         result = client.post(context.app_path(f"/deliveries/{delivery_id}/resend"))
-        _print_replay(result, f"delivery {delivery_id}")
+        _print_replay(result, f"delivery {delivery_id}", _ALREADY_PENDING)
     elif event_id is not None:
         result = client.post(context.app_path(f"/messages/{event_id}/resend"))
-        _print_replay(result, f"message {event_id}")
+        _print_replay(result, f"message {event_id}", _ALREADY_PENDING)
     else:
         if since is None:
             fail_usage("--endpoint needs --since (e.g. --since 2h)")
-        body: dict[str, Any] = {"since": parse_since(since).isoformat()}
+        start = parse_since(since)
+        body: dict[str, Any] = {"since": start.isoformat()}
         if until is not None:
             body["until"] = parse_since(until).isoformat()
         result = client.post(context.app_path(f"/endpoints/{endpoint_id}/recover"), body)
-        _print_replay(result, f"endpoint {endpoint_id} since {body['since']}")
+        _print_replay(
+            result,
+            f"endpoint {endpoint_id} since {human_time(start)}",
+            "no delivery of this endpoint failed (dead or retrying) in that time, or its"
+            " endpoint is disabled (enable it first)",
+        )
 
 
 @click.group("dead-letters")
@@ -315,8 +328,8 @@ def dead_letters_list(
         return
     columns = ("id", "delivery_id", "event_type", "event_id", "endpoint_id", "reason")
     print_table(
-        [[item[column] for column in columns] for item in items],
-        ["ID", "DELIVERY", "TYPE", "WEBHOOK-ID", "ENDPOINT", "REASON"],
+        [[item[column] for column in columns] + [item.get("endpoint_url", "")] for item in items],
+        ["ID", "DELIVERY", "TYPE", "WEBHOOK-ID", "ENDPOINT", "REASON", "URL"],
     )
 
 

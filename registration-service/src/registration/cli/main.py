@@ -21,14 +21,66 @@ from registration.cli.context import (
     EXIT_UNREACHABLE,
     Context,
     fail_usage,
+    human_time,
     pass_context,
+    plain_message,
     print_json,
     print_table,
 )
+from webhooks_core import signing
+
+# Options of the root group that may also be given after the subcommand (``webhooks
+# endpoints list -a APP``): each takes one value.
+_GLOBAL_OPTIONS = ("--application", "-a", "--token", "--api-url")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the root group's options given after the subcommand to before it.
+
+    ``-a APP``, ``-aAPP``, ``--application APP`` and ``--application=APP`` (and ``--token``,
+    ``--api-url``) are found anywhere before a ``--``; everything else keeps its order.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        if not seen_command:
+            if arg.startswith("-"):
+                rest.append(arg)
+                if arg in _GLOBAL_OPTIONS and index + 1 < len(args):
+                    rest.append(args[index + 1])
+                    index += 1
+            else:
+                seen_command = True
+                rest.append(arg)
+            index += 1
+            continue
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_OPTIONS and index + 1 < len(args):
+            hoisted += [arg, args[index + 1]]
+            index += 2
+            continue
+        if name in _GLOBAL_OPTIONS and name.startswith("--"):
+            hoisted.append(arg)
+        elif arg.startswith("-a") and len(arg) > 2 and not arg.startswith("--"):
+            hoisted += ["-a", arg[2:]]
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
 
 
 class WebhooksGroup(click.Group):
     """The root group: turns API errors into readable messages and exit codes."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Accept the global options after the subcommand too (``... list -a APP``)."""
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -41,7 +93,7 @@ class WebhooksGroup(click.Group):
                 headline += f": {exc.detail}"
             click.secho(f"Error: {headline}", fg="red", err=True)
             for field, message in exc.errors:
-                click.echo(f"  {field}: {message.removeprefix('Value error, ')}", err=True)
+                click.echo(f"  {field}: {plain_message(message)}", err=True)
             ctx.exit(EXIT_REFUSED)
         except Unreachable as exc:
             click.secho(f"Error: {exc}", fg="red", err=True)
@@ -106,11 +158,14 @@ def endpoints() -> None:
 
 def _endpoint_row(item: dict[str, Any]) -> list[Any]:
     state = "enabled" if item["enabled"] else f"disabled ({item.get('disabled_reason') or '-'})"
+    # The API's health reading, the same states as the console and the metrics.
+    health = (item.get("health") or {}).get("state", "-").replace("_", "-")
     return [
         item["id"],
         item["url"],
         ",".join(item["event_types"]) or "*",
         state,
+        health,
         item.get("consecutive_failures", 0),
     ]
 
@@ -133,7 +188,8 @@ def endpoints_list(
         print_json(items)
         return
     print_table(
-        [_endpoint_row(item) for item in items], ["ID", "URL", "TYPES", "STATE", "FAILURES"]
+        [_endpoint_row(item) for item in items],
+        ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES"],
     )
 
 
@@ -181,11 +237,17 @@ def endpoints_create(
     if secret is not None:
         body["secret"] = secret
     client = context.client()
-    endpoint = client.post(context.app_path("/endpoints"), body)
+    status, endpoint = client.exchange("POST", context.app_path("/endpoints"), json=body)
     if as_json:
         print_json(endpoint)
         return
-    click.echo(f"endpoint {endpoint['id']} -> {endpoint['url']}")
+    if status == 201:
+        click.echo(f"endpoint {endpoint['id']} created -> {endpoint['url']}")
+    else:
+        click.echo(
+            f"endpoint {endpoint['id']} updated -> {endpoint['url']} "
+            "(one with this URL and these event types existed: its settings were replaced)"
+        )
     click.echo(f"event types: {', '.join(endpoint['event_types']) or 'all'}")
     click.echo(f"reveal its secret with: webhooks endpoints secret {endpoint['id']}")
 
@@ -202,7 +264,10 @@ def endpoints_secret(context: Context, endpoint_id: str) -> None:
 def _print_secret(secret: dict[str, Any]) -> None:
     click.echo(secret["key"])
     for previous in secret.get("previous") or []:
-        click.echo(f"previous, signing until {previous['expires_at']}: {previous['key']}", err=True)
+        click.echo(
+            f"previous, signing until {human_time(previous['expires_at'])}: {previous['key']}",
+            err=True,
+        )
 
 
 @endpoints.command("rotate-secret")
@@ -271,8 +336,13 @@ def verify(
     """Say whether a received webhook's signature is valid for a secret.
 
     Give the whole request (--request FILE, or on standard input), or --headers FILE with
-    --body FILE.  Exit code 0 when valid, 1 when not.
+    --body FILE.  Exit code 0 when valid, 1 when not, 2 for bad usage (a malformed secret).
     """
+    if not signing.is_valid_secret(secret):
+        raise click.BadParameter(
+            "must be whsec_ followed by base64 (the endpoint's signing secret)",
+            param_hint="--secret",
+        )
     if headers_file is not None or body_file is not None:
         if headers_file is None or body_file is None:
             fail_usage("give --headers and --body together, or the whole --request")
@@ -291,7 +361,7 @@ def verify(
     if verdict.msg_id:
         click.echo(f"webhook-id:        {verdict.msg_id}")
     if verdict.timestamp:
-        click.echo(f"webhook-timestamp: {verdict.timestamp.isoformat()}")
+        click.echo(f"webhook-timestamp: {human_time(verdict.timestamp)}")
     if verdict.valid:
         click.secho(f"valid: {verdict.reason}", fg="green")
         return

@@ -199,6 +199,8 @@ def _ago(value: datetime | None) -> str:
     if value is None:
         return "never"
     seconds = (utcnow() - value).total_seconds()
+    if abs(seconds) < 1:
+        return "just now"
     future = seconds < 0
     seconds = abs(seconds)
     for size, unit in ((86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")):
@@ -209,12 +211,25 @@ def _ago(value: datetime | None) -> str:
     return ""  # pragma: no cover - the loop always returns
 
 
+@bp.app_template_filter("count")
+def _count(number: int, noun: str) -> str:
+    """``1 attempt``, ``3 attempts``: the noun agrees with the number."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 @bp.app_template_filter("isotime")
-def _isotime(value: datetime | None) -> str:
-    """UTC time to the second, for title attributes and tables."""
+def _isotime(value: datetime | str | None) -> str:
+    """UTC time to the second, for title attributes and tables (an ISO string too)."""
     if value is None:
         return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    else:
+        moment = value
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.app_template_filter("pretty_json")

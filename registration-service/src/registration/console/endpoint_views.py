@@ -26,6 +26,7 @@ from registration.services.endpoint_health import endpoint_health
 from registration.services.endpoints import SecretView
 from registration.services.errors import DomainError, InvalidField
 from webhooks_core.models import Endpoint
+from webhooks_core.targets import TargetRefused, check_url
 
 PAGE_SIZE = 100
 
@@ -37,18 +38,50 @@ def _catalogue_choices() -> list[tuple[str, str]]:
     return sorted((item.name, item.name) for item in page.items)
 
 
+def _message(error: Any) -> str:
+    """A schema error in the console's words (the retry delays are numbered from 1)."""
+    loc = error["loc"]
+    if loc and loc[0] == "retry_schedule" and len(loc) > 1:
+        value = error.get("input")
+        if error["type"] in ("int_parsing", "int_type", "int_from_float"):
+            return f"{value!r} is not a whole number of seconds; write e.g. 0, 5, 300"
+        if error["type"] == "less_than_equal":
+            return f"delay {int(loc[1]) + 1} ({value} s) is longer than 7 days (604800 s)"
+        if error["type"] == "greater_than_equal":
+            return f"delay {int(loc[1]) + 1} ({value} s) must be 0 or more"
+    if loc and loc[0] == "retry_schedule" and error["type"] == "too_long":
+        return "at most 32 delays"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def _checked(form: EndpointForm, model: type[BaseModel]) -> dict[str, Any] | None:
-    """The form's fields, checked by the API's schema; field errors go back onto the form."""
+    """Check every field at once: the form's own rules, the API's schema and the URL's address.
+
+    Field errors go back onto the form, so one submission reports all of them.
+    """
+    form.validate()
     fields = form.fields_for_api()
+    checked = set(form.errors)  # the form's own message is enough for these fields
+    valid = not checked
     try:
         model.model_validate(fields)
     except ValidationError as exc:
+        valid = False
         for error in exc.errors(include_url=False):
             name = str(error["loc"][0]) if error["loc"] else "url"
+            if name in checked:
+                continue
             target = getattr(form, name, form.url)
-            target.errors = [*target.errors, error["msg"].removeprefix("Value error, ")]
-        return None
-    return fields
+            message = _message(error)
+            if message not in target.errors:
+                target.errors = [*target.errors, message]
+    if fields.get("url") and not form.url.errors:
+        try:
+            check_url(fields["url"], runtime().settings.allowed_networks)
+        except TargetRefused as exc:
+            valid = False
+            form.url.errors = [*form.url.errors, str(exc)]
+    return fields if valid else None
 
 
 def _attach(form: EndpointForm, exc: DomainError) -> None:
@@ -79,7 +112,7 @@ def endpoints_list() -> str:
         limit=PAGE_SIZE,
         cursor=request.args.get("after") or None,
     )
-    health = endpoint_health(runtime().sessions, page.items)
+    health = endpoint_health(runtime().sessions, runtime().settings, page.items)
     return render_template(
         "console/endpoints.html", page=page, health=health, state=state, nav="endpoints"
     )
@@ -90,7 +123,7 @@ def endpoint_new() -> BaseResponse | str | tuple[str, int]:
     """Create an endpoint; the same URL and event types again updates that one (as the API)."""
     form = EndpointForm()
     form.event_types.choices = _catalogue_choices()
-    if form.validate_on_submit():
+    if form.is_submitted():
         fields = _checked(form, EndpointIn)
         if fields is not None:
             try:
@@ -137,7 +170,7 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
     known = {name for name, _ in choices}
     choices += [(name, f"{name} (archived)") for name in endpoint.event_types if name not in known]
     form.event_types.choices = choices
-    if form.validate_on_submit():
+    if form.is_submitted():
         fields = _checked(form, EndpointPatch)
         if fields is not None:
             try:
@@ -156,7 +189,7 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
 
 
 def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
-    health = endpoint_health(runtime().sessions, [endpoint])[endpoint.id]
+    health = endpoint_health(runtime().sessions, runtime().settings, [endpoint])[endpoint.id]
     return render_template(
         "console/endpoint.html",
         endpoint=endpoint,

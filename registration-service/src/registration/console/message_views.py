@@ -148,7 +148,7 @@ def deliveries_list() -> str:
         next_cursor=page.next_cursor,
         older_url=_older("console.deliveries", page.next_cursor, **filters.as_dict()),
         live_url=live,
-        nav="deliveries",
+        nav="undelivered" if undelivered else "deliveries",
     )
 
 
@@ -323,5 +323,6 @@ def replay_history() -> str:
         "console/replays.html",
         items=page.items,
         older_url=_older("console.replay_history", page.next_cursor),
+        endpoint_urls={str(key): url for key, url in _endpoint_urls().items()},
         nav="dead_letters",
     )

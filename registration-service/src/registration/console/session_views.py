@@ -84,3 +84,13 @@ def new_application() -> BaseResponse | str:
             "console/application_created.html", application=app, token=issued.token
         )
     return render_template("console/application_new.html", form=form, action=ActionForm())
+
+
+@bp.get("/<path:unknown>")
+def not_found(unknown: str) -> tuple[str, int]:
+    """Any other console address (``/console/endpoints/abc``): the console's own 404 page."""
+    return render_template(
+        "console/error.html",
+        title="Not found",
+        detail="There is no such page in the console. Use the tabs above to find your way.",
+    ), 404

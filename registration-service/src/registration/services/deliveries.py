@@ -24,6 +24,8 @@ from webhooks_core.models import (
     Attempt,
     DeadLetter,
     Delivery,
+    Endpoint,
+    EndpointKind,
     Message,
 )
 
@@ -44,12 +46,27 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where a delivery goes: the URL, and ``relay`` or ``deleted`` when no list shows it."""
+
+    url: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class DeliveryView:
     """A delivery with its message's event id and, in the undelivered view, its age."""
 
     delivery: Delivery
     event_id: str
     age_seconds: float
+    # The target, also for a relay delivery or a deleted endpoint (which no list shows).
+    target: Target = Target()
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL the delivery goes (or went) to."""
+        return self.target.url
 
     def __getattr__(self, name: str) -> Any:
         # Serializers read delivery fields straight off the view.
@@ -63,14 +80,43 @@ def _event_ids(session: Session, message_ids: set[int]) -> dict[int, str]:
     return {row.id: row.event_id for row in rows}
 
 
-def _views(session: Session, page: Page[Delivery]) -> Page[DeliveryView]:
-    event_ids = _event_ids(session, {d.message_id for d in page.items})
+def _targets(session: Session, endpoint_ids: set[uuid.UUID]) -> dict[uuid.UUID, Target]:
+    """URLs of endpoints of any kind, deleted ones included."""
+    if not endpoint_ids:
+        return {}
+    rows = session.execute(
+        select(Endpoint.id, Endpoint.url, Endpoint.kind, Endpoint.deleted_at).where(
+            Endpoint.id.in_(endpoint_ids)
+        )
+    )
+    return {
+        row.id: Target(
+            row.url,
+            "relay"
+            if row.kind == EndpointKind.RELAY.value
+            else ("deleted" if row.deleted_at is not None else ""),
+        )
+        for row in rows
+    }
+
+
+def _delivery_views(session: Session, deliveries: list[Delivery]) -> list[DeliveryView]:
+    event_ids = _event_ids(session, {d.message_id for d in deliveries})
+    targets = _targets(session, {d.endpoint_id for d in deliveries})
     now = utcnow()
-    views = [
-        DeliveryView(d, event_ids.get(d.message_id, ""), (now - d.created_at).total_seconds())
-        for d in page.items
+    return [
+        DeliveryView(
+            d,
+            event_ids.get(d.message_id, ""),
+            (now - d.created_at).total_seconds(),
+            targets.get(d.endpoint_id, Target()),
+        )
+        for d in deliveries
     ]
-    return Page(views, page.next_cursor)
+
+
+def _views(session: Session, page: Page[Delivery]) -> Page[DeliveryView]:
+    return Page(_delivery_views(session, page.items), page.next_cursor)
 
 
 def _delivery_scope(application_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
@@ -144,10 +190,7 @@ def get_message(
                 .order_by(Delivery.id)
             )
         )
-        now = utcnow()
-        return message, [
-            DeliveryView(d, event_id, (now - d.created_at).total_seconds()) for d in deliveries
-        ]
+        return message, _delivery_views(session, deliveries)
 
 
 def list_deliveries(
@@ -196,9 +239,7 @@ def get_delivery(
         )
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} not found")
-        event_ids = _event_ids(session, {delivery.message_id})
-        age = (utcnow() - delivery.created_at).total_seconds()
-        return DeliveryView(delivery, event_ids.get(delivery.message_id, ""), age)
+        return _delivery_views(session, [delivery])[0]
 
 
 def list_attempts(
@@ -246,6 +287,12 @@ class DeadLetterView:
     event_id: str
     event_type: str
     attempt_count: int
+    target: Target = Target()
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL the delivery went to."""
+        return self.target.url
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.dead_letter, name)
@@ -288,6 +335,7 @@ def list_dead_letters(
             )
         }
         event_ids = _event_ids(session, {d.message_id for d in deliveries.values()})
+        targets = _targets(session, {dl.endpoint_id for dl in page.items})
         views = []
         for letter in page.items:
             delivery = deliveries[letter.delivery_id]
@@ -297,6 +345,7 @@ def list_dead_letters(
                     event_ids.get(delivery.message_id, ""),
                     delivery.event_type,
                     delivery.attempt_count,
+                    targets.get(letter.endpoint_id, Target()),
                 )
             )
         return Page(views, page.next_cursor)

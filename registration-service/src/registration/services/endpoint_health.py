@@ -1,4 +1,8 @@
-"""How well an application's endpoints are receiving: success ratio, breaker, last attempt."""
+"""How well an application's endpoints are receiving: success ratio, health state, countdown.
+
+The state itself (healthy, failing, half open, open, disabled) is the shared reading of
+:mod:`webhooks_core.endpoint_health`, the same one the API and the metrics show.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,26 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from webhooks_core.endpoint_health import EndpointCondition, endpoint_condition
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import Attempt, Endpoint
+from webhooks_core.settings import Settings
 
 WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class EndpointHealth:
-    """Attempts of the last 24 hours and what the breaker says now."""
+    """Attempts of the last 24 hours and the endpoint's condition now."""
 
     attempts: int
     successes: int
-    breaker: str  # "closed", "open" or "disabled"
-    breaker_open_until: datetime | None
+    condition: EndpointCondition
+
+    @property
+    def state(self) -> str:
+        """``healthy``, ``failing``, ``half_open``, ``open`` or ``disabled``."""
+        return self.condition.state
 
     @property
     def success_ratio(self) -> float | None:
@@ -31,18 +41,20 @@ class EndpointHealth:
         return self.successes / self.attempts if self.attempts else None
 
 
-def breaker_state(endpoint: Endpoint, now: datetime | None = None) -> str:
-    """``disabled`` when disabled, ``open`` while the circuit rests, else ``closed``."""
-    now = now or utcnow()
-    if not endpoint.enabled:
-        return "disabled"
-    if endpoint.circuit_open_until is not None and endpoint.circuit_open_until > now:
-        return "open"
-    return "closed"
+def condition_of(
+    settings: Settings, endpoint: Endpoint, now: datetime | None = None
+) -> EndpointCondition:
+    """The shared health reading of one endpoint with this service's settings."""
+    return endpoint_condition(
+        endpoint,
+        threshold=settings.circuit_breaker_threshold,
+        auto_disable_after_seconds=settings.auto_disable_after_seconds,
+        now=now or utcnow(),
+    )
 
 
 def endpoint_health(
-    sessions: sessionmaker[Session], endpoints: Iterable[Endpoint]
+    sessions: sessionmaker[Session], settings: Settings, endpoints: Iterable[Endpoint]
 ) -> dict[uuid.UUID, EndpointHealth]:
     """Health of each endpoint, from one grouped query over its recent attempts."""
     endpoints = list(endpoints)
@@ -68,7 +80,6 @@ def endpoint_health(
     result = {}
     for endpoint in endpoints:
         attempts, successes = counts.get(endpoint.id, (0, 0))
-        state = breaker_state(endpoint, now)
-        open_until = endpoint.circuit_open_until if state == "open" else None
-        result[endpoint.id] = EndpointHealth(attempts, successes, state, open_until)
+        condition = condition_of(settings, endpoint, now)
+        result[endpoint.id] = EndpointHealth(attempts, successes, condition)
     return result
