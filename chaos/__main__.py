@@ -79,12 +79,17 @@ POISONED_ENDPOINTS: list[tuple[str, str, str | None]] = [
     ("nul", "nul-body", None),  # 200 whose body and a header hold NUL and invalid UTF-8
     ("nul-fail50", "nul-body-500", None),  # the same bytes on a 500, half the time
     ("cut", "cut-headers", None),  # the connection cut in the middle of the headers
-    ("timeout", "hang", None),  # never answers
+    ("timeout", "hang", None),  # never answers; only POISON_SLOW_TYPE, two attempts each
     ("gone", "gone", None),  # 410: the endpoint is disabled, its deliveries cancelled
     ("ok", "headers-null", "null"),
     ("ok", "headers-number", '{"X-Odd": 5}'),
     ("ok", "headers-crlf", '{"X-Odd": "a\\r\\nInjected: 1"}'),
+    ("ok", "old-timestamp", None),  # takes the messages of OLD_ROWS
 ]
+# Messages an older API stored that the reader cannot turn back into a datetime (year 10000
+# in UTC), written straight into the table with a delivery each to /r/ok/poison-old-timestamp.
+OLD_ROWS = 5
+OLD_TIMESTAMP = "9999-12-31T23:59:59-05:00"
 
 
 def _flag(name: str, default: str) -> bool:
@@ -296,7 +301,10 @@ class Applications:
 def create_applications(engine: Engine, base_url: str, secret_seed: str) -> Applications:
     """The producer's application (its 20 endpoints take the people events), the healthy API
     application and the poisoned one, with the poisoned endpoints' odd stored headers."""
-    seed.ensure_event_types(engine, [*EVENT_TYPES, api_load.API_TYPE, api_load.POISON_TYPE])
+    seed.ensure_event_types(
+        engine,
+        [*EVENT_TYPES, api_load.API_TYPE, api_load.POISON_TYPE, api_load.POISON_SLOW_TYPE],
+    )
     producer_app = seed.create_application(engine, "chaos")
     people = {
         endpoint_path(spec, f"chaos-{i:02d}"): list(EVENT_TYPES)
@@ -311,12 +319,23 @@ def create_applications(engine: Engine, base_url: str, secret_seed: str) -> Appl
     seed.create_endpoints(engine, api_app, base_url, secret_seed, list(api.items()))
     poisoned_app = seed.create_application(engine, "chaos-poisoned")
     poisoned = {
-        endpoint_path(spec, f"poison-{name}"): [api_load.POISON_TYPE]
+        endpoint_path(spec, f"poison-{name}"): (
+            [api_load.POISON_SLOW_TYPE]
+            if spec == "timeout"
+            else [api_load.POISON_TYPE, api_load.POISON_SLOW_TYPE]
+        )
         for spec, name, _ in POISONED_ENDPOINTS
     }
-    rows = seed.create_endpoints(
-        engine, poisoned_app, base_url, secret_seed, list(poisoned.items())
-    )
+    rows = []
+    for path, types in poisoned.items():
+        rows += seed.create_endpoints(
+            engine,
+            poisoned_app,
+            base_url,
+            secret_seed,
+            [(path, types)],
+            retry_schedule=[0, 1] if path.startswith("/r/timeout/") else None,
+        )
     with engine.begin() as conn:
         for row, (_, _, headers) in zip(rows, POISONED_ENDPOINTS, strict=True):
             if headers is not None:  # what the API would refuse today, stored by an old one
@@ -327,6 +346,37 @@ def create_applications(engine: Engine, base_url: str, secret_seed: str) -> Appl
     return Applications(
         str(producer_app), str(api_app), str(poisoned_app), {**people, **api}, poisoned
     )
+
+
+def store_old_rows(engine: Engine, apps: Applications, run: str) -> dict[str, Any]:
+    """Write :data:`OLD_ROWS` messages with :data:`OLD_TIMESTAMP` for the poisoned application,
+    due 20 s into the load; a schema that now refuses such rows is an answer too."""
+    path = endpoint_path("ok", "poison-old-timestamp")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO messages (event_id, application_id, event_type, payload, "
+                    "occurred_at, source) SELECT :run || '-old-' || n, :app, :type, "
+                    "'{\"old\": true}'::jsonb, CAST(:at AS timestamptz), 'http' "
+                    "FROM generate_series(1, :rows) AS n"
+                ),
+                {"run": run, "app": apps.poisoned_app, "type": api_load.POISON_TYPE,
+                 "at": OLD_TIMESTAMP, "rows": OLD_ROWS},
+            )  # fmt: skip
+            stored = conn.execute(
+                text(
+                    "INSERT INTO deliveries (message_id, endpoint_id, application_id, "
+                    "event_type, state, next_attempt_at) SELECT m.id, e.id, e.application_id, "
+                    "m.event_type, 'pending', now() + interval '20 seconds' "
+                    "FROM messages m JOIN endpoints e ON e.url LIKE '%' || :path "
+                    "WHERE m.event_id LIKE :run || '-old-%'"
+                ),
+                {"run": run, "path": path},
+            ).rowcount
+    except Exception as exc:  # noqa: BLE001 - the schema refusing them is a result
+        return {"stored": 0, "refused": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+    return {"stored": int(stored), "timestamp": OLD_TIMESTAMP}
 
 
 def publish_people(
@@ -402,6 +452,7 @@ def main() -> int:
             producer_engine = seed.make_engine(names.producer_database_url)
             receiver.start()
             apps = create_applications(engine, receiver.url(""), secret_seed)
+            results["old_rows"] = store_old_rows(engine, apps, stamp)
             start_processes(stack, env, out_dir)
             producer_port = _port(stack, "producer")
             jobs = api_load.plan(

@@ -33,6 +33,10 @@ import requests
 
 API_TYPE = "chaos.api"
 POISON_TYPE = "chaos.poison"
+# Taken by every poisoned endpoint, the hanging one included; POISON_TYPE by all but that one.
+# A hanging endpoint costs the engine one read timeout (and a breaker cool-down) per attempt,
+# so it gets a tenth of the poisoned messages, or its tail would outlast the drain.
+POISON_SLOW_TYPE = "chaos.poison.slow"
 BATCH_SIZE = 10
 
 # Hostile-input classes: (payload as raw JSON text, timestamp or None).  Raw text, because
@@ -96,7 +100,7 @@ class Tally:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     statuses: dict[str, Counter[str]] = field(default_factory=dict)
     accepted_ids: dict[str, set[str]] = field(default_factory=dict)
-    samples: dict[str, str] = field(default_factory=dict)  # first refusal or 5xx per class
+    samples: dict[str, str] = field(default_factory=dict)  # first answer per class and status
     requests: Counter[str] = field(default_factory=Counter)  # answers by request kind
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -108,8 +112,8 @@ class Tally:
             self.statuses.setdefault(key, Counter())[str(status)] += 1
             if outcome == "accepted":
                 self.accepted_ids.setdefault(item.application, set()).add(item.event_id)
-            if sample and key not in self.samples:
-                self.samples[key] = sample[:300]
+            if sample and f"{key} {status}" not in self.samples:
+                self.samples[f"{key} {status}"] = sample[:300]
 
     def totals(self, application: str) -> Counter[str]:
         """Outcomes of one application's messages, all classes together."""
@@ -188,13 +192,13 @@ def plan(
     p_batch = p_single + "/batch"
     counter = iter(range(10**9))
 
-    def valid() -> tuple[Item, str]:
+    def valid(event_type: str = POISON_TYPE) -> tuple[Item, str]:
         event_id = f"{run}-poison-{next(counter)}"
-        text = message_text(POISON_TYPE, event_id, json.dumps({"ok": True}), None)
+        text = message_text(event_type, event_id, json.dumps({"ok": True}), None)
         return Item(event_id, "poisoned", "valid"), text
 
-    for _ in range(poisoned_events):
-        item, text = valid()
+    for n in range(poisoned_events):
+        item, text = valid(POISON_SLOW_TYPE if n % 10 == 0 else POISON_TYPE)
         poisoned.append(
             Job(p_single, text.encode(), _json_headers(token, item.event_id), (item,), False, False)
         )
