@@ -245,7 +245,14 @@ class ApiPublisher:
     threads, and tallies what became of each message."""
 
     def __init__(
-        self, port: int, jobs: list[Job], *, seconds: float, threads: int = 4, give_up: float = 120
+        self,
+        port: int,
+        jobs: list[Job],
+        *,
+        seconds: float,
+        threads: int = 4,
+        give_up: float = 120,
+        backoff: float = 0.25,
     ) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.jobs = jobs
@@ -256,6 +263,7 @@ class ApiPublisher:
         self.finished = 0.0
         self._threads = threads
         self._give_up = give_up  # seconds after the load window a persistent job stops trying
+        self._backoff = backoff  # the pause before a second try; it grows with each try
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -320,7 +328,7 @@ class ApiPublisher:
                 break
             if not job.persistent and tries >= 3:
                 break
-            time.sleep(min(0.25 * tries, 2.0))
+            time.sleep(min(self._backoff * tries, 2.0))
         kind = "batch" if job.batch else "single"
         self.tally.requests[f"{kind} {status}"] += 1
         if answer is None or status >= 500:
