@@ -79,7 +79,9 @@ POISONED_ENDPOINTS: list[tuple[str, str, str | None]] = [
     ("nul", "nul-body", None),  # 200 whose body and a header hold NUL and invalid UTF-8
     ("nul-fail50", "nul-body-500", None),  # the same bytes on a 500, half the time
     ("cut", "cut-headers", None),  # the connection cut in the middle of the headers
-    ("timeout", "hang", None),  # never answers; only POISON_SLOW_TYPE, two attempts each
+    # Never answer: four of them hold worker slots the healthy applications need.  They take
+    # only POISON_SLOW_TYPE, two attempts each, or their tail would outlast the drain.
+    *[("timeout", f"hang-{n}", None) for n in range(1, 5)],
     ("gone", "gone", None),  # 410: the endpoint is disabled, its deliveries cancelled
     ("ok", "headers-null", "null"),
     ("ok", "headers-number", '{"X-Odd": 5}'),
