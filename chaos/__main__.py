@@ -179,6 +179,7 @@ class Faults:
         self.stack = stack
         self.log = log
         self.lock = threading.Lock()
+        self.aside: list[threading.Thread] = []
 
     def kill_pool_child(self, worker: str) -> None:
         """SIGKILL one prefork pool process of ``worker``; Celery replaces it."""
@@ -202,6 +203,31 @@ class Faults:
             time.sleep(pause)
             self.stack.restart(name)
             self.log.add("restarted", name)
+
+    def kill_and_restart_aside(self, name: str, pause: float = 2.0) -> None:
+        """SIGKILL ``name`` and start it again from a thread of its own, so that a process
+        slow to become ready (the API took 12 to 20 s here) does not delay the next steps."""
+        self.stack.kill(name, signal.SIGKILL)
+        self.log.add("SIGKILL", name)
+
+        def restart() -> None:
+            time.sleep(pause)
+            try:
+                self.stack.restart(name)
+            except Exception as exc:  # noqa: BLE001 - logged; the heal step starts it again
+                self.log.add("restarted", f"{name} failed: {exc}", ok=False)
+            else:
+                self.log.add("restarted", name)
+
+        thread = threading.Thread(target=restart, name=f"restart-{name}", daemon=True)
+        thread.start()
+        self.aside.append(thread)
+
+    def join(self, timeout: float) -> None:
+        """Wait for the restarts started aside."""
+        deadline = time.monotonic() + timeout
+        for thread in self.aside:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def restart_rabbitmq(self) -> None:
         """``rabbitmqctl stop_app``, a pause, ``start_app``: every connection drops, the
@@ -258,7 +284,7 @@ def fault_schedule(faults: Faults, services: bool) -> list[tuple[float, str, Cal
         "worker1": lambda: faults.kill_and_restart("worker1"),
         "relay": lambda: faults.kill_and_restart("relay"),
         "scheduler": lambda: faults.kill_and_restart("scheduler"),
-        "api": lambda: faults.kill_and_restart("api"),
+        "api": lambda: faults.kill_and_restart_aside("api"),
         "rabbitmq": faults.restart_rabbitmq,
         "postgresql": faults.restart_postgresql,
     }
@@ -496,6 +522,7 @@ def main() -> int:
                 **publisher.tally.as_dict(),
             }
             fault_thread.join(timeout=300)
+            faults.join(timeout=120)
             results["overlap"] = overlap(results["load"], log.entries)
             print(
                 f"chaos: load done: producer {results['load']['producer']}, API requests "

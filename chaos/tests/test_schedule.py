@@ -3,9 +3,13 @@ came after the load all the same."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from chaos.__main__ import ChaosConfig, fault_times, overlap
+from bench.stack import Stack
+from chaos.__main__ import ChaosConfig, FaultLog, Faults, fault_times, overlap
 
 
 @pytest.mark.parametrize("services", [True, False])
@@ -30,3 +34,25 @@ def test_faults_after_the_load_are_reported() -> None:
     result = overlap(load, faults)
     assert result["load_until_s"] == 70.0
     assert result["faults_after_load"] == [{"at_s": 72.5, "fault": "x"}]
+
+
+def test_a_restart_aside_does_not_hold_the_schedule(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "logs")
+    log = FaultLog()
+    faults = Faults(stack, log)
+    try:
+        first = stack.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {})
+        faults.kill_and_restart_aside("sleeper", pause=3.0)
+        # Back before the pause is over: killed, and the restart still to come.
+        assert not first.alive()
+        assert [e["fault"] for e in log.entries] == ["SIGKILL"]
+        assert faults.aside[0].is_alive()
+        faults.join(timeout=30)
+        assert stack.processes["sleeper"].alive()
+        assert stack.processes["sleeper"].pid != first.pid
+        assert [(e["fault"], e["detail"], e["ok"]) for e in log.entries] == [
+            ("SIGKILL", "sleeper", True),
+            ("restarted", "sleeper", True),
+        ]
+    finally:
+        stack.stop()
