@@ -307,7 +307,11 @@ class ApiPublisher:
     def _work(self) -> None:
         with requests.Session() as http:
             while (job := self._queue.get()) is not None:
-                self._send(http, job)
+                try:
+                    self._send(http, job)
+                except Exception as exc:  # noqa: BLE001 - counted; the other requests go on
+                    for item in job.items:
+                        self.tally.add(item, "unanswered", 0, f"{type(exc).__name__}: {exc}")
 
     def _send(self, http: requests.Session, job: Job) -> None:
         give_up = self.started + self.seconds + self._give_up
@@ -341,7 +345,10 @@ class ApiPublisher:
             for item in job.items:
                 self.tally.add(item, outcome, status, "" if outcome == "accepted" else text)
             return
-        results = {r.get("index"): r for r in answer.json().get("results", [])}
+        try:
+            results = {r.get("index"): r for r in answer.json().get("results", [])}
+        except (ValueError, AttributeError, TypeError):  # not the documented batch answer
+            results = {}
         for index, item in enumerate(job.items):
             result = results.get(index, {})
             item_status = int(result.get("status", 0))

@@ -85,7 +85,9 @@ class _ScriptedApi(BaseHTTPRequestHandler):
         with self.lock:
             self.calls[self.path] = self.calls.get(self.path, 0) + 1
             self.calls[ids[0]] = tries = self.calls.get(ids[0], 0) + 1
-        if self.path.endswith("/batch"):
+        if "/applications/X/" in self.path:  # not the documented answer
+            self._answer(200, "<html>a proxy's page</html>")
+        elif self.path.endswith("/batch"):
             results = [
                 {"index": n, "status": 422, "error": {"title": "bad"}}
                 if n == 1
@@ -173,3 +175,21 @@ def test_requests_nobody_answers_are_counted_unanswered() -> None:
     publisher = ApiPublisher(port, jobs, seconds=0.1, threads=1, backoff=0.01)
     publisher.start().join(timeout=60)
     assert publisher.tally.counts["poisoned/valid"] == {"unanswered": 3}
+
+
+def test_a_batch_answer_that_is_not_the_documented_one_counts_as_a_server_error(
+    scripted_api: int,
+) -> None:
+    jobs = plan(
+        run="r",
+        token="t",
+        api_app="X",
+        poisoned_app="P",
+        api_events=4,  # 2 singles, one batch of 2
+        poisoned_events=0,
+        hostile_rounds=0,
+    )
+    publisher = ApiPublisher(scripted_api, jobs, seconds=0.1, threads=1, backoff=0.01)
+    publisher.start().join(timeout=60)
+    assert publisher.tally.counts["api/valid"] == {"accepted": 2, "server_error": 2}
+    assert publisher.tally.accepted_ids["api"] == {"r-api-0", "r-api-1"}
