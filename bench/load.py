@@ -81,16 +81,27 @@ async def _one_connection(
     counter: list[int],
     limits: tuple[float, int],
     result: LoadResult,
+    pace: tuple[float, float] | None = None,
 ) -> None:
-    """Requests one after another on one connection, reconnecting after errors."""
+    """Requests one after another on one connection, reconnecting after errors; with ``pace``
+    (start, requests per second), request ``n`` is not sent before ``start + (n - 1) / rate``."""
     deadline, max_requests = limits
     writer: asyncio.StreamWriter | None = None
     while time.monotonic() < deadline and counter[0] < max_requests:
         try:
+            if pace is not None:
+                due = pace[0] + counter[0] / pace[1]
+                if due > deadline:
+                    break
+                counter[0] += 1
+                n = counter[0]
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            counter[0] += 1
-            status, close = await _exchange(reader, writer, make(counter[0]))
+            if pace is None:
+                counter[0] += 1
+                n = counter[0]
+            status, close = await _exchange(reader, writer, make(n))
             result.statuses[status] += 1
             if close:
                 writer.close()
@@ -106,14 +117,20 @@ async def _one_connection(
 
 
 async def _run(
-    port: int, make: Callable[[int], Request], connections: int, seconds: float, max_requests: int
+    port: int,
+    make: Callable[[int], Request],
+    connections: int,
+    seconds: float,
+    max_requests: int,
+    rate: float | None = None,
 ) -> LoadResult:
     result = LoadResult()
     counter = [0]
     started = time.monotonic()
     limits = (started + seconds, max_requests)
+    pace = (started, rate) if rate else None
     await asyncio.gather(
-        *(_one_connection(port, make, counter, limits, result) for _ in range(connections))
+        *(_one_connection(port, make, counter, limits, result, pace) for _ in range(connections))
     )
     result.seconds = time.monotonic() - started
     return result
@@ -126,13 +143,20 @@ def run_load(
     connections: int,
     seconds: float,
     max_requests: int = 100_000_000,
+    rate: float | None = None,
 ) -> LoadResult:
     """Drive ``127.0.0.1:port`` with ``make(n)`` requests for ``seconds`` or until
-    ``max_requests`` were sent; ``errors`` counts failed connections and requests."""
+    ``max_requests`` were sent; ``errors`` counts failed connections and requests.
+
+    ``rate`` (requests per second) paces the load: open loop up to the connections' capacity,
+    so ``max_requests`` take at least ``max_requests / rate`` seconds (the chaos run keeps its
+    load going through the whole fault schedule this way).  None: as fast as answers come.
+    """
+    work = _run(port, make, connections, seconds, max_requests, rate)
     try:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_run(port, make, connections, seconds, max_requests))
+            return runner.run(work)
     except ImportError:  # pragma: no cover - uvloop is a dev requirement
-        return asyncio.run(_run(port, make, connections, seconds, max_requests))
+        return asyncio.run(work)

@@ -8,7 +8,8 @@ request is recorded as one line of its process's log file::
 
 ``signature`` is 1 when the Standard Webhooks signature verifies against the endpoint's
 secret, 0 when it does not and -1 when the headers are missing; ``status`` is what the receiver
-answered (0: it never answered, the request hung).  Secrets are derived from the path and a
+answered (0: it never answered, the request hung; -1: it cut the connection in the middle of
+the answer's headers).  Secrets are derived from the path and a
 seed (:func:`derive_secret`), so whoever creates the endpoints knows them without a file.
 
 Behaviour is chosen by the path, ``/r/<spec>/<name>``, where ``spec`` is ``-``-separated:
@@ -18,6 +19,13 @@ Behaviour is chosen by the path, ``/r/<spec>/<name>``, where ``spec`` is ``-``-s
 * ``hang<N>``: never answer N % of requests (the connection is closed after the hang time);
 * ``timeout``: never answer any request;
 * ``delay<MS>``: wait MS milliseconds before answering.
+
+Hostile receivers, for the chaos run's poisoned application (``make bench`` uses none):
+
+* ``nul``: the answer's body holds NUL bytes, invalid UTF-8 and an encoded lone surrogate, and
+  one of its headers holds a NUL byte and a byte that is not UTF-8;
+* ``cut``: send the status line and half a header, then close the connection;
+* ``gone``: answer 410 Gone to every request.
 
 ``GET /_stats`` answers the counters of all processes as JSON.  Run it with
 ``python -m bench.receiver --log-dir DIR --port-file FILE`` (``--help`` for the rest); the
@@ -31,6 +39,7 @@ import asyncio
 import base64
 import contextlib
 import ctypes
+import functools
 import hashlib
 import hmac
 import json
@@ -60,7 +69,22 @@ _RESPONSES = {
     500: b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
     400: b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     404: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    410: b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n",
 }
+# What PostgreSQL text refuses or UTF-8 cannot decode: NUL, 0xff, a truncated sequence and
+# the UTF-8 encoding of a lone surrogate (U+D800).
+POISON_BODY = b"ok\x00\xff\xfe\xc3(\xed\xa0\x80\x00end"
+_REASONS = {200: b"OK", 410: b"Gone", 500: b"Internal Server Error"}
+# The status line and half a header: the connection closes before the blank line.
+_CUT = b"HTTP/1.1 200 OK\r\nContent-Ty"
+
+
+def _poisoned_response(status: int) -> bytes:
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"X-Poison: a\x00b\xffc\r\nContent-Length: %d\r\n\r\n%s"
+        % (status, _REASONS[status], len(POISON_BODY), POISON_BODY)
+    )
 
 
 def derive_secret(seed: str, path: str) -> str:
@@ -92,6 +116,9 @@ class Behaviour:
     fail_ratio: float = 0.0
     hang_ratio: float = 0.0
     delay_seconds: float = 0.0
+    poisoned_body: bool = False
+    cut: bool = False
+    gone: bool = False
 
     @classmethod
     def parse(cls, path: str) -> Behaviour:
@@ -100,7 +127,8 @@ class Behaviour:
         if len(parts) < 4 or parts[1] != "r":
             return cls()
         fail = hang = delay = 0.0
-        for word in parts[2].split("-"):
+        words = parts[2].split("-")
+        for word in words:
             if word.startswith("fail") and word[4:].isdigit():
                 fail = int(word[4:]) / 100
             elif word.startswith("hang") and word[4:].isdigit():
@@ -109,7 +137,14 @@ class Behaviour:
                 hang = 1.0
             elif word.startswith("delay") and word[5:].isdigit():
                 delay = int(word[5:]) / 1000
-        return cls(fail_ratio=fail, hang_ratio=hang, delay_seconds=delay)
+        return cls(
+            fail_ratio=fail,
+            hang_ratio=hang,
+            delay_seconds=delay,
+            poisoned_body="nul" in words,
+            cut="cut" in words,
+            gone="gone" in words,
+        )
 
 
 def endpoint_path(spec: str, name: str) -> str:
@@ -247,12 +282,20 @@ class _Connection(asyncio.Protocol):
             server.recorder.record(webhook_id, path, signature, 0)
             self._hang()
             return
+        if behaviour.cut:
+            server.recorder.record(webhook_id, path, signature, -1)
+            self._write(_CUT)
+            self._close()
+            return
         status = 500 if draw < behaviour.hang_ratio + behaviour.fail_ratio else 200
+        if behaviour.gone:
+            status = 410
         server.recorder.record(webhook_id, path, signature, status)
         if behaviour.delay_seconds:
-            asyncio.get_running_loop().call_later(behaviour.delay_seconds, self._reply, status)
+            reply = functools.partial(self._reply, status, poisoned=behaviour.poisoned_body)
+            asyncio.get_running_loop().call_later(behaviour.delay_seconds, reply)
         else:
-            self._reply(status)
+            self._reply(status, poisoned=behaviour.poisoned_body)
 
     def _hang(self) -> None:
         # Read nothing more and never answer; close late so the socket does not leak.
@@ -264,8 +307,8 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _reply(self, status: int, *, close: bool = False) -> None:
-        self._write(_RESPONSES[status])
+    def _reply(self, status: int, *, close: bool = False, poisoned: bool = False) -> None:
+        self._write(_poisoned_response(status) if poisoned else _RESPONSES[status])
         if close:
             self._close()
 

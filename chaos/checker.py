@@ -1,17 +1,25 @@
 """The chaos checker: joins what the platform stored with what the receivers logged.
 
-Expected deliveries come from outside the platform: every event the producer committed (its
-outbox) times every endpoint subscribed to the event's type, by the run's own subscription
-table.  Then, per (webhook-id, endpoint):
+**Healthy applications** (:func:`check`).  Expected deliveries come from outside the platform:
+every event the producer committed (its outbox) and every message the management API
+accepted (the run's own client saw the 2xx), times every endpoint subscribed to the event's
+type, by the run's own subscription table.  Then, per (webhook-id, endpoint):
 
 * **delivered** / **dead**: the platform's final state of the delivery row;
 * **lost**: expected, never accepted by the receiver (no 2xx answer), and not dead;
 * **duplicates**: accepted receipts beyond the first;
 * **phantoms**: receipts the checker did not expect (wrong id, wrong endpoint);
 * **bad signatures**: receipts whose Standard Webhooks signature did not verify;
-* **unfinished**: expected deliveries that are not delivered or dead (or have no row).
+* **stranded**: expected deliveries that are not in a terminal state after the drain
+  (pending, sending, retrying, or no row at all).
 
-A run passes when lost, phantoms, bad signatures and unfinished are all 0.
+**The poisoned application** (:func:`check_poisoned`): its receivers and messages are hostile,
+so nothing is expected of them but an end: every one of its delivery rows must be terminal
+(delivered, dead or cancelled).  Counted by state, plus those marked delivered although the
+receiver never completed a 2xx answer (a response cut in its headers taken for a success).
+
+A run passes when the healthy lost, phantoms, bad signatures and stranded are all 0 and no
+poisoned delivery is stranded (:func:`passed`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from sqlalchemy import Engine, text
 from bench.receiver import Receipt
 
 Pair = tuple[str, str]  # (webhook-id, endpoint path)
+TERMINAL = frozenset({"delivered", "dead", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -41,13 +50,22 @@ class ChaosReport:
     duplicates: int
     phantoms: int
     bad_signatures: int
-    unfinished: int
+    stranded: int
     delivered_without_receipt: int
+    cancelled: int = 0
 
     @property
     def passed(self) -> bool:
         """Nothing lost, forged, unexpected or left hanging."""
-        return not (self.lost or self.phantoms or self.bad_signatures or self.unfinished)
+        return not (self.lost or self.phantoms or self.bad_signatures or self.stranded)
+
+    def detail_line(self) -> str:
+        """The counts the closing line leaves out, printed just before it."""
+        return (
+            f"chaos: phantoms={self.phantoms} bad_signatures={self.bad_signatures} "
+            f"stranded={self.stranded} cancelled={self.cancelled} "
+            f"delivered_without_receipt={self.delivered_without_receipt}"
+        )
 
     def line(self) -> str:
         """The closing line of ``make chaos``."""
@@ -96,7 +114,7 @@ def check(
             continue
         if receipt.accepted:
             accepted[pair] += 1
-    delivered = dead = lost = unfinished = without_receipt = 0
+    delivered = dead = cancelled = lost = stranded = without_receipt = 0
     for pair in expected:
         state = states.get(pair)
         if state == "delivered":
@@ -105,8 +123,10 @@ def check(
                 without_receipt += 1
         elif state == "dead":
             dead += 1
+        elif state == "cancelled":  # a healthy endpoint is never disabled: lost if unreceived
+            cancelled += 1
         else:
-            unfinished += 1
+            stranded += 1
         if not accepted[pair] and state != "dead":
             lost += 1
     return ChaosReport(
@@ -118,9 +138,75 @@ def check(
         duplicates=sum(n - 1 for n in accepted.values() if n > 1),
         phantoms=phantoms,
         bad_signatures=bad,
-        unfinished=unfinished,
+        stranded=stranded,
         delivered_without_receipt=without_receipt,
+        cancelled=cancelled,
     )
+
+
+@dataclass(frozen=True)
+class PoisonReport:
+    """How the poisoned application's deliveries ended."""
+
+    deliveries: int
+    delivered: int
+    dead: int
+    cancelled: int
+    stranded: int
+    delivered_without_2xx: int
+    by_endpoint: dict[str, dict[str, int]]
+
+    @property
+    def passed(self) -> bool:
+        """Every poisoned delivery ended (whatever the end)."""
+        return self.stranded == 0
+
+    def line(self) -> str:
+        """The poisoned application's line, printed before the closing line."""
+        return (
+            f"chaos-poisoned: deliveries={self.deliveries} delivered={self.delivered} "
+            f"dead={self.dead} cancelled={self.cancelled} stranded={self.stranded} "
+            f"delivered_without_2xx={self.delivered_without_2xx}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the JSON result file."""
+        return {**asdict(self), "passed": self.passed}
+
+
+def check_poisoned(states: Mapping[Pair, str], receipts: Iterable[Receipt]) -> PoisonReport:
+    """Count the poisoned application's deliveries by state; ``states`` maps (event id, path)
+    to the state of each of its delivery rows, ``receipts`` are its receivers' logs."""
+    answered: set[Pair] = {(r.webhook_id, r.path) for r in receipts if r.accepted}
+    by_endpoint: dict[str, Counter[str]] = {}
+    counts: Counter[str] = Counter()
+    without_2xx = 0
+    for pair, state in states.items():
+        final = state if state in TERMINAL else "stranded"
+        counts[final] += 1
+        by_endpoint.setdefault(pair[1], Counter())[state] += 1
+        if state == "delivered" and pair not in answered:
+            without_2xx += 1
+    return PoisonReport(
+        deliveries=len(states),
+        delivered=counts["delivered"],
+        dead=counts["dead"],
+        cancelled=counts["cancelled"],
+        stranded=counts["stranded"],
+        delivered_without_2xx=without_2xx,
+        by_endpoint={path: dict(sorted(c.items())) for path, c in sorted(by_endpoint.items())},
+    )
+
+
+def passed(healthy: ChaosReport, poisoned: PoisonReport | None) -> bool:
+    """The run's verdict: healthy deliveries all accounted for, poisoned ones all ended."""
+    return healthy.passed and (poisoned is None or poisoned.passed)
+
+
+def receipts_at(receipts: Iterable[Receipt], paths: Iterable[str]) -> list[Receipt]:
+    """The receipts logged at ``paths`` (one application's endpoints)."""
+    wanted = set(paths)
+    return [receipt for receipt in receipts if receipt.path in wanted]
 
 
 def delivery_states(engine: Engine, paths: Iterable[str]) -> dict[Pair, str]:
@@ -139,6 +225,21 @@ def delivery_states(engine: Engine, paths: Iterable[str]) -> dict[Pair, str]:
             if path in wanted:
                 rows[(event_id, path)] = state
     return rows
+
+
+def stored_events(engine: Engine, application_id: str, event_type: str) -> list[str]:
+    """Event ids the platform stored for one application and type (whatever the client
+    heard: a message stored is owed its deliveries even when its answer was lost)."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT event_id FROM messages "
+                    "WHERE application_id = :app AND event_type = :type"
+                ),
+                {"app": application_id, "type": event_type},
+            ).scalars()
+        )
 
 
 def outbox_events(producer_engine: Engine) -> list[tuple[str, str]]:

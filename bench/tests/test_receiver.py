@@ -12,7 +12,13 @@ import requests
 from standardwebhooks import Webhook
 
 from bench.raw import RAW_ID_PREFIX, send_raw
-from bench.receiver import Behaviour, RunningReceiver, derive_secret, signature_valid
+from bench.receiver import (
+    POISON_BODY,
+    Behaviour,
+    RunningReceiver,
+    derive_secret,
+    signature_valid,
+)
 
 SEED = "test-seed"
 
@@ -55,6 +61,45 @@ def test_behaviour_is_read_from_the_path() -> None:
     assert Behaviour.parse("/r/timeout/a").hang_ratio == 1.0
     assert Behaviour.parse("/r/delay250/a").delay_seconds == 0.25
     assert Behaviour.parse("/elsewhere") == Behaviour()
+    assert Behaviour.parse("/r/nul-fail50/a") == Behaviour(fail_ratio=0.5, poisoned_body=True)
+    assert Behaviour.parse("/r/cut/a").cut
+    assert Behaviour.parse("/r/gone/a").gone
+
+
+def test_hostile_paths_answer_poisoned_bytes_cut_headers_and_410(
+    receiver: RunningReceiver,
+) -> None:
+    body = b"{}"
+    answers = {}
+    with requests.Session() as http:
+        for path in ("/r/nul/a", "/r/nul-fail100/b", "/r/gone/c"):
+            answers[path] = http.post(
+                receiver.url(path), data=body, headers=signed_headers(path, path, body)
+            )
+    assert answers["/r/nul/a"].status_code == 200
+    assert answers["/r/nul/a"].content == POISON_BODY
+    assert b"\x00" in POISON_BODY
+    with pytest.raises(UnicodeDecodeError):
+        POISON_BODY.decode()
+    assert "\x00" in answers["/r/nul/a"].headers["X-Poison"]
+    assert answers["/r/nul-fail100/b"].status_code == 500
+    assert answers["/r/nul-fail100/b"].content == POISON_BODY
+    assert answers["/r/gone/c"].status_code == 410
+
+    # A cut answer: the status line and half a header, then the connection closes.
+    import socket
+
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as raw:
+        raw.sendall(b"POST /r/cut/d HTTP/1.1\r\nHost: x\r\nwebhook-id: cut\r\n"
+                    b"Content-Length: 2\r\n\r\n{}")  # fmt: skip
+        received = b""
+        while chunk := raw.recv(4096):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\n\r\n" not in received
+
+    statuses = {r.webhook_id: r.status for r in receiver.receipts()}
+    assert statuses == {"/r/nul/a": 200, "/r/nul-fail100/b": 500, "/r/gone/c": 410, "cut": -1}
 
 
 def test_receipts_record_id_path_signature_and_answer(receiver: RunningReceiver) -> None:

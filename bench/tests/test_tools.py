@@ -27,6 +27,25 @@ def test_load_generator_stops_at_its_count(tmp_path: Path) -> None:
     assert {r.path for r in receipts} == {"/r/ok/load-0", "/r/ok/load-1", "/r/ok/load-2"}
 
 
+def test_a_paced_load_spreads_its_requests_over_the_time_its_rate_gives(tmp_path: Path) -> None:
+    with RunningReceiver(tmp_path / "recv") as receiver:
+        result = run_load(
+            receiver.port,
+            lambda n: json_request("POST", f"/r/ok/paced-{n}", {"n": n}, {"webhook-id": str(n)}),
+            connections=4,
+            seconds=30,
+            max_requests=20,
+            rate=10,
+        )
+        receipts = sorted(receiver.receipts(), key=lambda r: r.arrived)
+    assert result.statuses == {200: 20}
+    # Request n is not sent before (n - 1) / rate: the last one at least 1.9 s after the first
+    # (a lower bound, which a slow machine cannot break).
+    assert receipts[-1].arrived - receipts[0].arrived >= 1.85
+    assert result.seconds >= 1.85
+    assert {r.webhook_id for r in receipts} == {str(n) for n in range(1, 21)}
+
+
 def test_load_generator_counts_answers_it_did_not_want(tmp_path: Path) -> None:
     with RunningReceiver(tmp_path / "recv") as receiver:
         result = run_load(

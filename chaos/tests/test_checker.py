@@ -1,5 +1,7 @@
-"""The chaos checker counts loss, duplicates, phantoms and forged signatures, and catches a
-real loss: a worker that acknowledges events before storing them, killed at that moment."""
+"""The chaos checker counts loss, duplicates, phantoms, forged signatures and stranded
+deliveries of the healthy applications, how the poisoned application's deliveries ended, and
+catches a real loss: a worker that acknowledges events before storing them, killed at that
+moment."""
 
 from __future__ import annotations
 
@@ -16,7 +18,14 @@ from sqlalchemy.engine import make_url
 from bench import seed
 from bench.receiver import Receipt, RunningReceiver, endpoint_path
 from bench.stack import PYTHON, ServiceNames, Stack, base_env, celery_bin, reset_services
-from chaos.checker import ChaosReport, check, delivery_states
+from chaos.checker import (
+    ChaosReport,
+    check,
+    check_poisoned,
+    delivery_states,
+    passed,
+    receipts_at,
+)
 from webhooks_core.envelope import Envelope
 from webhooks_core.models import Base
 
@@ -54,7 +63,7 @@ def test_loss_duplicates_phantoms_and_forgeries_are_counted() -> None:
     report = check(EVENTS, SUBS, states, receipts)
     assert report.dead == 1
     assert report.lost == 1  # e2 -> /b: no receipt, not dead
-    assert report.unfinished == 1
+    assert report.stranded == 1
     assert report.duplicates == 2
     assert report.phantoms == 1
     assert report.bad_signatures == 1
@@ -66,6 +75,83 @@ def test_delivered_rows_without_a_receipt_are_lost() -> None:
     report = check(EVENTS, SUBS, states, [receipt("e1", "/a"), receipt("e1", "/b")])
     assert report.lost == 1
     assert report.delivered_without_receipt == 1
+
+
+def test_healthy_deliveries_left_open_are_stranded_even_when_received() -> None:
+    # A batch jammed by a poisoned delivery: sent (and answered 2xx) again and again, its
+    # rows never leave "sending"; another never got a row past "retrying".
+    states = {("e1", "/a"): "sending", ("e1", "/b"): "retrying", ("e2", "/b"): "delivered"}
+    receipts = [receipt("e1", "/a"), receipt("e1", "/a"), receipt("e2", "/b")]
+    report = check(EVENTS, SUBS, states, receipts)
+    assert (report.stranded, report.lost, report.duplicates) == (2, 1, 1)
+    assert not report.passed
+    assert "stranded=2" in report.detail_line()
+
+
+def test_a_cancelled_healthy_delivery_is_lost_unless_received() -> None:
+    states = {("e1", "/a"): "cancelled", ("e1", "/b"): "cancelled", ("e2", "/b"): "delivered"}
+    receipts = [receipt("e1", "/a"), receipt("e2", "/b")]
+    report = check(EVENTS, SUBS, states, receipts)
+    assert (report.cancelled, report.stranded, report.lost) == (2, 0, 1)
+
+
+POISONED = {
+    ("p1", "/r/nul/x"): "delivered",
+    ("p1", "/r/cut/y"): "delivered",  # a response cut in its headers, taken for a success
+    ("p2", "/r/gone/z"): "cancelled",
+    ("p3", "/r/timeout/w"): "dead",
+    ("p4", "/r/ok/headers-null"): "sending",  # jammed: stranded
+    ("p5", "/r/ok/headers-null"): "pending",
+}
+POISONED_RECEIPTS = [
+    receipt("p1", "/r/nul/x"),
+    receipt("p1", "/r/cut/y", status=-1),
+    receipt("p2", "/r/gone/z", status=410),
+    receipt("p3", "/r/timeout/w", status=0),
+]
+
+
+def test_the_poisoned_application_is_counted_by_terminal_state() -> None:
+    report = check_poisoned(POISONED, POISONED_RECEIPTS)
+    assert (report.deliveries, report.delivered, report.dead, report.cancelled) == (6, 2, 1, 1)
+    assert report.stranded == 2
+    assert report.delivered_without_2xx == 1
+    assert report.by_endpoint["/r/ok/headers-null"] == {"pending": 1, "sending": 1}
+    assert not report.passed
+    assert report.line() == (
+        "chaos-poisoned: deliveries=6 delivered=2 dead=1 cancelled=1 stranded=2 "
+        "delivered_without_2xx=1"
+    )
+
+
+def test_the_run_fails_on_a_stranded_poisoned_delivery_alone() -> None:
+    healthy = check(
+        EVENTS,
+        SUBS,
+        {("e1", "/a"): "delivered", ("e1", "/b"): "delivered", ("e2", "/b"): "dead"},
+        [receipt("e1", "/a"), receipt("e1", "/b")],
+    )
+    assert healthy.passed
+    stranded = check_poisoned(POISONED, POISONED_RECEIPTS)
+    ended = check_poisoned(
+        {pair: "dead" if state in {"sending", "pending"} else state
+         for pair, state in POISONED.items()},
+        POISONED_RECEIPTS,
+    )  # fmt: skip
+    assert ended.passed
+    assert passed(healthy, ended)
+    assert not passed(healthy, stranded)
+    # The closing line stays the healthy applications' alone.
+    assert healthy.line() == "chaos: events=2 deliveries=3 delivered=2 dead=1 lost=0 duplicates=0"
+
+
+def test_receipts_are_split_by_application_paths() -> None:
+    receipts = [receipt("e1", "/a"), *POISONED_RECEIPTS]
+    healthy = receipts_at(receipts, SUBS)
+    assert [r.path for r in healthy] == ["/a"]
+    # Without the split, the poisoned receivers' requests would be healthy phantoms.
+    assert check(EVENTS, SUBS, {}, receipts).phantoms == 4
+    assert check(EVENTS, SUBS, {}, healthy).phantoms == 0
 
 
 # --- a real loss, caught -----------------------------------------------------------------
