@@ -4,8 +4,10 @@ It LISTENs on ``webhooks_deliveries``; a trigger on ``deliveries`` notifies when
 makes deliveries due or ends a lease (an endpoint's slot frees), so new messages are claimed
 within milliseconds.  Without notifications it still claims every
 ``WEBHOOKS_SCHEDULER_POLL_SECONDS`` (retries becoming due by time, lost notifications), and
-expires leases on the same beat.  Any number of schedulers may run; see
-:mod:`delivery.scheduling`.
+expires leases on the same beat: a poison delivery (its lease ran out
+``WEBHOOKS_MAX_LEASE_EXPIRIES`` times in a row) is dead-lettered here, published to
+``webhooks.dead-letters`` and counted in ``webhooks_poison_deliveries_total``.  Any number
+of schedulers may run; see :mod:`delivery.scheduling`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
 from delivery.clock import Clock, make_clock
+from delivery.engine import DeadLetterPublisher
+from delivery.runtime import BrokerDeadLetterPublisher
 from delivery.scheduling import (
     DELIVER_TASK,
     NOTIFY_CHANNEL,
@@ -40,6 +44,7 @@ from delivery.scheduling import (
 from webhooks_core.db import make_engine, make_session_factory, run_transaction
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
+from webhooks_core.observability import DEAD_LETTERED, POISON_DELIVERIES
 from webhooks_core.settings import Settings
 
 logger = logging.getLogger("delivery.scheduler")
@@ -83,11 +88,13 @@ class Scheduler:
         sessions: sessionmaker[Session],
         publisher: ClaimPublisher,
         clock: Clock,
+        dead_letters: DeadLetterPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.publisher = publisher
         self.clock = clock
+        self.dead_letters = dead_letters
         self._listener: psycopg2.extensions.connection | None = None
         self._last_expiry = 0.0
         self._wake_in: float | None = None
@@ -104,12 +111,33 @@ class Scheduler:
         # and its UPDATE notifies, which wakes the next cycle.
         if time.monotonic() - self._last_expiry >= self.settings.scheduler_poll_seconds:
             self._last_expiry = time.monotonic()
-            expired = run_transaction(
-                self.sessions, lambda session: expire_leases(session, self.clock.now())
-            )
-            if expired:
-                logger.warning("leases expired, deliveries due again: %d", len(expired))
+            self._expire()
         return claimed, saturated
+
+    def _expire(self) -> None:
+        expiry = run_transaction(
+            self.sessions,
+            lambda session: expire_leases(session, self.settings, self.clock.now()),
+        )
+        if expiry.released:
+            logger.warning("leases expired, deliveries due again: %d", len(expiry.released))
+        if not expiry.dead_letters:
+            return
+        POISON_DELIVERIES.inc(len(expiry.dead_letters))
+        DEAD_LETTERED.inc(len(expiry.dead_letters))
+        for record in expiry.dead_letters:
+            logger.error(
+                "poison delivery dead-lettered delivery_id=%s endpoint_id=%s reason=%s",
+                record["delivery_id"],
+                record["endpoint_id"],
+                record["reason"],
+            )
+        if self.dead_letters is not None:
+            try:
+                self.dead_letters.publish(expiry.dead_letters)
+            except Exception:
+                # Stored and listed by the API; only the queue copy is missing.
+                logger.exception("publishing %d dead letters failed", len(expiry.dead_letters))
 
     def _claim_and_publish(self) -> tuple[int, bool]:
         # Run again at once when the pooled connection was dead (a database restart): the
@@ -216,11 +244,13 @@ def main() -> None:
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
     # The scheduler is the one process that also exports the database gauges.
     serve_process_metrics(port, host=settings.metrics_host, database_gauges_engine=engine)
+    celery_app = create_celery(settings)
     scheduler = Scheduler(
         settings,
         make_session_factory(claims_engine),
-        CeleryClaimPublisher(create_celery(settings)),
+        CeleryClaimPublisher(celery_app),
         make_clock(settings),
+        BrokerDeadLetterPublisher(celery_app),
     )
     stop = threading.Event()
 
