@@ -24,6 +24,7 @@ from typing import Any
 import psycopg2  # type: ignore[import-untyped]
 import psycopg2.extensions  # type: ignore[import-untyped]
 from celery import Celery
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,7 +45,7 @@ from delivery.scheduling import (
 from webhooks_core.db import make_engine, make_session_factory, run_transaction
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
-from webhooks_core.observability import DEAD_LETTERED, POISON_DELIVERIES
+from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
 from webhooks_core.settings import Settings
 
 logger = logging.getLogger("delivery.scheduler")
@@ -242,7 +243,10 @@ def main() -> None:
     engine = make_engine(settings)  # the database gauges' (pre-pinged: scrapes are rare)
     claims_engine = make_engine(settings, pre_ping=False)
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
-    # The scheduler is the one process that also exports the database gauges.
+    # The scheduler is the one process that also exports the database gauges.  Their
+    # ``webhooks_endpoints_disabled`` gauge is the family name of the workers' counter of
+    # disablings, which one exposition cannot hold twice; the scheduler never disables one.
+    REGISTRY.unregister(ENDPOINTS_DISABLED)
     serve_process_metrics(port, host=settings.metrics_host, database_gauges_engine=engine)
     celery_app = create_celery(settings)
     scheduler = Scheduler(
