@@ -38,9 +38,11 @@ from delivery.scheduling import (
     NOTIFY_CHANNEL,
     Claim,
     ClaimPublisher,
+    PublishFailed,
     RateLimiter,
     claim_cycle,
     expire_leases,
+    release_claims,
 )
 from webhooks_core.db import make_engine, make_session_factory, run_transaction
 from webhooks_core.logging import configure_logging
@@ -54,6 +56,8 @@ DEFAULT_METRICS_PORT = 9102
 # While endpoints at their limit hold a backlog back, new due deliveries wait at most this
 # long for a claim cycle (each cycle scans past the backlog).
 SATURATED_RESCAN_SECONDS = 0.05
+# After a publish failed (the broker is down), claim again no sooner than this.
+PUBLISH_RETRY_SECONDS = 1.0
 
 
 class CeleryClaimPublisher:
@@ -63,15 +67,23 @@ class CeleryClaimPublisher:
         self.app = app
 
     def publish(self, claims: list[Claim]) -> None:
-        """Publish on one pooled connection; each publish waits for the broker's confirm."""
-        with self.app.producer_or_acquire() as producer:
-            for claim in claims:
-                self.app.send_task(
-                    DELIVER_TASK,
-                    args=[str(claim.lease_token), claim.delivery_ids],
-                    queue=DELIVER_QUEUE_NAME,
-                    producer=producer,
-                )
+        """Publish on one pooled connection; each publish waits for the broker's confirm.
+
+        Raises :class:`PublishFailed` with the claims from the first unconfirmed one on.
+        """
+        done = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for claim in claims:
+                    self.app.send_task(
+                        DELIVER_TASK,
+                        args=[str(claim.lease_token), claim.delivery_ids],
+                        queue=DELIVER_QUEUE_NAME,
+                        producer=producer,
+                    )
+                    done += 1
+        except Exception as exc:
+            raise PublishFailed(claims[done:]) from exc
 
 
 def listen_dsn(database_url: str) -> str:
@@ -99,6 +111,7 @@ class Scheduler:
         self._listener: psycopg2.extensions.connection | None = None
         self._last_expiry = 0.0
         self._wake_in: float | None = None
+        self._publish_failed = False
         self.limiter = RateLimiter()
 
     def tick(self) -> int:
@@ -153,11 +166,21 @@ class Scheduler:
             # After the commit, so a worker never sees a lease that is not there yet.
             try:
                 self.publisher.publish(claims)
-            except Exception:
+            except Exception as exc:
+                unpublished = exc.unpublished if isinstance(exc, PublishFailed) else claims
                 logger.exception(
-                    "publishing %d batches failed; they return when their leases expire",
+                    "publishing %d of %d batches failed; they are due again",
+                    len(unpublished),
                     len(claims),
                 )
+                self._publish_failed = True
+                try:
+                    run_transaction(
+                        self.sessions,
+                        lambda session: release_claims(session, unpublished, self.clock.now()),
+                    )
+                except Exception:
+                    logger.exception("releasing them failed; they return when their leases expire")
         return sum(len(claim.delivery_ids) for claim in claims), result.saturated
 
     def _connect_listener(self) -> psycopg2.extensions.connection:
@@ -228,6 +251,10 @@ class Scheduler:
                 except Exception:
                     logger.exception("claim cycle failed; retrying")
                     stop.wait(1.0)
+                    continue
+                if self._publish_failed:
+                    self._publish_failed = False
+                    stop.wait(PUBLISH_RETRY_SECONDS)
                     continue
                 if claimed >= self.settings.scheduler_claim_limit:
                     continue  # more is due right now

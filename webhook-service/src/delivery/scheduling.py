@@ -97,8 +97,17 @@ class ClaimPublisher(Protocol):
     """Hands leased batches to workers."""
 
     def publish(self, claims: list[Claim]) -> None:
-        """Publish every claim; raise if the broker did not confirm one."""
+        """Publish every claim; raise if the broker did not confirm one (:class:`PublishFailed`
+        when it can tell which were not published)."""
         ...
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm ``unpublished`` (the claims before them went out)."""
+
+    def __init__(self, unpublished: list[Claim]) -> None:
+        super().__init__(f"{len(unpublished)} batches not published")
+        self.unpublished = unpublished
 
 
 # One round trip: take the claim lock (the CTE runs first and once), then read the batches
@@ -170,6 +179,24 @@ _LEASE = text(
         FROM leased
     )
     SELECT id FROM leased
+    """
+)
+# Batches whose task never reached the broker go back at once, and uncounted: their lease
+# did not run out in a worker.  By id (no index on lease_token), then the token re-checked.
+_RELEASE = text(
+    """
+    WITH released AS (
+        UPDATE deliveries
+        SET state = CASE WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
+            next_attempt_at = :now, lease_token = NULL, lease_expires_at = NULL,
+            updated_at = now()
+        WHERE id = ANY(CAST(:ids AS bigint[])) AND lease_token = ANY(CAST(:tokens AS uuid[]))
+          AND state = 'sending'
+        RETURNING id
+    ), freed AS (
+        DELETE FROM delivery_leases WHERE token = ANY(CAST(:tokens AS uuid[]))
+    )
+    SELECT id FROM released
     """
 )
 # Each expiry is counted; the one that reaches the limit ends the delivery instead (the
@@ -403,3 +430,21 @@ def expire_leases(session: Session, settings: Settings, now: datetime) -> Expiry
             for row in session.execute(_DEAD_LETTER, {"ids": dead}).mappings()
         ]
     return Expiry(released, records)
+
+
+def release_claims(session: Session, claims: list[Claim], now: datetime) -> list[int]:
+    """Make the deliveries of batches that were never published due again; the caller
+    commits.
+
+    Not a lease expiry: nothing was handed to a worker, so it is not counted towards a
+    poison delivery (a broker outage longer than a few leases would otherwise dead-letter
+    every delivery the scheduler claimed meanwhile).
+    """
+    if not claims:
+        return []
+    params = {
+        "ids": [i for claim in claims for i in claim.delivery_ids],
+        "tokens": [str(claim.lease_token) for claim in claims],
+        "now": now,
+    }
+    return list(session.scalars(_RELEASE, params))
