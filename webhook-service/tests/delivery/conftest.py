@@ -288,6 +288,9 @@ class Receiver:
             {
                 "daemon_threads": True,
                 "address_family": family,
+                # A fan-out connects to one receiver from many threads at once: with the
+                # default listen backlog (5) a busy machine drops connects (connect timeouts).
+                "request_queue_size": 128,
                 # A client hanging up mid-response is what several tests do on purpose.
                 "handle_error": lambda *_args: None,
             },
