@@ -1,7 +1,7 @@
 """Fair share across applications: one tenant's hanging endpoints never hold every worker.
 
 The worker here has 8 threads and an application may hold 4 batches in flight.  Hanging
-receivers keep their requests open until the test lets them go (the read timeout is 20 s,
+receivers keep their requests open until the test lets them go (the read timeout is 40 s,
 far longer than the test needs), so "still hanging" is a state the test observes, never a
 time it measures.
 """
@@ -23,8 +23,8 @@ from webhooks_core.settings import Settings
 APPLICATION_MAX_IN_FLIGHT = 4
 ENGINE_ENV_EXTRA = {
     "WEBHOOKS_APPLICATION_MAX_IN_FLIGHT": str(APPLICATION_MAX_IN_FLIGHT),
-    "WEBHOOKS_READ_TIMEOUT_SECONDS": "20",
-    "WEBHOOKS_TOTAL_TIMEOUT_SECONDS": "25",
+    "WEBHOOKS_READ_TIMEOUT_SECONDS": "40",
+    "WEBHOOKS_TOTAL_TIMEOUT_SECONDS": "45",
     "WEBHOOKS_LEASE_SECONDS": "60",
 }
 IN_FLIGHT_OF_APPLICATION = text(
