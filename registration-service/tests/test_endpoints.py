@@ -75,6 +75,9 @@ def test_same_url_in_two_applications_is_two_endpoints(
         ("http://169.254.169.254/latest/meta-data", "metadata"),
         ("http://10.1.2.3/hook", "private"),
         ("http://[::ffff:10.0.0.1]/hook", "private"),
+        ("http://[2002:a9fe:a9fe::]/hook", "metadata address embedded in a 6to4 address"),
+        ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/", "private address embedded in a Teredo"),
+        ("http://[64:ff9b::a00:1]/hook", "private address embedded in a NAT64 address"),
         ("http://100.64.0.1/hook", "CGNAT"),
         ("http://224.0.0.1/hook", "multicast"),
         ("http://example.com:99999/", "valid URL"),
@@ -281,11 +284,58 @@ def test_secret_reveal_and_rotation_with_grace(client: FlaskClient, tenant, endp
     chosen = new_secret()
     again = client.post(f"{path}/rotate", json={"key": chosen}, headers=tenant.headers).json
     assert again["key"] == chosen
-    assert {item["key"] for item in again["previous"]} == {first["key"], rotated["key"]}
+    # Only the previous secret keeps signing: the one before it stopped at this rotation.
+    assert [item["key"] for item in again["previous"]] == [rotated["key"]]
     assert client.get(path, headers=tenant.headers).json["key"] == chosen
 
     invalid = client.post(f"{path}/rotate", json={"key": "whsec_short"}, headers=tenant.headers)
     assert invalid.status_code == 422
+
+
+def test_rotations_keep_one_previous_secret_and_refuse_a_known_one(
+    client: FlaskClient, tenant, endpoint, field_errors
+) -> None:
+    path = tenant.path(f"/endpoints/{endpoint['id']}/secret")
+    for _ in range(4):
+        view = client.post(f"{path}/rotate", json={}, headers=tenant.headers).json
+        assert len(view["previous"]) == 1
+    current, previous = view["key"], view["previous"][0]["key"]
+
+    # The current secret again: a no-op (a repeated request), nothing rotates.
+    same = client.post(f"{path}/rotate", json={"key": current}, headers=tenant.headers)
+    assert same.status_code == 200
+    assert same.json == view
+
+    # The previous secret, still signing: refused, it would sign twice.
+    back = client.post(f"{path}/rotate", json={"key": previous}, headers=tenant.headers)
+    assert back.status_code == 409
+    assert back.mimetype == "application/problem+json"
+    assert "previous secret" in field_errors(back)["key"]
+    assert client.get(path, headers=tenant.headers).json == view
+
+
+def test_upserting_again_with_the_same_secret_does_not_rotate(
+    client: FlaskClient, tenant, event_types, field_errors
+) -> None:
+    chosen = new_secret()
+    created = client.post(
+        tenant.path("/endpoints"), json=body(secret=chosen), headers=tenant.headers
+    )
+    path = tenant.path(f"/endpoints/{created.json['id']}/secret")
+    for _ in range(3):
+        again = client.post(
+            tenant.path("/endpoints"), json=body(secret=chosen), headers=tenant.headers
+        )
+        assert again.status_code == 200
+    assert client.get(path, headers=tenant.headers).json == {"key": chosen, "previous": []}
+
+    newer = new_secret()
+    client.post(tenant.path("/endpoints"), json=body(secret=newer), headers=tenant.headers)
+    view = client.get(path, headers=tenant.headers).json
+    assert (view["key"], [p["key"] for p in view["previous"]]) == (newer, [chosen])
+    back = client.post(tenant.path("/endpoints"), json=body(secret=chosen), headers=tenant.headers)
+    assert back.status_code == 409
+    assert "previous secret" in field_errors(back)["secret"]
 
 
 def test_rotation_grace_zero_drops_old_secret(settings: Settings, db, tenant, event_types) -> None:

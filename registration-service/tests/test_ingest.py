@@ -82,16 +82,6 @@ def test_data_alias_channels_and_caller_event_id(
     assert count(db, Message) == 1
 
 
-def test_event_id_of_another_application_is_a_conflict(
-    client: FlaskClient, tenant: Any, other_tenant: Any, event_types: list[str]
-) -> None:
-    body = {"event_type": "person.updated", "payload": {}, "event_id": "evt_taken"}
-    assert publish(client, tenant, body).status_code == 202
-    response = publish(client, other_tenant, body)
-    assert response.status_code == 409
-    assert response.mimetype == "application/problem+json"
-
-
 def test_idempotency_key_replay_returns_the_first_result(
     client: FlaskClient, tenant: Any, endpoint: str, db: sessionmaker[Session]
 ) -> None:

@@ -249,3 +249,50 @@ def test_matching_reads_indexes_not_every_endpoint(
         session.rollback()
     assert "Seq Scan on endpoints" not in plan, plan
     assert "ix_endpoints_all_types" in plan, plan
+
+
+def test_event_ids_are_unique_per_application_and_among_broadcasts(
+    accept: Any, endpoint: MakeEndpoint, apps: tuple[uuid.UUID, uuid.UUID], db: Any
+) -> None:
+    mine, theirs = endpoint(apps[0]), endpoint(apps[1])
+    targets_a, in_a = accept(event_id="evt_shared", app=apps[0])
+    targets_b, in_b = accept(event_id="evt_shared", app=apps[1])
+    targets_all, broadcast = accept(event_id="evt_shared", app=None)
+    assert (in_a.created, in_b.created, broadcast.created) == (True, True, True)
+    assert (targets_a, targets_b, targets_all) == ({mine}, {theirs}, {mine, theirs})
+    assert len({in_a.message_id, in_b.message_id, broadcast.message_id}) == 3
+    # Repeats are no-ops within their own scope: an application's, or the broadcasts'.
+    for app, first in ((apps[0], in_a), (apps[1], in_b), (None, broadcast)):
+        _, repeat = accept(event_id="evt_shared", app=app)
+        assert (repeat.created, repeat.deliveries) == (False, 0)
+        assert repeat.message_id == first.message_id
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Message)) == 3
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 4
+
+
+def test_a_batch_mixing_applications_under_one_event_id(
+    endpoint: MakeEndpoint, apps: tuple[uuid.UUID, uuid.UUID], db: sessionmaker[Session]
+) -> None:
+    endpoint(apps[0])
+    endpoint(apps[1])
+    known = Envelope(id="evt_mixed", type="person.created", data={})
+    with transaction(db) as session:
+        (stored,) = accept_messages(session, [(known, apps[0])], source="broker")
+    with transaction(db) as session:
+        results = accept_messages(
+            session,
+            [(known, apps[0]), (known, apps[1]), (known, None), (known, apps[1]), (known, None)],
+            source="broker",
+        )
+    assert [(r.created, r.deliveries) for r in results] == [
+        (False, 0),
+        (True, 1),
+        (True, 2),
+        (False, 0),
+        (False, 0),
+    ]
+    assert results[0].message_id == stored.message_id
+    assert results[3].message_id == results[1].message_id
+    assert results[4].message_id == results[2].message_id
+    assert len({stored.message_id, results[1].message_id, results[2].message_id}) == 3

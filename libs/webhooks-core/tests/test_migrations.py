@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from webhooks_core.migrations import downgrade, upgrade
 from webhooks_core.models import Base
@@ -42,4 +43,64 @@ def test_upgrade_from_empty_matches_models_and_downgrades(scratch_settings: Sett
     downgrade(scratch_settings)
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+
+
+EVENT_IDS_PER_APPLICATION = "0004_event_ids_per_application"
+
+
+def test_event_ids_per_application_upgrade_and_downgrade_with_rows(
+    scratch_settings: Settings,
+) -> None:
+    upgrade(scratch_settings, "0003")
+    engine = create_engine(scratch_settings.database_url)
+
+    def store(event_id: str, app: str | None) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO messages (event_id, application_id, event_type, payload,"
+                    " occurred_at, source) VALUES (:event_id, :app, 't.x', '{}', now(), 'http')"
+                ),
+                {"event_id": event_id, "app": app},
+            )
+
+    with engine.begin() as conn:
+        apps = [
+            str(
+                conn.scalar(
+                    text(
+                        "INSERT INTO applications (id, name) VALUES (gen_random_uuid(), :name)"
+                        " RETURNING id"
+                    ),
+                    {"name": name},
+                )
+            )
+            for name in ("acme", "globex")
+        ]
+    store("evt_1", apps[0])
+    store("evt_broadcast", None)
+    with pytest.raises(IntegrityError):  # before: one id across every application
+        store("evt_1", apps[1])
+
+    upgrade(scratch_settings, EVENT_IDS_PER_APPLICATION)
+    store("evt_1", apps[1])  # the same id in another application
+    for event_id, app in (("evt_1", apps[0]), ("evt_1", apps[1]), ("evt_broadcast", None)):
+        with pytest.raises(IntegrityError):  # still once per application, and per broadcast
+            store(event_id, app)
+
+    # Down again only once no two applications share an id; nothing is deleted for it.
+    with pytest.raises(RuntimeError, match="more than one application"):
+        downgrade(scratch_settings, "0003")
+    with engine.begin() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM messages")) == 3
+        conn.execute(
+            text("DELETE FROM messages WHERE event_id = 'evt_1' AND application_id = :app"),
+            {"app": apps[1]},
+        )
+    downgrade(scratch_settings, "0003")
+    with pytest.raises(IntegrityError):
+        store("evt_1", apps[1])
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM messages")) == 2
     engine.dispose()

@@ -56,3 +56,12 @@ def test_secret_shape() -> None:
     assert not is_valid_secret("whsec_c2hvcnQ=")  # too short a key
     assert not is_valid_secret("sk_live_abc")
     assert not is_valid_secret("whsec_not base64!")
+
+
+def test_a_key_given_twice_signs_once() -> None:
+    old, new = secret_key(new_secret()), secret_key(new_secret())
+    header = signature_header([new, old, new], "msg_3", 1, b"{}")
+    assert header.split(" ") == [
+        signature_header([new], "msg_3", 1, b"{}"),
+        signature_header([old], "msg_3", 1, b"{}"),
+    ]

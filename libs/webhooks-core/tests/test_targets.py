@@ -57,3 +57,47 @@ def test_check_url() -> None:
         check_url("https://a:b@example.com/")
     with pytest.raises(TargetRefused, match="2048"):
         check_url("https://example.com/" + "a" * 2048)
+
+
+# IPv6 addresses that carry an IPv4 address, which the network may deliver to.
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("2002:7f00:1::", "loopback address embedded in a 6to4 address"),
+        ("2002:a00:1::1", "private address embedded in a 6to4 address"),
+        ("2002:a9fe:a9fe::", "cloud metadata address embedded in a 6to4 address"),
+        ("2002:a9fe:101::", "link-local address embedded in a 6to4 address"),
+        # Teredo: server 127.0.0.1, and a client 10.0.0.1 stored obfuscated (bits inverted).
+        ("2001:0:7f00:1:0:0:f5ff:fffe", "loopback address embedded in a Teredo address"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private address embedded in a Teredo address"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback address embedded in a Teredo address"),
+        ("64:ff9b::7f00:1", "loopback address embedded in a NAT64 address"),
+        ("64:ff9b::a9fe:a9fe", "cloud metadata address embedded in a NAT64 address"),
+        ("64:ff9b:1::c0a8:101", "private address embedded in a NAT64 address"),
+        ("::ffff:10.1.2.3", "private address embedded in an IPv4-mapped IPv6 address"),
+        ("::127.0.0.1", "loopback address embedded in an IPv4-compatible IPv6 address"),
+        ("::8.8.8.8", "IPv4-compatible IPv6 address"),
+    ],
+)
+def test_embedded_ipv4_addresses_are_judged(address: str, reason: str) -> None:
+    assert blocked_reason(ipaddress.ip_address(address)) == reason
+
+
+def test_embedded_public_ipv4_in_6to4_passes() -> None:
+    assert blocked_reason(ipaddress.ip_address("2002:5db8:d822::1")) is None  # 93.184.216.34
+
+
+def test_allowed_range_opens_an_embedded_address_only_by_the_ipv4_it_names() -> None:
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    for address in ("2002:7f00:1::", "64:ff9b::7f00:1", "2001:0:4136:e378:8000:63bf:80ff:fffe"):
+        assert blocked_reason(ipaddress.ip_address(address), loopback) is None
+    private = "private address embedded in a 6to4 address"
+    assert blocked_reason(ipaddress.ip_address("2002:a00:1::1"), loopback) == private
+
+
+@pytest.mark.parametrize(
+    "host", ["[2002:7f00:1::]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]", "[64:ff9b::a9fe:a9fe]"]
+)
+def test_check_url_refuses_embedded_addresses(host: str) -> None:
+    with pytest.raises(TargetRefused, match="embedded in a"):
+        check_url(f"https://{host}:8443/hook")

@@ -5,8 +5,8 @@
 in one transaction and commits; only then may the caller acknowledge the broker messages
 (:func:`ingest_body` does one).  A body that cannot be parsed gets an :class:`Unparseable`
 outcome, which the consumer answers with a reject (no requeue) so RabbitMQ dead-letters it to
-``webhooks.ingest.dead``.  Ingesting the same envelope twice stores one message (the event id
-is unique).
+``webhooks.ingest.dead``.  Ingesting the same envelope twice stores one message (an event id
+is unique per application, and among broadcasts).
 """
 
 from __future__ import annotations
@@ -86,10 +86,10 @@ def ingest_batch(
             parsed.append((index, parse_envelope(body)))
         except Unparseable as exc:
             outcomes[index] = exc
-    # Insert in event id order, so that two consumers holding the same duplicates in
-    # different orders never wait on each other's unique-index entries (a deadlock).
-    # Two statements store and fan out the whole batch (accept_messages).
-    parsed.sort(key=lambda item: item[1].id)
+    # Insert in (event id, application) order, so that two consumers holding the same
+    # duplicates in different orders never wait on each other's unique-index entries (a
+    # deadlock).  Two statements store and fan out the whole batch (accept_messages).
+    parsed.sort(key=lambda item: (item[1].id, item[1].application or ""))
     types: dict[int, str] = {}
     if parsed:
         with transaction(sessions) as session:

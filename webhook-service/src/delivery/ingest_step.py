@@ -4,9 +4,9 @@ It runs in the worker's main process next to Celery's own task consumer.  Messag
 gathered for at most ``FLUSH_SECONDS`` (or until a prefetch window is full; one arriving after
 an idle spell goes at once), stored in one transaction, and acknowledged only after that
 transaction committed (late ack: a worker that dies first leaves them on the queue for
-redelivery, and the unique event id makes that harmless).  A message that cannot be parsed
-is rejected without requeue, so RabbitMQ dead-letters it to ``webhooks.ingest.dead``; a
-database failure requeues the batch after a pause.
+redelivery, and the event id, unique per application, makes that harmless).  A message that
+cannot be parsed is rejected without requeue, so RabbitMQ dead-letters it to
+``webhooks.ingest.dead``; a database failure requeues the batch after a pause.
 """
 
 from __future__ import annotations

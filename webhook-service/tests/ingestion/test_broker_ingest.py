@@ -83,6 +83,29 @@ def test_envelope_naming_an_application_reaches_only_its_endpoints(
         assert deliveries_of(db, message.id) == {mine}
 
 
+def test_one_event_id_in_two_applications_and_a_broadcast_is_three_messages(
+    db: sessionmaker[Session], publish_raw: Any, wait_for_messages: Any
+) -> None:
+    acme, globex = add_application(db, "acme"), add_application(db, "globex")
+    mine, theirs = add_endpoint(db, acme), add_endpoint(db, globex)
+    envelopes = [
+        Envelope(id="evt_same", type="order.paid", data={}, application="acme"),
+        Envelope(id="evt_same", type="order.paid", data={}, application=str(globex)),
+        Envelope(id="evt_same", type="order.paid", data={}),
+    ]
+    for envelope in envelopes * 2:  # each one twice: a repeat is a no-op in its own scope
+        publish_raw(envelope.to_json(), "order.paid")
+    marker = Envelope(type="order.paid", data={}, application="acme")
+    publish_raw(marker.to_json(), "order.paid")  # ingested after every repeat above
+
+    stored = wait_for_messages(4)
+    same = {m.application_id: m for m in stored if m.event_id == "evt_same"}
+    assert len([m for m in stored if m.event_id == "evt_same"]) == 3
+    assert deliveries_of(db, same[acme].id) == {mine}
+    assert deliveries_of(db, same[globex].id) == {theirs}
+    assert deliveries_of(db, same[None].id) == {mine, theirs}
+
+
 def test_unparseable_messages_are_dead_lettered_not_dropped(
     db: sessionmaker[Session], publish_raw: Any, dead_letters: Any, wait_for_messages: Any
 ) -> None:

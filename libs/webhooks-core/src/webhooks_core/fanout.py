@@ -1,9 +1,11 @@
 """Accepting a message: store it once, then create one delivery per matching endpoint.
 
 Every ingestion path (broker consumer, HTTP API, relay mode) ends here.  Both steps are single
-statements whose idempotency lives in the schema: the unique ``messages.event_id`` makes a
-second publish of the same event a no-op, and the unique ``(message_id, endpoint_id)`` pair
-keeps fan-out from ever creating a delivery twice.  The caller owns the transaction.
+statements whose idempotency lives in the schema: the unique ``(event_id, application_id)`` of
+``messages`` makes a second publish of the same event by the same application (or a second
+broadcast of it) a no-op, and the unique ``(message_id, endpoint_id)`` pair keeps fan-out from
+ever creating a delivery twice.  Event ids are scoped to their application: two applications
+may publish the same id and each gets its own message.  The caller owns the transaction.
 
 Matching rules (Svix semantics):
 
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, String, and_, cast, func, literal, or_, select
+from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, array, insert
 from sqlalchemy.orm import Session, aliased
 
@@ -36,14 +38,18 @@ from webhooks_core.observability import (
 )
 
 SOURCES = frozenset({"broker", "http", "relay", "platform"})  # platform: operational events
+# Event ids are unique per application; broadcasts (no application) among themselves.
+_EVENT_KEY = "uq_messages_event_id_application_id"
+_EventKey = tuple[str, uuid.UUID | None]  # (event id, application id or None)
 
 
 @dataclass(frozen=True)
 class AcceptResult:
     """What accepting an envelope did.
 
-    ``created`` is False when the event id was already stored; then ``message_id`` is the
-    existing message and ``deliveries`` is 0 (nothing was fanned out again).
+    ``created`` is False when the event id was already stored for the same application (or as
+    a broadcast); then ``message_id`` is that message and ``deliveries`` is 0 (nothing was
+    fanned out again).
     """
 
     message_id: int
@@ -77,12 +83,15 @@ def accept_message(
             occurred_at=envelope.timestamp,
             source=source,
         )
-        .on_conflict_do_nothing(index_elements=[Message.event_id])
+        .on_conflict_do_nothing(constraint=_EVENT_KEY)
         .returning(Message.id)
     ).scalar_one_or_none()
     if stored is None:
         existing = session.execute(
-            select(Message.id).where(Message.event_id == envelope.id)
+            select(Message.id).where(
+                Message.event_id == envelope.id,
+                Message.application_id.is_not_distinct_from(application_id),
+            )
         ).scalar_one()
         return AcceptResult(existing, envelope.id, created=False, deliveries=0)
 
@@ -164,10 +173,11 @@ def accept_messages(
     """:func:`accept_message` for many envelopes at once, in two statements; the caller commits.
 
     ``incoming`` pairs each envelope with its application id (None broadcasts).  One
-    multi-row ``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING`` stores the new
-    messages, then one ``INSERT INTO deliveries ... SELECT`` joins them to every matching
-    endpoint under the same rules.  Results come back in the order of ``incoming``; an event id
-    already stored, or repeated within the batch, is a duplicate (``created=False``).
+    multi-row ``INSERT ... ON CONFLICT (event_id, application_id) DO NOTHING RETURNING``
+    stores the new messages, then one ``INSERT INTO deliveries ... SELECT`` joins them to every
+    matching endpoint under the same rules.  Results come back in the order of ``incoming``; an
+    (event id, application) already stored, or repeated within the batch, is a duplicate
+    (``created=False``).
     """
     if source not in SOURCES - {"relay"}:
         raise ValueError(f"batch accept does not take source {source!r}")
@@ -185,22 +195,17 @@ def accept_messages(
         }
         for envelope, application_id in incoming
     ]
-    created: dict[str, int] = dict(
-        session.execute(
+    created: dict[_EventKey, int] = {
+        (row.event_id, row.application_id): row.id
+        for row in session.execute(
             insert(Message)
             .values(rows)
-            .on_conflict_do_nothing(index_elements=[Message.event_id])
-            .returning(Message.event_id, Message.id)
-        ).all()
-    )
-    known = {envelope.id for envelope, _ in incoming} - created.keys()
-    existing: dict[str, int] = {}
-    if known:
-        existing = dict(
-            session.execute(
-                select(Message.event_id, Message.id).where(Message.event_id.in_(known))
-            ).all()
+            .on_conflict_do_nothing(constraint=_EVENT_KEY)
+            .returning(Message.event_id, Message.application_id, Message.id)
         )
+    }
+    keys = [(envelope.id, application_id) for envelope, application_id in incoming]
+    existing = _stored_messages(session, set(keys) - created.keys())
     per_message: Counter[int] = Counter()
     if created:
         per_message = Counter(
@@ -212,16 +217,33 @@ def accept_messages(
             ).scalars()
         )
     results: list[AcceptResult] = []
-    reported: set[str] = set()
-    for envelope, _ in incoming:
-        if envelope.id in created and envelope.id not in reported:
-            reported.add(envelope.id)
-            message_id = created[envelope.id]
-            results.append(AcceptResult(message_id, envelope.id, True, per_message[message_id]))
+    reported: set[_EventKey] = set()
+    for key in keys:
+        if key in created and key not in reported:
+            reported.add(key)
+            message_id = created[key]
+            results.append(AcceptResult(message_id, key[0], True, per_message[message_id]))
         else:
-            message_id = created.get(envelope.id) or existing[envelope.id]
-            results.append(AcceptResult(message_id, envelope.id, created=False, deliveries=0))
+            message_id = created.get(key) or existing[key]
+            results.append(AcceptResult(message_id, key[0], created=False, deliveries=0))
     return results
+
+
+def _stored_messages(session: Session, keys: set[_EventKey]) -> dict[_EventKey, int]:
+    """The ids of the messages stored under ``keys`` (event id, application or None)."""
+    if not keys:
+        return {}
+    broadcasts = [event_id for event_id, application_id in keys if application_id is None]
+    scoped = [key for key in keys if key[1] is not None]
+    conditions = []
+    if broadcasts:
+        conditions.append(and_(Message.application_id.is_(None), Message.event_id.in_(broadcasts)))
+    if scoped:
+        conditions.append(tuple_(Message.event_id, Message.application_id).in_(scoped))
+    rows = session.execute(
+        select(Message.event_id, Message.application_id, Message.id).where(or_(*conditions))
+    )
+    return {(row.event_id, row.application_id): row.id for row in rows}
 
 
 _DELIVERY_COLUMNS = [

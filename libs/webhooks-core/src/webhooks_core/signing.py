@@ -2,7 +2,9 @@
 
 A secret is ``whsec_`` followed by base64 of 24 random bytes.  The signed content is
 ``{webhook-id}.{webhook-timestamp}.{body}``; the header carries one ``v1,<base64 HMAC-SHA256>``
-per active secret, separated by spaces, so receivers keep verifying during a rotation.
+per active secret, separated by spaces, so receivers keep verifying during a rotation.  A
+rotation leaves at most two active secrets (the current one and the previous one, for its grace
+period); a key is never signed with twice.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_header(keys: Iterable[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value: one signature per key, space separated."""
-    return " ".join(sign(key, msg_id, timestamp, body) for key in keys)
+    """The ``webhook-signature`` header value: one signature per distinct key, space separated."""
+    distinct = dict.fromkeys(keys)  # in order, without repeats
+    return " ".join(sign(key, msg_id, timestamp, body) for key in distinct)
 
 
 def verify(secret: str, msg_id: str, timestamp: int, body: bytes, header: str) -> bool:

@@ -42,7 +42,7 @@ def _secret_body(view: SecretView) -> dict[str, object]:
     }
 
 
-@bp.post("", responses={201: EndpointOut, 200: EndpointOut})
+@bp.post("", responses={201: EndpointOut, 200: EndpointOut, 409: Problem})
 def upsert_endpoint(path: ApplicationPath, body: EndpointIn) -> tuple[Response, int]:
     """Create an endpoint; posting the same URL and event types again updates it (200)."""
     app_id = authorize_application(path.app_id)
@@ -125,9 +125,13 @@ def get_secret(path: EndpointPath) -> tuple[Response, int]:
     return one(SecretOut, _secret_body(view))
 
 
-@bp.post("/<endpoint_id>/secret/rotate", responses={200: SecretOut})
+@bp.post("/<endpoint_id>/secret/rotate", responses={200: SecretOut, 409: Problem})
 def rotate_secret(path: EndpointPath, body: RotateIn) -> tuple[Response, int]:
-    """Sign with a new secret; the old one keeps signing for the grace period."""
+    """Sign with a new secret; the old one keeps signing for the grace period.
+
+    At most the current and the previous secret sign.  ``key`` equal to the current secret
+    changes nothing; equal to the previous one, still signing, is a conflict (409).
+    """
     app_id = authorize_application(path.app_id)
     view = endpoints.rotate_secret(
         runtime().sessions, runtime().settings, app_id, path.endpoint_id, body.key

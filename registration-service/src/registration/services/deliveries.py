@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import NotFound
@@ -102,12 +102,39 @@ def list_messages(
         return paginate(session, query, Message.created_at, Message.id, limit=limit, cursor=cursor)
 
 
+def find_message(
+    session: Session, *, application_id: uuid.UUID | None, event_id: str
+) -> Message | None:
+    """The message ``application_id`` knows as ``event_id``, or None.
+
+    Event ids are unique per application: this is the application's own message, else a
+    broadcast with that id that reached its endpoints.  Another application's message with the
+    same id is never found, so the answer does not tell whether one exists.  Without an
+    application (the admin across applications) it is the oldest message with that id.
+    """
+    query = select(Message).where(Message.event_id == event_id)
+    if application_id is not None:
+        reached = (
+            select(Delivery.id)
+            .where(Delivery.message_id == Message.id, Delivery.application_id == application_id)
+            .exists()
+        )
+        query = query.where(
+            or_(
+                Message.application_id == application_id,
+                and_(Message.application_id.is_(None), reached),
+            )
+        ).order_by(Message.application_id.is_(None))
+    return session.scalars(query.order_by(Message.id).limit(1)).first()
+
+
 def get_message(
     sessions: sessionmaker[Session], *, application_id: uuid.UUID | None, event_id: str
 ) -> tuple[Message, list[DeliveryView]]:
-    """One message by event id, with its deliveries (to the caller's endpoints)."""
+    """One message by event id (see :func:`find_message`), with its deliveries (to the
+    caller's endpoints)."""
     with sessions() as session:
-        message = session.scalar(select(Message).where(Message.event_id == event_id))
+        message = find_message(session, application_id=application_id, event_id=event_id)
         if message is None:
             raise NotFound(f"message {event_id} not found")
         deliveries = list(
@@ -117,9 +144,6 @@ def get_message(
                 .order_by(Delivery.id)
             )
         )
-        foreign = application_id is not None and message.application_id != application_id
-        if foreign and not deliveries:
-            raise NotFound(f"message {event_id} not found")
         now = utcnow()
         return message, [
             DeliveryView(d, event_id, (now - d.created_at).total_seconds()) for d in deliveries
@@ -150,9 +174,9 @@ def list_deliveries(
     if event_type is not None:
         query = query.where(Delivery.event_type == event_type)
     if event_id is not None:
+        # Several applications may use one event id; the delivery scope keeps the caller's.
         query = query.where(
-            Delivery.message_id
-            == select(Message.id).where(Message.event_id == event_id).scalar_subquery()
+            Delivery.message_id.in_(select(Message.id).where(Message.event_id == event_id))
         )
     query = window.apply(query, Delivery.created_at)
     with sessions() as session:

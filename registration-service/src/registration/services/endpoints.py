@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from webhooks_core.models import (
     cancel_open_deliveries,
 )
 from webhooks_core.settings import Settings
-from webhooks_core.signing import is_valid_secret, new_secret
+from webhooks_core.signing import is_valid_secret, new_secret, secret_key
 from webhooks_core.targets import TargetRefused, check_url
 
 _UPSERT_KEY_WHERE = text("kind = 'subscription' AND deleted_at IS NULL")
@@ -132,7 +133,7 @@ def upsert_endpoint(
         if created:
             session.add(EndpointSecret(endpoint_id=endpoint_id, secret=secret or new_secret()))
         elif secret is not None:
-            _rotate(session, settings, endpoint_id, secret)
+            _rotate(session, settings, endpoint_id, secret, "secret")
         session.flush()
         return _load(session, app_id, endpoint_id), bool(created)
 
@@ -272,9 +273,37 @@ def get_secret(
         return _view(_active_secrets(session, endpoint.id))
 
 
-def _rotate(session: Session, settings: Settings, endpoint_id: uuid.UUID, key: str | None) -> None:
+def _rotate(
+    session: Session, settings: Settings, endpoint_id: uuid.UUID, key: str | None, field: str
+) -> None:
+    """Make ``key`` (or a fresh secret) current; keep at most one previous secret signing.
+
+    The secret that was current signs on until the grace period ends; a secret rotated out
+    earlier and still in its grace period stops signing at once, so a delivery carries at most
+    two signatures however often the secret is rotated.  ``key`` equal to the current secret
+    is a no-op (a repeated request); equal to the previous one is refused (409), since making
+    it current again would sign twice with it.  The caller holds the endpoint's row lock.
+    """
+    active = _active_secrets(session, endpoint_id)
+    if key is not None:
+        wanted = secret_key(key)
+        for known in active:
+            if not hmac.compare_digest(secret_key(known.secret), wanted):
+                continue
+            if known.expires_at is None:
+                return
+            raise Conflict(
+                "is the previous secret, still signing during the grace period; "
+                "choose a new secret",
+                field=field,
+            )
     # Database time on both sides, so a zero grace period ends the old secret at once.
     grace_end = func.now() + timedelta(seconds=settings.secret_rotation_grace_seconds)
+    session.execute(
+        update(EndpointSecret)
+        .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at > func.now())
+        .values(expires_at=func.now())
+    )
     session.execute(
         update(EndpointSecret)
         .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at.is_(None))
@@ -290,11 +319,14 @@ def rotate_secret(
     endpoint_id: uuid.UUID,
     key: str | None,
 ) -> SecretView:
-    """Start signing with a new secret; the old one keeps signing for the grace period."""
+    """Start signing with a new secret; the old one keeps signing for the grace period.
+
+    See :func:`_rotate` for what happens to earlier secrets and to a ``key`` already known.
+    """
     if key is not None and not is_valid_secret(key):
         raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="key")
     with transaction(sessions) as session:
         endpoint = _load(session, app_id, endpoint_id, lock=True)
-        _rotate(session, settings, endpoint.id, key)
+        _rotate(session, settings, endpoint.id, key, "key")
         session.flush()
         return _view(_active_secrets(session, endpoint.id))

@@ -35,7 +35,7 @@ import jsonschema
 from sqlalchemy import TEXT, Row, cast, delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from registration.services.errors import Conflict, DomainError, InvalidField, NotFound
+from registration.services.errors import DomainError, InvalidField, NotFound
 from webhooks_core.db import run_transaction, transaction
 from webhooks_core.envelope import Envelope, utcnow
 from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
@@ -223,11 +223,14 @@ def _remember_key(session: Session, app_id: uuid.UUID, key: str, digest: str, ms
 
 
 def _known_event(session: Session, app_id: uuid.UUID, result: AcceptResult) -> Message:
-    """The stored message of a repeated event id, which must be this application's."""
+    """The stored message of an event id this application published before.
+
+    Event ids are unique per application, so another application's use of the same id is
+    never found here (nor revealed: it is a different message).
+    """
     message = session.get(Message, result.message_id)
     assert message is not None
-    if message.application_id != app_id:
-        raise Conflict(f"event id {result.event_id!r} is already taken", field="event_id")
+    assert message.application_id == app_id
     return message
 
 
@@ -362,7 +365,7 @@ class Publication:
     envelope: Envelope
     idempotency_key: str | None
     digest: str
-    client_event_id: bool  # the client chose the event id (it may be taken already)
+    client_event_id: bool  # the client chose the event id (it may have used it already)
 
 
 def prepare_publication(

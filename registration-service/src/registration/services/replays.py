@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.services.deliveries import find_message
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
@@ -26,7 +27,6 @@ from webhooks_core.models import (
     Delivery,
     DeliveryState,
     Endpoint,
-    Message,
     Replay,
 )
 from webhooks_core.observability import REPLAYS
@@ -146,7 +146,8 @@ def resend_message(
 ) -> Replay:
     """Send every delivery of a message again (those of active endpoints, not already due)."""
     with transaction(sessions) as session:
-        message_id = session.scalar(select(Message.id).where(Message.event_id == event_id))
+        message = find_message(session, application_id=application_id, event_id=event_id)
+        message_id = message.id if message is not None else None
         visible = message_id is not None and session.scalar(
             select(func.count()).where(Delivery.message_id == message_id, *_scope(application_id))
         )

@@ -6,27 +6,35 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webhooks_core.models.base import Base, created_at
 
 
 class Message(Base):
-    """One accepted event, stored once per ``event_id`` (the ``webhook-id``).
+    """One accepted event, stored once per ``event_id`` (the ``webhook-id``) and application.
 
     ``application_id`` is null for a broadcast: it fans out to every application's endpoints.
+    Event ids are unique per application (two applications may use the same one, and neither
+    can tell whether the other has); broadcasts' ids are unique among broadcasts.
     """
 
     __tablename__ = "messages"
     __table_args__ = (
+        UniqueConstraint(
+            "event_id",
+            "application_id",
+            name="uq_messages_event_id_application_id",
+            postgresql_nulls_not_distinct=True,
+        ),
         Index("ix_messages_application_created", "application_id", "created_at"),
         Index("ix_messages_event_type_created", "event_type", "created_at"),
         Index("ix_messages_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    event_id: Mapped[str] = mapped_column(String(128))
     application_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("applications.id", ondelete="CASCADE")
     )
