@@ -1,7 +1,7 @@
 """poison deliveries and fair share: lease expiries counted, leases by application
 
 Revision ID: 0005_lease_expiries
-Revises: 0003
+Revises: 0004_event_ids_per_application
 Create Date: 2026-12-01 10:30:00
 
 * ``deliveries.lease_expiries``: how many times in a row the delivery's lease ran out with
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0005_lease_expiries'
-down_revision = '0003'
+down_revision = '0004_event_ids_per_application'
 branch_labels = None
 depends_on = None
 
