@@ -87,6 +87,15 @@ CASES: list[tuple[list[dict[str, str]], list[tuple[str, str, list[dict[str, Any]
         ],
     ),
     (
+        [{"series": 'webhooks_poison_deliveries_total{job="scheduler"}', "values": "0x5 1x80"}],
+        [
+            ("4m", "WebhooksPoisonDeliveries", []),
+            ("7m", "WebhooksPoisonDeliveries", [alert("WebhooksPoisonDeliveries", "warning")]),
+            ("50m", "WebhooksPoisonDeliveries", [alert("WebhooksPoisonDeliveries", "warning")]),
+            ("75m", "WebhooksPoisonDeliveries", []),  # none for an hour: resolved
+        ],
+    ),
+    (
         [
             {"series": "webhooks_outbox_backlog", "values": "10x3 5000x10"},
             {"series": "webhooks_outbox_oldest_age_seconds", "values": "1x13"},

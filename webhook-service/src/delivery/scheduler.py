@@ -4,8 +4,10 @@ It LISTENs on ``webhooks_deliveries``; a trigger on ``deliveries`` notifies when
 makes deliveries due or ends a lease (an endpoint's slot frees), so new messages are claimed
 within milliseconds.  Without notifications it still claims every
 ``WEBHOOKS_SCHEDULER_POLL_SECONDS`` (retries becoming due by time, lost notifications), and
-expires leases on the same beat.  Any number of schedulers may run; see
-:mod:`delivery.scheduling`.
+expires leases on the same beat: a poison delivery (its lease ran out
+``WEBHOOKS_MAX_LEASE_EXPIRIES`` times in a row) is dead-lettered here, published to
+``webhooks.dead-letters`` and counted in ``webhooks_poison_deliveries_total``.  Any number
+of schedulers may run; see :mod:`delivery.scheduling`.
 """
 
 from __future__ import annotations
@@ -22,24 +24,30 @@ from typing import Any
 import psycopg2  # type: ignore[import-untyped]
 import psycopg2.extensions  # type: ignore[import-untyped]
 from celery import Celery
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
 from delivery.clock import Clock, make_clock
+from delivery.engine import DeadLetterPublisher
+from delivery.runtime import BrokerDeadLetterPublisher
 from delivery.scheduling import (
     DELIVER_TASK,
     NOTIFY_CHANNEL,
     Claim,
     ClaimPublisher,
+    PublishFailed,
     RateLimiter,
     claim_cycle,
     expire_leases,
+    release_claims,
 )
 from webhooks_core.db import make_engine, make_session_factory, run_transaction
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
+from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
 from webhooks_core.settings import Settings
 
 logger = logging.getLogger("delivery.scheduler")
@@ -48,6 +56,8 @@ DEFAULT_METRICS_PORT = 9102
 # While endpoints at their limit hold a backlog back, new due deliveries wait at most this
 # long for a claim cycle (each cycle scans past the backlog).
 SATURATED_RESCAN_SECONDS = 0.05
+# After a publish failed (the broker is down), claim again no sooner than this.
+PUBLISH_RETRY_SECONDS = 1.0
 
 
 class CeleryClaimPublisher:
@@ -57,15 +67,23 @@ class CeleryClaimPublisher:
         self.app = app
 
     def publish(self, claims: list[Claim]) -> None:
-        """Publish on one pooled connection; each publish waits for the broker's confirm."""
-        with self.app.producer_or_acquire() as producer:
-            for claim in claims:
-                self.app.send_task(
-                    DELIVER_TASK,
-                    args=[str(claim.lease_token), claim.delivery_ids],
-                    queue=DELIVER_QUEUE_NAME,
-                    producer=producer,
-                )
+        """Publish on one pooled connection; each publish waits for the broker's confirm.
+
+        Raises :class:`PublishFailed` with the claims from the first unconfirmed one on.
+        """
+        done = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for claim in claims:
+                    self.app.send_task(
+                        DELIVER_TASK,
+                        args=[str(claim.lease_token), claim.delivery_ids],
+                        queue=DELIVER_QUEUE_NAME,
+                        producer=producer,
+                    )
+                    done += 1
+        except Exception as exc:
+            raise PublishFailed(claims[done:]) from exc
 
 
 def listen_dsn(database_url: str) -> str:
@@ -83,14 +101,17 @@ class Scheduler:
         sessions: sessionmaker[Session],
         publisher: ClaimPublisher,
         clock: Clock,
+        dead_letters: DeadLetterPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.publisher = publisher
         self.clock = clock
+        self.dead_letters = dead_letters
         self._listener: psycopg2.extensions.connection | None = None
         self._last_expiry = 0.0
         self._wake_in: float | None = None
+        self._publish_failed = False
         self.limiter = RateLimiter()
 
     def tick(self) -> int:
@@ -104,12 +125,33 @@ class Scheduler:
         # and its UPDATE notifies, which wakes the next cycle.
         if time.monotonic() - self._last_expiry >= self.settings.scheduler_poll_seconds:
             self._last_expiry = time.monotonic()
-            expired = run_transaction(
-                self.sessions, lambda session: expire_leases(session, self.clock.now())
-            )
-            if expired:
-                logger.warning("leases expired, deliveries due again: %d", len(expired))
+            self._expire()
         return claimed, saturated
+
+    def _expire(self) -> None:
+        expiry = run_transaction(
+            self.sessions,
+            lambda session: expire_leases(session, self.settings, self.clock.now()),
+        )
+        if expiry.released:
+            logger.warning("leases expired, deliveries due again: %d", len(expiry.released))
+        if not expiry.dead_letters:
+            return
+        POISON_DELIVERIES.inc(len(expiry.dead_letters))
+        DEAD_LETTERED.inc(len(expiry.dead_letters))
+        for record in expiry.dead_letters:
+            logger.error(
+                "poison delivery dead-lettered delivery_id=%s endpoint_id=%s reason=%s",
+                record["delivery_id"],
+                record["endpoint_id"],
+                record["reason"],
+            )
+        if self.dead_letters is not None:
+            try:
+                self.dead_letters.publish(expiry.dead_letters)
+            except Exception:
+                # Stored and listed by the API; only the queue copy is missing.
+                logger.exception("publishing %d dead letters failed", len(expiry.dead_letters))
 
     def _claim_and_publish(self) -> tuple[int, bool]:
         # Run again at once when the pooled connection was dead (a database restart): the
@@ -124,11 +166,21 @@ class Scheduler:
             # After the commit, so a worker never sees a lease that is not there yet.
             try:
                 self.publisher.publish(claims)
-            except Exception:
+            except Exception as exc:
+                unpublished = exc.unpublished if isinstance(exc, PublishFailed) else claims
                 logger.exception(
-                    "publishing %d batches failed; they return when their leases expire",
+                    "publishing %d of %d batches failed; they are due again",
+                    len(unpublished),
                     len(claims),
                 )
+                self._publish_failed = True
+                try:
+                    run_transaction(
+                        self.sessions,
+                        lambda session: release_claims(session, unpublished, self.clock.now()),
+                    )
+                except Exception:
+                    logger.exception("releasing them failed; they return when their leases expire")
         return sum(len(claim.delivery_ids) for claim in claims), result.saturated
 
     def _connect_listener(self) -> psycopg2.extensions.connection:
@@ -200,6 +252,10 @@ class Scheduler:
                     logger.exception("claim cycle failed; retrying")
                     stop.wait(1.0)
                     continue
+                if self._publish_failed:
+                    self._publish_failed = False
+                    stop.wait(PUBLISH_RETRY_SECONDS)
+                    continue
                 if claimed >= self.settings.scheduler_claim_limit:
                     continue  # more is due right now
                 self._sleep(stop, saturated)
@@ -214,15 +270,20 @@ def main() -> None:
     engine = make_engine(settings)  # the database gauges' (pre-pinged: scrapes are rare)
     claims_engine = make_engine(settings, pre_ping=False)
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
-    # The scheduler is the one process that also exports the database gauges.
+    # The scheduler is the one process that also exports the database gauges.  Their
+    # ``webhooks_endpoints_disabled`` gauge is the family name of the workers' counter of
+    # disablings, which one exposition cannot hold twice; the scheduler never disables one.
+    REGISTRY.unregister(ENDPOINTS_DISABLED)
     serve_process_metrics(
         port, host=settings.metrics_host, database_gauges_engine=engine, settings=settings
     )
+    celery_app = create_celery(settings)
     scheduler = Scheduler(
         settings,
         make_session_factory(claims_engine),
-        CeleryClaimPublisher(create_celery(settings)),
+        CeleryClaimPublisher(celery_app),
         make_clock(settings),
+        BrokerDeadLetterPublisher(celery_app),
     )
     stop = threading.Event()
 

@@ -5,13 +5,16 @@ never a Celery ETA.  A claim cycle, in one transaction:
 
 1. takes the claim lock (an advisory lock, so several schedulers take turns instead of
    racing on the per-endpoint limits; each can take over when another dies);
-2. counts in-flight batches per endpoint (``delivery_leases``, one row per batch) and
-   reads which breakers are open; those endpoints are left out of the scan, so a slow or
-   failing endpoint's backlog never fills the batch that healthy endpoints need;
+2. counts in-flight batches per endpoint and per application (``delivery_leases``, one
+   row per batch and endpoint) and reads which breakers are open; those endpoints, and the
+   applications at ``application_max_in_flight``, are left out of the scan, so a slow or
+   failing endpoint's (or tenant's) backlog never fills the batch that healthy ones need;
 3. reads up to ``scheduler_claim_limit`` due rows of the other endpoints, oldest first;
 4. cuts each endpoint's rows into batches of at most ``delivery_batch_size``, no more
    batches than the endpoint's free in-flight slots (one while the endpoint is failing; a
-   half-open breaker gets one probe of one delivery), and leases them in one UPDATE over
+   half-open breaker gets one probe of one delivery) nor than its application's free
+   slots (fair share: one tenant's slow endpoints cannot hold every worker), a delivery
+   whose lease ran out before in a batch of its own, and leases them in one UPDATE over
    exactly those rows ``FOR UPDATE SKIP LOCKED`` (a row another transaction is changing
    right now is left for the next cycle):
    state ``sending``, a fresh ``lease_token`` per batch, ``lease_expires_at``, and one
@@ -19,7 +22,9 @@ never a Celery ETA.  A claim cycle, in one transaction:
 
 After the commit each batch is published as one ``delivery.deliver`` task (publisher
 confirms).  A batch whose publish fails, or whose worker dies, comes back when its lease
-expires (:func:`expire_leases`).
+expires (:func:`expire_leases`); a delivery whose lease runs out
+``max_lease_expiries`` times in a row with nothing recorded is a poison delivery, and is
+dead-lettered instead.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
+from delivery.engine import _DEAD_LETTER, _dead_letter_body
+from webhooks_core.models import DeliveryState
 from webhooks_core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +70,17 @@ class ClaimResult:
 
 
 @dataclass(frozen=True)
+class Expiry:
+    """What one lease-expiry pass did: deliveries due again, and poison ones dead-lettered.
+
+    ``dead_letters`` are the bodies to publish to ``webhooks.dead-letters`` after the commit.
+    """
+
+    released: list[int]
+    dead_letters: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Claim:
     """One leased batch, sent by one task: each endpoint's deliveries one after another.
 
@@ -79,12 +97,21 @@ class ClaimPublisher(Protocol):
     """Hands leased batches to workers."""
 
     def publish(self, claims: list[Claim]) -> None:
-        """Publish every claim; raise if the broker did not confirm one."""
+        """Publish every claim; raise if the broker did not confirm one (:class:`PublishFailed`
+        when it can tell which were not published)."""
         ...
 
 
+class PublishFailed(Exception):
+    """The broker did not confirm ``unpublished`` (the claims before them went out)."""
+
+    def __init__(self, unpublished: list[Claim]) -> None:
+        super().__init__(f"{len(unpublished)} batches not published")
+        self.unpublished = unpublished
+
+
 # One round trip: take the claim lock (the CTE runs first and once), then read the batches
-# in flight per endpoint and the endpoints whose breaker is open (batches = -1).
+# in flight per endpoint, per application, and the endpoints whose breaker is open.
 # The claim commits without waiting for its WAL flush (synchronous_commit off, this
 # transaction only): a claim lost in a crash leaves its rows due and its task finds no lease
 # to send, and a worker's record of the batch, which does wait, flushes the claim first.
@@ -92,13 +119,17 @@ _IN_FLIGHT = text(
     """
     WITH claim_lock AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true))
-    SELECT l.endpoint_id, count(*) AS batches,
+    SELECT 'endpoint' AS kind, l.endpoint_id AS id, count(*) AS batches,
            CASE WHEN e.consecutive_failures > 0 THEN 1
                 ELSE coalesce(e.max_in_flight, :default_limit) END AS max_in_flight
     FROM claim_lock, delivery_leases l JOIN endpoints e ON e.id = l.endpoint_id
     GROUP BY l.endpoint_id, e.max_in_flight, e.consecutive_failures
     UNION ALL
-    SELECT e.id, -1, 0 FROM claim_lock, endpoints e WHERE e.circuit_open_until > :now
+    SELECT 'application', l.application_id, count(DISTINCT l.token), :application_limit
+    FROM claim_lock, delivery_leases l
+    GROUP BY l.application_id
+    UNION ALL
+    SELECT 'open', e.id, 0, 0 FROM claim_lock, endpoints e WHERE e.circuit_open_until > :now
     """
 )
 _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
@@ -109,18 +140,24 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 _CANDIDATES = text(
     """
     WITH due AS MATERIALIZED (
-        SELECT d.id, d.endpoint_id, d.next_attempt_at FROM deliveries d
+        SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at
+        FROM deliveries d
         WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now
           AND NOT (d.endpoint_id = ANY(:excluded))
+          AND NOT (d.application_id = ANY(:excluded_applications))
         ORDER BY d.next_attempt_at
         LIMIT :limit
     )
-    SELECT due.id, due.endpoint_id, coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
+    SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
+           coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
            e.consecutive_failures, e.circuit_open_until, e.rate_limit
     FROM due JOIN endpoints e ON e.id = due.endpoint_id
     ORDER BY due.next_attempt_at
     """
-).bindparams(bindparam("excluded", type_=ARRAY(UUID(as_uuid=True))))
+).bindparams(
+    bindparam("excluded", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("excluded_applications", type_=ARRAY(UUID(as_uuid=True))),
+)
 # One round trip: lease the chosen rows (skipping any another transaction holds) and write
 # one delivery_leases row per batch that got at least one of them.
 _LEASE = text(
@@ -135,22 +172,49 @@ _LEASE = text(
             WHERE id = ANY(CAST(:ids AS bigint[])) AND state IN ('pending', 'retrying')
               AND next_attempt_at <= :now
             FOR UPDATE SKIP LOCKED)
-        RETURNING d.id, d.lease_token, d.endpoint_id
+        RETURNING d.id, d.lease_token, d.endpoint_id, d.application_id
     ), batches AS (
-        INSERT INTO delivery_leases (token, endpoint_id, expires_at)
-        SELECT DISTINCT lease_token, endpoint_id, CAST(:until AS timestamptz) FROM leased
+        INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)
+        SELECT DISTINCT lease_token, endpoint_id, application_id, CAST(:until AS timestamptz)
+        FROM leased
     )
     SELECT id FROM leased
     """
 )
+# Batches whose task never reached the broker go back at once, and uncounted: their lease
+# did not run out in a worker.  By id (no index on lease_token), then the token re-checked.
+_RELEASE = text(
+    """
+    WITH released AS (
+        UPDATE deliveries
+        SET state = CASE WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
+            next_attempt_at = :now, lease_token = NULL, lease_expires_at = NULL,
+            updated_at = now()
+        WHERE id = ANY(CAST(:ids AS bigint[])) AND lease_token = ANY(CAST(:tokens AS uuid[]))
+          AND state = 'sending'
+        RETURNING id
+    ), freed AS (
+        DELETE FROM delivery_leases WHERE token = ANY(CAST(:tokens AS uuid[]))
+    )
+    SELECT id FROM released
+    """
+)
+# Each expiry is counted; the one that reaches the limit ends the delivery instead (the
+# SET expressions read the row's old values).  A recorded attempt resets the count (a
+# trigger, see migration 0005).
 _EXPIRE = text(
     """
     UPDATE deliveries
-    SET state = CASE WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
-        next_attempt_at = :now, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = now()
+    SET lease_expiries = lease_expiries + 1,
+        state = CASE WHEN lease_expiries + 1 >= :max_expiries THEN 'dead'
+                     WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
+        next_attempt_at = CASE WHEN lease_expiries + 1 >= :max_expiries THEN NULL
+                               ELSE CAST(:now AS timestamptz) END,
+        last_error = CASE WHEN lease_expiries + 1 >= :max_expiries THEN :reason
+                          ELSE last_error END,
+        lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE state = 'sending' AND lease_expires_at < :now
-    RETURNING id
+    RETURNING id, state
     """
 )
 
@@ -193,35 +257,57 @@ def claim_cycle(
     # Breaker-open endpoints are excluded too, but do not count as saturated: no freed slot
     # would announce them, and healthy endpoints' new deliveries must not wait for one.
     open_breakers: set[uuid.UUID] = set()
-    for endpoint_id, batches, limit in session.execute(
-        _IN_FLIGHT, {"key": CLAIM_LOCK_KEY, "default_limit": default_limit, "now": now}
+    # Free batch slots of each application with batches in flight (fair share); the others
+    # have all of theirs.
+    app_free: dict[uuid.UUID, int] = defaultdict(lambda: settings.application_max_in_flight)
+    for kind, key, batches, limit in session.execute(
+        _IN_FLIGHT,
+        {
+            "key": CLAIM_LOCK_KEY,
+            "default_limit": default_limit,
+            "application_limit": settings.application_max_in_flight,
+            "now": now,
+        },
     ):
-        if batches < 0:
-            open_breakers.add(endpoint_id)
-            continue
-        in_flight[endpoint_id] = batches
-        if batches >= limit:
-            excluded.add(endpoint_id)
+        if kind == "open":
+            open_breakers.add(key)
+        elif kind == "application":
+            app_free[key] = max(limit - batches, 0)
+        else:
+            in_flight[key] = batches
+            if batches >= limit:
+                excluded.add(key)
     excluded |= open_breakers
+    # An application at its limit is left out of the scan: its backlog must not fill the
+    # candidates that other applications' deliveries need.
+    full_apps = {app for app, free in app_free.items() if free <= 0}
 
     rows = session.execute(
         _CANDIDATES,
         {
             "now": now,
             "excluded": list(excluded),
+            "excluded_applications": list(full_apps),
             "limit": settings.scheduler_claim_limit,
             "default_limit": default_limit,
         },
     ).all()
     by_endpoint: dict[uuid.UUID, list[int]] = defaultdict(list)
+    application_of: dict[uuid.UUID, uuid.UUID] = {}
+    suspects: set[int] = set()
     free_slots: dict[uuid.UUID, int] = {}
     probe: set[uuid.UUID] = set()
     rates: dict[uuid.UUID, int] = {}
     healthy: dict[uuid.UUID, bool] = {}
-    for delivery_id, endpoint_id, limit, failures, open_until, rate in rows:
+    for row in rows:
+        delivery_id, endpoint_id, application_id, expiries, limit = row[:5]
+        failures, open_until, rate = row[5:]
         by_endpoint[endpoint_id].append(delivery_id)
+        if expiries:
+            suspects.add(delivery_id)
         if endpoint_id in free_slots:
             continue
+        application_of[endpoint_id] = application_id
         healthy[endpoint_id] = failures == 0
         if rate:
             rates[endpoint_id] = rate
@@ -237,12 +323,14 @@ def claim_cycle(
             free_slots[endpoint_id] = max(limit - in_flight.get(endpoint_id, 0), 0)
 
     claims: list[Claim] = []
-    mixable: list[list[int]] = []
-    saturated = bool(excluded - open_breakers)
+    # The open shared batch of each application (see below), which holds one of its slots.
+    mixing: dict[uuid.UUID, list[int]] = {}
+    saturated = bool(excluded - open_breakers) or bool(full_apps)
     wake_in: float | None = None
     for endpoint_id, ids in by_endpoint.items():
+        app = application_of[endpoint_id]
         slots = free_slots[endpoint_id]
-        if slots <= 0:
+        if slots <= 0 or app_free[app] <= 0:
             saturated = True
             continue
         if endpoint_id in probe:
@@ -257,28 +345,49 @@ def claim_cycle(
             if not ids:
                 continue
             limiter.spend(endpoint_id, len(ids))
+        if suspects.intersection(ids):
+            # A delivery whose lease ran out before goes in a batch of its own: if it is what
+            # kills or wedges the worker that takes it, its batch mates are not taken down
+            # with it again, and its own expiries lead it to the dead letters.
+            for delivery_id in [i for i in ids if i in suspects]:
+                if slots <= 0 or app_free[app] <= 0:
+                    break
+                claims.append(Claim(uuid.uuid4(), endpoint_id, [delivery_id]))
+                slots -= 1
+                app_free[app] -= 1
+            ids = [i for i in ids if i not in suspects]
+            if ids and (slots <= 0 or app_free[app] <= 0):
+                saturated = True
+                continue
+            if not ids:
+                continue
         # With few endpoints due, spread each one's rows over its free slots (parallel
         # requests); with many, the other endpoints keep the workers busy, so fewer, fuller
         # batches cost fewer round trips.  What does not fit stays due for the next cycle.
         many = len(by_endpoint) >= SPREAD_BELOW_ENDPOINTS
         if many and len(ids) <= MIX_MAX_ROWS and endpoint_id not in probe and healthy[endpoint_id]:
-            mixable.append(ids)
+            # Healthy endpoints with only a few due rows share batches (one task, one
+            # transaction for many endpoints): a fan-out to thousands of endpoints is not
+            # thousands of tasks.  Never across applications: a batch is recorded when its
+            # slowest endpoint is done, and one tenant's must not hold back another's.
+            mixed = mixing.get(app)
+            if mixed is None:
+                mixed = mixing[app] = []
+                app_free[app] -= 1
+            mixed += ids
+            if len(mixed) >= settings.delivery_batch_size:
+                claims.append(Claim(uuid.uuid4(), None, mixed))
+                del mixing[app]
             continue
+        slots = min(slots, app_free[app])
         spread = 1 if many else slots
         size = min(settings.delivery_batch_size, max(math.ceil(len(ids) / spread), 1))
         for start in range(0, min(len(ids), size * slots), size):
             claims.append(Claim(uuid.uuid4(), endpoint_id, ids[start : start + size]))
+            app_free[app] -= 1
         if len(ids) > size * slots:
             saturated = True
-    # Healthy endpoints with only a few due rows share batches (one task, one transaction
-    # for many endpoints): a fan-out to thousands of endpoints is not thousands of tasks.
-    mixed: list[int] = []
-    for ids in mixable:
-        mixed += ids
-        if len(mixed) >= settings.delivery_batch_size:
-            claims.append(Claim(uuid.uuid4(), None, mixed))
-            mixed = []
-    if mixed:
+    for mixed in mixing.values():
         claims.append(Claim(uuid.uuid4(), None, mixed))
     if claims:
         ids = [i for claim in claims for i in claim.delivery_ids]
@@ -297,12 +406,45 @@ def claim_cycle(
     return ClaimResult(claims, saturated, wake_in)
 
 
-def expire_leases(session: Session, now: datetime) -> list[int]:
-    """Make deliveries whose lease ran out due again; the caller commits.
+def expire_leases(session: Session, settings: Settings, now: datetime) -> Expiry:
+    """Make deliveries whose lease ran out due again; the caller commits, then publishes
+    the returned dead letters.
 
     A lease runs out when its worker died mid-batch (or its task was never published).  The
     receiver may or may not have got the request: sending again is what at-least-once means,
-    and ``webhook-id`` lets the receiver drop the duplicate.
+    and ``webhook-id`` lets the receiver drop the duplicate.  A delivery whose lease runs out
+    ``max_lease_expiries`` times in a row with no attempt recorded kills or wedges every
+    worker that takes it: it is dead-lettered, with that reason, instead of looping for ever.
     """
+    limit = settings.max_lease_expiries
+    reason = f"lease expired {limit} times without a recorded attempt (poison delivery)"
     session.execute(_EXPIRE_LEASES, {"now": now})
-    return list(session.scalars(_EXPIRE, {"now": now}))
+    rows = session.execute(_EXPIRE, {"now": now, "max_expiries": limit, "reason": reason}).all()
+    released = [i for i, state in rows if state != DeliveryState.DEAD]
+    dead = [i for i, state in rows if state == DeliveryState.DEAD]
+    records: list[dict[str, Any]] = []
+    if dead:
+        # The same dead letters as the engine's (retries exhausted), with this reason.
+        records = [
+            _dead_letter_body(dict(row))
+            for row in session.execute(_DEAD_LETTER, {"ids": dead}).mappings()
+        ]
+    return Expiry(released, records)
+
+
+def release_claims(session: Session, claims: list[Claim], now: datetime) -> list[int]:
+    """Make the deliveries of batches that were never published due again; the caller
+    commits.
+
+    Not a lease expiry: nothing was handed to a worker, so it is not counted towards a
+    poison delivery (a broker outage longer than a few leases would otherwise dead-letter
+    every delivery the scheduler claimed meanwhile).
+    """
+    if not claims:
+        return []
+    params = {
+        "ids": [i for claim in claims for i in claim.delivery_ids],
+        "tokens": [str(claim.lease_token) for claim in claims],
+        "now": now,
+    }
+    return list(session.scalars(_RELEASE, params))

@@ -155,11 +155,19 @@ def engine_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory
 # that other suites (same database) create and expect to stay pending.
 @pytest.fixture(scope="module")
 def processes(
-    engine: Any, engine_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    engine: Any,
+    engine_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EngineProcesses]:
-    """A scheduler and a thread-pool worker for these tests (started after migration)."""
+    """A scheduler and a thread-pool worker for these tests (started after migration).
+
+    A test module may set ``ENGINE_ENV_EXTRA`` (more settings for both processes) and
+    ``ENGINE_WORKER = False`` (a scheduler alone: nothing sends what it leases).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOKS_")}
     env.update(ENGINE_ENV)
+    env.update(getattr(request.module, "ENGINE_ENV_EXTRA", {}))
     env.update(
         {
             "WEBHOOKS_DATABASE_URL": engine_settings.database_url,
@@ -173,7 +181,8 @@ def processes(
     procs = EngineProcesses(env, logs, OffsetClock(str(engine_settings.clock_offset_file)))
     _purge_deliver_queue(engine_settings)
     procs.start_scheduler()
-    procs.start_worker()
+    if getattr(request.module, "ENGINE_WORKER", True):
+        procs.start_worker()
     yield procs
     procs.stop()
 
@@ -279,6 +288,9 @@ class Receiver:
             {
                 "daemon_threads": True,
                 "address_family": family,
+                # A fan-out connects to one receiver from many threads at once: with the
+                # default listen backlog (5) a busy machine drops connects (connect timeouts).
+                "request_queue_size": 128,
                 # A client hanging up mid-response is what several tests do on purpose.
                 "handle_error": lambda *_args: None,
             },

@@ -139,6 +139,11 @@ RETRIES_SCHEDULED = Counter(
 DEAD_LETTERED = Counter(
     "webhooks_dead_letters_total", "Deliveries that exhausted their retries and died."
 )
+POISON_DELIVERIES = Counter(
+    "webhooks_poison_deliveries_total",
+    "Deliveries dead-lettered by the scheduler because their lease ran out "
+    "WEBHOOKS_MAX_LEASE_EXPIRIES times in a row with no attempt recorded (poison deliveries).",
+)
 REPLAYS = Counter(
     "webhooks_replays_total",
     "Deliveries requeued by a replay, by kind (delivery, message, recover, redrive).",

@@ -71,7 +71,14 @@ class Settings(BaseSettings):
     total_timeout_seconds: float = Field(default=30.0, gt=0)
     response_body_max_bytes: int = Field(default=1024, ge=0)
     endpoint_max_in_flight: int = Field(default=4, ge=1)
+    # Batches (worker task slots) one application may hold at once, whatever its endpoints:
+    # below the worker slots (one worker of --concurrency 16 by default), so one tenant's
+    # slow endpoints always leave slots to the others.  docs/delivery.md sizes it.
+    application_max_in_flight: int = Field(default=12, ge=1)
     lease_seconds: int = Field(default=120, ge=5)
+    # A delivery whose lease runs out this many times in a row with nothing recorded (it
+    # kills or wedges every worker that takes it) is dead-lettered as a poison delivery.
+    max_lease_expiries: int = Field(default=5, ge=1, le=1000)
     auto_disable_after_seconds: int = Field(default=5 * 86_400, ge=60)
     # Delivery engine tuning (docs/delivery.md explains each).
     retry_after_max_seconds: int = Field(default=3600, ge=0)

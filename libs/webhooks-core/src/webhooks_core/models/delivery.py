@@ -89,6 +89,10 @@ class Delivery(Base):
     lease_token: Mapped[uuid.UUID | None]
     # Why the next attempt happens when not by schedule ("replay"); copied to the attempt.
     next_trigger: Mapped[str | None] = mapped_column(String(16))
+    # Leases in a row that ran out with nothing recorded; the scheduler dead-letters the
+    # delivery at WEBHOOKS_MAX_LEASE_EXPIRIES (a trigger resets it when an attempt is
+    # recorded or the delivery is replayed).
+    lease_expiries: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"), default=0)
     last_attempt_at: Mapped[datetime | None]
     last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -101,8 +105,9 @@ class DeliveryLease(Base):
     """One batch of deliveries in flight, per endpoint it holds: leased by a scheduler, sent
     by one worker task.
 
-    One row per batch and endpoint (not per delivery), so counting an endpoint's batches in
-    flight, which the scheduler does on every claim cycle, reads a handful of rows.
+    One row per batch and endpoint (not per delivery), so counting an endpoint's (and an
+    application's) batches in flight, which the scheduler does on every claim cycle, reads a
+    handful of rows.
     """
 
     __tablename__ = "delivery_leases"
@@ -110,6 +115,9 @@ class DeliveryLease(Base):
     token: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
     )
     expires_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = created_at()
