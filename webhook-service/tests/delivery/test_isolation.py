@@ -89,9 +89,9 @@ def lease_batch(
         )
         session.execute(
             text(
-                "INSERT INTO delivery_leases (token, endpoint_id, expires_at)"
-                " SELECT DISTINCT CAST(:token AS uuid), endpoint_id, CAST(:until AS timestamptz)"
-                " FROM deliveries WHERE id = ANY(:ids)"
+                "INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)"
+                " SELECT DISTINCT CAST(:token AS uuid), endpoint_id, application_id,"
+                " CAST(:until AS timestamptz) FROM deliveries WHERE id = ANY(:ids)"
             ),
             {"token": str(token), "until": until, "ids": ids},
         )

@@ -125,8 +125,9 @@ def new_leased_delivery(sessions: sessionmaker[Session], endpoint_id: uuid.UUID)
         )
         session.execute(
             text(
-                "INSERT INTO delivery_leases (token, endpoint_id, expires_at)"
-                " VALUES (:token, :endpoint_id, :until)"
+                "INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)"
+                " SELECT :token, e.id, e.application_id, :until FROM endpoints e"
+                " WHERE e.id = :endpoint_id"
             ),
             {"token": token, "endpoint_id": endpoint_id, "until": until},
         )
