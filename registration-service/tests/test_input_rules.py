@@ -156,7 +156,8 @@ def test_nul_in_keys_and_not_json_at_all(
 def test_numbers_within_float_range_are_accepted(
     client: FlaskClient, tenant: Any, event_types: list[str]
 ) -> None:
-    body = '{"event_type": "person.created", "payload": {"big": 1.7976931348623157e308, "i": -12345678901234567890}}'
+    payload = '{"big": 1.7976931348623157e308, "i": -12345678901234567890}'
+    body = '{"event_type": "person.created", "payload": ' + payload + "}"
     response = _post_raw(client, tenant.path("/messages"), body, tenant.headers)
     assert response.status_code == 202, response.json
     stored = client.get(tenant.path(f"/messages/{response.json['id']}"), headers=tenant.headers)
