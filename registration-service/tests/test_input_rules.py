@@ -419,3 +419,63 @@ def test_openapi_documents_problem_json_and_every_status(client: FlaskClient) ->
     patch = spec["components"]["schemas"]["EndpointPatch"]["properties"]
     assert patch["url"].get("type") == "string"  # not nullable
     assert any(option.get("type") == "null" for option in patch["channels"]["anyOf"])
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "tab\tok\x7f", "euro \u20ac"])
+def test_header_values_must_be_what_http_carries(
+    client: FlaskClient, tenant: Any, field_errors: Any, value: str
+) -> None:
+    for path, body in (
+        ("/endpoints", {"url": "http://127.0.0.1:9/h"}),
+        ("/relay", {"url": "http://127.0.0.1:9/h", "payload": {}}),
+    ):
+        response = client.post(
+            tenant.path(path), json={**body, "headers": {"X-Team": value}}, headers=tenant.headers
+        )
+        assert response.status_code == 422, (path, response.json)
+        assert "headers" in field_errors(response)
+    fine = client.post(
+        tenant.path("/endpoints"),
+        json={"url": "http://127.0.0.1:9/h", "headers": {"X-Team": "caf\u00e9\tbilling ~!"}},
+        headers=tenant.headers,
+    )
+    assert fine.status_code == 201, fine.json
+
+
+def test_schemas_may_not_refer_to_urls_and_stored_ones_do_not_break_publishing(
+    client: FlaskClient, tenant: Any, endpoint: str, field_errors: Any, db: sessionmaker[Session]
+) -> None:
+    remote = {"$ref": "http://127.0.0.1:9/schema.json"}
+    created = client.post(
+        "/api/v1/event-types", json={"name": "thing.done", "schema": remote}, headers=ADMIN
+    )
+    assert created.status_code == 422, created.json
+    assert "schema" in field_errors(created)
+    patched = client.patch(
+        "/api/v1/event-types/person.created",
+        json={"schema": {"properties": {"a": remote}}},
+        headers=ADMIN,
+    )
+    assert patched.status_code == 422, patched.json
+    inner = {
+        "$defs": {"name": {"$id": "urn:name", "type": "string"}},
+        "properties": {"a": {"$ref": "urn:name"}, "b": {"$ref": "#/$defs/name"}},
+    }
+    local = client.patch(
+        "/api/v1/event-types/person.created",
+        json={"schema": inner, "example": {"a": "x", "b": "y"}},
+        headers=ADMIN,
+    )
+    assert local.status_code == 200, local.json
+    with db.begin() as session:  # as an earlier version could have stored it
+        session.execute(
+            text("UPDATE event_types SET schema = CAST(:s AS jsonb) WHERE name = 'person.created'"),
+            {"s": json.dumps(remote)},
+        )
+    published = client.post(
+        tenant.path("/messages"),
+        json={"event_type": "person.created", "payload": {"a": 1}},
+        headers=tenant.headers,
+    )
+    assert published.status_code == 422, published.json
+    assert "event_type" in field_errors(published)

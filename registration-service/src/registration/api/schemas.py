@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,10 @@ T = TypeVar("T")
 EventTypeName = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max_length=128)]
 ChannelName = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
+
+# An HTTP field value (RFC 9110 5.5): visible characters, spaces and tabs, and obs-text, which
+# HTTP/1.1 clients send as Latin-1.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 # Headers the platform sets itself, which an endpoint may not override.
 RESERVED_HEADERS = frozenset(
@@ -211,8 +216,11 @@ def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
     if reserved:
         raise ValueError(f"headers set by the platform cannot be overridden: {', '.join(reserved)}")
     for name, header_value in value.items():
-        if len(header_value) > 1024 or "\r" in header_value or "\n" in header_value:
-            raise ValueError(f"header {name!r} must be one line of at most 1024 characters")
+        if len(header_value) > 1024 or not _FIELD_VALUE.fullmatch(header_value):
+            raise ValueError(
+                f"header {name!r} must be one line of at most 1024 characters, without control"
+                " characters or characters beyond U+00FF (what HTTP carries)"
+            )
     return value
 
 
