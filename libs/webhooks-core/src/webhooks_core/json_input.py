@@ -127,11 +127,42 @@ def _number_problem(value: int | float) -> str | None:
     return None
 
 
+def _acceptable(value: Any) -> bool:
+    """Whether :func:`problems` would find nothing; several times faster, for the usual case."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    forbidden = _FORBIDDEN_CHARACTERS.search
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if forbidden(item):
+                return False
+        elif kind is dict:
+            if item and depth >= MAX_DEPTH:
+                return False
+            for key, child in item.items():
+                if forbidden(key):
+                    return False
+                stack.append((child, depth + 1))
+        elif kind is list:
+            if item and depth >= MAX_DEPTH:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif kind is float or kind is _OutOfRange:
+            if not math.isfinite(item) or kind is _OutOfRange:
+                return False
+        elif kind is int and (item > MAX_NUMBER or item < -MAX_NUMBER):
+            return False
+    return True
+
+
 def problems(value: Any, prefix: str = "") -> list[JSONProblem]:
     """What is wrong with an already parsed JSON ``value`` (empty when it is acceptable).
 
     Paths start with ``prefix`` (``"body"`` names the value itself when it is empty).
     """
+    if _acceptable(value):
+        return []
     found: list[JSONProblem] = []
     root = tuple(prefix.split(".")) if prefix else ()
     for path, item, depth in _walk(value, root):
