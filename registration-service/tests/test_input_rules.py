@@ -401,7 +401,7 @@ def test_openapi_documents_problem_json_and_every_status(client: FlaskClient) ->
             continue
         for method, operation in item.items():
             responses = operation["responses"]
-            for status in ("401", "422", "503"):
+            for status in ("401", "414", "422", "503"):
                 assert status in responses, (method, path, status)
             if method in ("post", "put", "patch"):
                 assert {"400", "413"} <= set(responses), (method, path)
@@ -409,7 +409,7 @@ def test_openapi_documents_problem_json_and_every_status(client: FlaskClient) ->
                 assert "404" in responses, (method, path)
             for status, response in responses.items():
                 if int(status) >= 400:
-                    assert list(response["content"]) == ["application/problem+json"], (
+                    assert next(iter(response["content"])) == "application/problem+json", (
                         method,
                         path,
                         status,
@@ -479,3 +479,29 @@ def test_schemas_may_not_refer_to_urls_and_stored_ones_do_not_break_publishing(
     )
     assert published.status_code == 422, published.json
     assert "event_type" in field_errors(published)
+
+
+def test_a_path_and_query_over_4096_bytes_is_414_problem(client: FlaskClient, tenant: Any) -> None:
+    response = client.get(
+        tenant.path("/messages"), query_string={"iterator": "x" * 5000}, headers=tenant.headers
+    )
+    assert response.status_code == 414
+    assert response.mimetype == "application/problem+json"
+    fine = client.get(
+        tenant.path("/messages"), query_string={"iterator": "x" * 300}, headers=tenant.headers
+    )
+    assert fine.status_code == 422  # not a cursor this API returned
+
+
+def test_batch_results_carry_every_documented_field(
+    client: FlaskClient, tenant: Any, endpoint: str
+) -> None:
+    response = client.post(
+        tenant.path("/messages/batch"),
+        json={"messages": [{"event_type": "person.created", "payload": {}}]},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200
+    message = response.json["results"][0]["message"]
+    assert message["channels"] is None
+    assert "error" not in response.json["results"][0]

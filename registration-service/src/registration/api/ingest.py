@@ -236,7 +236,11 @@ def publish_message_batch(path: ApplicationPath, body: MessageBatchIn) -> tuple[
         refused=sum(1 for r in results if r.error is not None),
         results=results,
     )
-    return jsonify(view.model_dump(mode="json", exclude_none=True)), 200
+    answer = view.model_dump(mode="json")
+    for result in answer["results"]:  # each has its message or its error, not both
+        for absent in [key for key in ("message", "error") if result[key] is None]:
+            del result[absent]
+    return jsonify(answer), 200
 
 
 judge_items_in_view(f"{bp.name}.{publish_message_batch.__name__}", "messages")

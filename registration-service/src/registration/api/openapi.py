@@ -5,14 +5,14 @@ the platform's own layers add to every route is added here, so that the document
 truth (schemathesis checks it, see ``tests/test_schemathesis.py``):
 
 * every error is ``application/problem+json`` with the ``Problem`` body;
-* 401 (the bearer-token gate), 422 (a path, query or body field) and 503 (the database is
-  unavailable, with ``Retry-After``) on every route;
+* 401 (the bearer-token gate), 414 (a path and query over 4096 bytes), 422 (a path, query or
+  body field) and 503 (the database is unavailable, with ``Retry-After``) on every route; a
+  414 may also be gunicorn's own HTML page, for a request line over its 8190 bytes;
 * 400 (malformed JSON) and 413 (a body over ``WEBHOOKS_MAX_REQUEST_BYTES``) on every route
   that takes a body (every POST, PUT and PATCH: the JSON gate reads a body sent to any);
 * 404 on every route with a path parameter (an unknown id, or another application's).
 
-There is no 429 (the management API does not rate-limit) and no 414: gunicorn refuses a
-request line over its limit (4094 bytes) itself, before the API sees it.
+There is no 429: the management API does not rate-limit.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _DESCRIPTIONS = {
     404: "Not found (or another application's)",
     409: "Conflict",
     413: "The body is too large",
+    414: "The path and query are too long",
     422: "Invalid fields, named in errors",
     503: "The database is unavailable; retry after Retry-After seconds",
 }
@@ -47,13 +48,15 @@ def _problem_response(status: int, description: str | None) -> dict[str, Any]:
     }
     if status == 503:
         response["headers"] = _RETRY_AFTER
+    if status == 414:  # gunicorn's own page, past its request line limit
+        response["content"]["text/html"] = {"schema": {"type": "string"}}
     return response
 
 
 def complete_operation(path: str, method: str, operation: dict[str, Any]) -> None:
     """Add the statuses the platform's layers answer and make every error problem+json."""
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    statuses = {401, 422, 503}
+    statuses = {401, 414, 422, 503}
     if method in _BODY_METHODS:
         statuses |= {400, 413}
     if "{" in path:
