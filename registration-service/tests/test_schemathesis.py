@@ -3,9 +3,10 @@
 Every operation of the OpenAPI spec is called with generated requests, valid ones (with the
 tenant's real application and endpoint in the path, so they reach the domain) and invalid ones
 (anything in every part of the request), as the admin and as an application token; then a
-stateful run follows the links schemathesis infers between operations.  Every response must
-pass the four checks below: no 5xx, a documented status code, a documented content type and a
-body matching the documented schema.  Bounded and derandomized so that CI is reproducible.
+stateful run (as the admin) follows the links schemathesis infers between operations.  Every
+response must pass the four checks below: no 5xx, a documented status code, a documented
+content type and a body matching the documented schema.  Bounded and derandomized so that CI
+is reproducible.
 
 ``WEBHOOKS_SCHEMATHESIS_EXAMPLES`` raises the number of cases per operation and mode for a
 longer local run; the figures of a run are printed (``pytest -s``).
@@ -133,6 +134,8 @@ def _run_operation(
     run()
 
 
+# About a minute each on an idle machine; several times that on a loaded one.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("caller", ["admin", "application"])
 def test_every_operation_answers_as_documented(
     api: tuple[schemathesis.BaseSchema, dict[str, str]], tenant: Any, caller: str
@@ -169,6 +172,7 @@ def _reset(engine: Engine, client: FlaskClient) -> None:
     )
 
 
+@pytest.mark.timeout(900)
 def test_stateful_links_answer_as_documented(
     api: tuple[schemathesis.BaseSchema, dict[str, str]], engine: Engine, client: FlaskClient
 ) -> None:
