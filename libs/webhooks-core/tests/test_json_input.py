@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from webhooks_core.envelope import Envelope
 from webhooks_core.json_input import (
     MAX_DEPTH,
     JSONRejected,
@@ -81,3 +82,12 @@ def test_timestamps_in_range_become_utc(text: str, utc: datetime) -> None:
 def test_timestamps_out_of_range_are_refused(text: str) -> None:
     with pytest.raises(ValidationError):
         TypeAdapter(Timestamp).validate_python(text)
+
+
+def test_envelope_timestamps_are_kept_in_utc() -> None:
+    """Producers' envelopes too: PostgreSQL refuses an offset of 16 hours or more."""
+    envelope = Envelope(type="person.created", data={}, timestamp="2026-01-01T00:00:00+16:00")
+    assert envelope.timestamp == datetime(2025, 12, 31, 8, tzinfo=UTC)
+    assert envelope.timestamp.tzinfo is UTC
+    with pytest.raises(ValidationError):
+        Envelope(type="person.created", data={}, timestamp="0001-01-01T00:00:00+01:00")
