@@ -71,11 +71,13 @@ def _parse_int(literal: str) -> int | float:
 
 
 def loads(data: str | bytes) -> Any:
-    """Parse ``data`` as JSON; too deep a document is refused before it can exhaust the stack.
+    """Parse ``data`` as JSON; a document too deep to parse is refused, never a RecursionError.
 
-    Raises :class:`JSONRejected` for a document nested deeper than :data:`MAX_DEPTH`, and
-    ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``) for text that is not
-    JSON.  Anything else parses (``NaN`` too): :func:`problems` says what is wrong with it.
+    Raises :class:`JSONRejected` for a document nested too deep for the parser (about a
+    thousand levels), and ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError``)
+    for text that is not JSON.  Anything else parses (``NaN`` too, and nesting deeper than
+    :data:`MAX_DEPTH`): :func:`problems` says what is wrong with it, before anything that
+    recurses (pydantic, serialisation) sees the value.
     """
     try:
         value = json.loads(data, parse_int=_parse_int)
