@@ -25,6 +25,7 @@ worker_class = "gthread"
 threads = 8
 keepalive = 30  # seconds an idle client connection stays open
 control_socket_disable = True  # several gunicorns may share a host
+limit_request_line = 8190  # the most gunicorn allows; the API refuses over 4096 (problems.py)
 logconfig_dict = logging_config(
     "registration", log_format=_settings.log_format, level=_settings.log_level
 )

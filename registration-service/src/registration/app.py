@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from flask_openapi3 import Info, OpenAPI
+from flask_openapi3 import Info
 
 from registration.api import applications, dead_letters, endpoints, event_types, ingest
 from registration.api import messages as message_views
 from registration.api import replays as replay_views
 from registration.api.auth import register_authentication
 from registration.api.health import register_operational_routes
+from registration.api.openapi import ManagementAPI
 from registration.api.problems import Problem, register_error_handlers, validation_problem
 from registration.console import register_console
 from registration.runtime import Runtime
@@ -24,11 +25,11 @@ platform.  Authenticate with `Authorization: Bearer <token>`: the admin token fr
 `application/problem+json` with an `errors` list naming each invalid field."""
 
 
-def create_app(settings: Settings | None = None) -> OpenAPI:
+def create_app(settings: Settings | None = None) -> ManagementAPI:
     """Build the Flask app; a missing or unreachable database fails here, naming the variable."""
     settings = settings or Settings.from_env()
     engine = make_engine(settings, pre_ping=False)  # a dead connection answers 503, see db.py
-    app = OpenAPI(
+    app = ManagementAPI(
         __name__,
         info=Info(title="Webhooks management API", version="1.0.0", description=API_DESCRIPTION),
         security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg2.extensions  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,32 @@ T = TypeVar("T")
 # Without a pre-ping, pooled connections are replaced after this long anyway (a proxy or
 # firewall may drop idle ones silently).
 POOL_RECYCLE_SECONDS = 1800
+
+
+def _tolerant(name: str, exact: Any) -> Any:
+    """A timestamp type caster that reads what Python cannot hold as its nearest bound.
+
+    PostgreSQL keeps years up to 294276 and before Christ; Python's datetime stops at 1..9999
+    and psycopg2 raises on the rest (it already reads ``infinity`` as ``datetime.max``).  Rows
+    that earlier versions stored with such a timestamp read back clamped to the bound instead
+    of failing every query that touches them.
+    """
+    highest, lowest = exact("infinity", None), exact("-infinity", None)
+
+    def cast(value: str | None, cursor: Any) -> Any:
+        try:
+            return exact(value, cursor)
+        except ValueError:
+            assert value is not None
+            return lowest if value.endswith("BC") else highest
+
+    return psycopg2.extensions.new_type(exact.values, name, cast)
+
+
+psycopg2.extensions.register_type(
+    _tolerant("TOLERANT_TIMESTAMPTZ", psycopg2.extensions.PYDATETIMETZ)
+)
+psycopg2.extensions.register_type(_tolerant("TOLERANT_TIMESTAMP", psycopg2.extensions.PYDATETIME))
 
 
 def make_engine(settings: Settings, *, check: bool = True, pre_ping: bool = True) -> Engine:

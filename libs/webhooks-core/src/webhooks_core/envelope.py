@@ -47,7 +47,13 @@ class Envelope(BaseModel):
     @field_validator("timestamp")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        # In UTC: PostgreSQL refuses offsets of 16 hours and more, which ISO 8601 allows.
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # year 1 east of UTC, year 9999 west of it
+            raise ValueError("the timestamp is out of range once in UTC") from None
 
     @field_validator("channels")
     @classmethod

@@ -105,7 +105,7 @@ def list_all_dead_letters(query: AdminDeadLetterQuery) -> tuple[Response, int]:
     return _list(query.application_id, query)
 
 
-@admin_bp.post("/redrive", responses={202: ReplayOut})
+@admin_bp.post("/redrive", responses={202: ReplayOut, 404: Problem})
 def redrive_all_dead_letters(body: AdminRedriveIn) -> tuple[Response, int]:
     """Redrive open dead letters of every application (admin), or of the filter's."""
     require_admin()

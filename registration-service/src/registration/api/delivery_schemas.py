@@ -9,17 +9,19 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from registration.api.schemas import EventTypeName, ListQuery, ListResponse, Out, Strict
+from webhooks_core.json_input import Timestamp
 
 DELIVERY_STATES = r"^(pending|sending|retrying|delivered|dead|cancelled)$"
 OUTCOMES = r"^(success|http_3xx|http_4xx|http_5xx|timeout|connect_error|blocked|too_large|error)$"
+BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigint
 EVENT_ID = r"^[A-Za-z0-9_\-.:]{1,128}$"
 
 
 class TimeWindow(BaseModel):
-    """``since`` (inclusive) and ``until`` (exclusive), ISO-8601 with a time zone."""
+    """``since`` (inclusive) and ``until`` (exclusive), ISO-8601 (UTC when no offset is given)."""
 
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeWindow:
@@ -42,7 +44,7 @@ class MessagePath(BaseModel):
 
 class DeliveryPath(BaseModel):
     app_id: uuid.UUID
-    delivery_id: int = Field(ge=1)
+    delivery_id: int = Field(ge=1, le=BIGINT_MAX)
 
 
 class EndpointRecoverPath(BaseModel):
@@ -52,7 +54,7 @@ class EndpointRecoverPath(BaseModel):
 
 class DeadLetterPath(BaseModel):
     app_id: uuid.UUID
-    dead_letter_id: int = Field(ge=1)
+    dead_letter_id: int = Field(ge=1, le=BIGINT_MAX)
 
 
 # Queries -------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ class ReplayQuery(ListQuery):
 class RecoverIn(Strict, TimeWindow):
     """Resend every failed (dead or retrying) delivery created since ``since``."""
 
-    since: datetime
+    since: Timestamp
 
 
 class RedriveIn(Strict, TimeWindow):

@@ -8,10 +8,17 @@ from typing import Any
 
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, OpenAPI, Tag
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SkipValidation,
+    ValidationError,
+    field_validator,
+)
 
 from registration.api.auth import authorize_application
-from registration.api.problems import FieldError, Problem
+from registration.api.problems import FieldError, Problem, field_errors, judge_items_in_view
 from registration.api.schemas import (
     ApplicationPath,
     ChannelName,
@@ -24,6 +31,9 @@ from registration.api.serialize import BEARER
 from registration.runtime import runtime
 from registration.services import ingest
 from registration.services.errors import DomainError, InvalidField
+from webhooks_core import json_input
+from webhooks_core.json_input import Timestamp
+from webhooks_core.settings import Settings
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
 IDEMPOTENCY_KEY_MAX = 256
@@ -36,7 +46,7 @@ bp = APIBlueprint(
     url_prefix="/api/v1/applications/<app_id>",
     abp_tags=[tag],
     abp_security=BEARER,
-    abp_responses={401: Problem, 404: Problem, 409: Problem, 413: Problem, 422: Problem},
+    abp_responses={401: Problem, 404: Problem, 413: Problem, 422: Problem},
 )
 
 
@@ -77,7 +87,9 @@ class MessageIn(Strict):
         description="becomes webhook-id; an id already published is not stored again",
     )
     channels: list[ChannelName] | None = Field(default=None, max_length=10)
-    timestamp: datetime | None = Field(default=None, description="when it happened (now)")
+    timestamp: Timestamp | None = Field(
+        default=None, description="when it happened (now); 1970 to 9999, stored in UTC"
+    )
 
 
 class BatchMessageIn(MessageIn):
@@ -92,9 +104,13 @@ class BatchMessageIn(MessageIn):
 
 
 class MessageBatchIn(Strict):
-    """Up to 100 messages to publish in one request."""
+    """Up to 100 messages to publish in one request.
 
-    messages: list[BatchMessageIn] = Field(min_length=1, max_length=BATCH_MAX)
+    Each item is documented as a ``BatchMessageIn`` but judged on its own by the view: an item
+    that breaks the rules is refused alone, in its result.
+    """
+
+    messages: list[SkipValidation[BatchMessageIn]] = Field(min_length=1, max_length=BATCH_MAX)
 
 
 class RelayIn(Strict):
@@ -134,7 +150,7 @@ class RelayAccepted(MessageAccepted):
 
 class BatchItemResult(BaseModel):
     """What became of one message of a batch: ``message`` when accepted (status 202, or a
-    repeat), ``error`` when refused (409, 413 or 422, as a single publish would answer)."""
+    repeat), ``error`` when refused (413 or 422, as a single publish would answer)."""
 
     index: int = Field(description="position of the message in the request")
     status: int
@@ -200,31 +216,16 @@ def publish_message_batch(path: ApplicationPath, body: MessageBatchIn) -> tuple[
 
     Each message is treated as a single publish would treat it, with its own
     ``idempotency_key`` and its own result: accepted (202), a repeat returning the first
-    result, or refused (409, 413, 422) without affecting the others.  A malformed request
-    (any message failing the field rules below) is refused as a whole with 422, naming
-    ``messages.<index>.<field>``.
+    result, or refused (413, 422) without affecting the others, also when the message
+    itself breaks the field or JSON rules (its result names the fields, relative to the
+    message).  Only a request that is not a list of 1 to 100 messages is refused whole (422).
     """
     app_id = authorize_application(path.app_id)
-    raw_items = _raw_body().get("messages")
     settings = runtime().settings
     prepared: list[ingest.Publication | DomainError] = []
-    for index, item in enumerate(body.messages):
-        raw = raw_items[index] if isinstance(raw_items, list) else {}
+    for raw in _raw_body().get("messages", []):
         try:
-            if item.idempotency_key is not None and not item.idempotency_key.isprintable():
-                raise InvalidField("must be printable text", field="idempotency_key")
-            prepared.append(
-                ingest.prepare_publication(
-                    settings,
-                    event_type=item.event_type,
-                    payload=item.payload,
-                    event_id=item.event_id,
-                    channels=item.channels,
-                    timestamp=item.timestamp,
-                    idempotency_key=item.idempotency_key,
-                    body={k: v for k, v in raw.items() if k != "idempotency_key"},
-                )
-            )
+            prepared.append(_prepare_batch_item(settings, raw))
         except DomainError as exc:
             prepared.append(exc)
     outcomes = ingest.publish_messages(runtime().sessions, settings, app_id, prepared)
@@ -235,14 +236,54 @@ def publish_message_batch(path: ApplicationPath, body: MessageBatchIn) -> tuple[
         refused=sum(1 for r in results if r.error is not None),
         results=results,
     )
-    return jsonify(view.model_dump(mode="json", exclude_none=True)), 200
+    answer = view.model_dump(mode="json")
+    for result in answer["results"]:  # each has its message or its error, not both
+        for absent in [key for key in ("message", "error") if result[key] is None]:
+            del result[absent]
+    return jsonify(answer), 200
+
+
+judge_items_in_view(f"{bp.name}.{publish_message_batch.__name__}", "messages")
+
+
+class InvalidItem(InvalidField):
+    """A message of a batch breaking the field rules, with every field error."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("the message has invalid fields")
+        self.errors = errors
+
+
+def _prepare_batch_item(settings: Settings, raw: Any) -> ingest.Publication:
+    json_problems = json_input.problems(raw)
+    if json_problems:
+        raise InvalidItem([FieldError(field=p.field, message=p.message) for p in json_problems])
+    try:
+        item = BatchMessageIn.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidItem(field_errors(exc)) from None
+    if item.idempotency_key is not None and not item.idempotency_key.isprintable():
+        raise InvalidField("must be printable text", field="idempotency_key")
+    return ingest.prepare_publication(
+        settings,
+        event_type=item.event_type,
+        payload=item.payload,
+        event_id=item.event_id,
+        channels=item.channels,
+        timestamp=item.timestamp,
+        idempotency_key=item.idempotency_key,
+        body={k: v for k, v in raw.items() if k != "idempotency_key"},
+    )
 
 
 def _batch_item(index: int, outcome: ingest.Accepted | DomainError) -> BatchItemResult:
     if isinstance(outcome, ingest.Accepted):
         message = MessageAccepted.model_validate(_accepted(outcome))
         return BatchItemResult(index=index, status=202, message=message)
-    errors = [FieldError(field=outcome.field, message=outcome.detail)] if outcome.field else []
+    if isinstance(outcome, InvalidItem):
+        errors = outcome.errors
+    else:
+        errors = [FieldError(field=outcome.field, message=outcome.detail)] if outcome.field else []
     problem = Problem(
         title=outcome.title, status=outcome.status, detail=outcome.detail, errors=errors
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -25,6 +28,10 @@ EventTypeName = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max
 ChannelName = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
 
+# An HTTP field value (RFC 9110 5.5): visible characters, spaces and tabs, and obs-text, which
+# HTTP/1.1 clients send as Latin-1.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
 # Headers the platform sets itself, which an endpoint may not override.
 RESERVED_HEADERS = frozenset(
     {
@@ -41,6 +48,20 @@ RESERVED_HEADERS = frozenset(
 )
 
 
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def omittable(**constraints: Any) -> Any:
+    """A PATCH field that may be left out (unchanged) but is never null.
+
+    ``null`` is refused with 422 naming the field: saved, it would make every later read of
+    the object fail.  (The ``None`` default only marks "not sent": views read
+    ``model_dump(exclude_unset=True)``.)
+    """
+    return Field(default=None, json_schema_extra=_without_default, **constraints)
+
+
 class Strict(BaseModel):
     """Request bodies refuse unknown fields, so typos are reported instead of ignored."""
 
@@ -51,6 +72,19 @@ class Out(BaseModel):
     """Response bodies are built from ORM objects."""
 
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
+def _null_as(empty: Callable[[], Any]) -> BeforeValidator:
+    return BeforeValidator(lambda value: empty() if value is None else value)
+
+
+# Tolerant readers of what earlier versions could store (a PATCH with null saved JSON null):
+# such a row reads back as the empty value instead of failing every list it is part of.
+StoredText = Annotated[str, _null_as(str)]
+StoredFlag = Annotated[bool, _null_as(bool)]
+StoredObject = Annotated[dict[str, Any], _null_as(dict)]
+StoredHeaders = Annotated[dict[str, str], _null_as(dict)]
+StoredNames = Annotated[list[str], _null_as(list)]
 
 
 class ListResponse(BaseModel, Generic[T]):
@@ -78,15 +112,15 @@ class ApplicationIn(Strict):
 
 
 class ApplicationPatch(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=256)
-    metadata: dict[str, Any] | None = None
+    name: str = omittable(min_length=1, max_length=256)
+    metadata: dict[str, Any] = omittable()
 
 
 class ApplicationOut(Out):
     id: uuid.UUID
     name: str
     uid: str | None
-    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    metadata: StoredObject = Field(validation_alias="metadata_")
     created_at: datetime
     updated_at: datetime
 
@@ -143,20 +177,22 @@ class EventTypeIn(Strict):
 
 
 class EventTypePatch(Strict):
-    description: str | None = Field(default=None, max_length=4096)
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    example: dict[str, Any] | None = None
-    archived: bool | None = None
+    description: str = omittable(max_length=4096)
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="null removes the schema"
+    )
+    example: dict[str, Any] | None = Field(default=None, description="null removes the example")
+    archived: bool = omittable()
 
 
 class EventTypeOut(Out):
     name: str
-    description: str
+    description: StoredText
     schema_: dict[str, Any] | None = Field(
         default=None, validation_alias="schema", serialization_alias="schema"
     )
     example: dict[str, Any] | None
-    archived: bool
+    archived: StoredFlag
     created_at: datetime
     updated_at: datetime
 
@@ -183,8 +219,11 @@ def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
     if reserved:
         raise ValueError(f"headers set by the platform cannot be overridden: {', '.join(reserved)}")
     for name, header_value in value.items():
-        if len(header_value) > 1024 or "\r" in header_value or "\n" in header_value:
-            raise ValueError(f"header {name!r} must be one line of at most 1024 characters")
+        if len(header_value) > 1024 or not _FIELD_VALUE.fullmatch(header_value):
+            raise ValueError(
+                f"header {name!r} must be one line of at most 1024 characters, without control"
+                " characters or characters beyond U+00FF (what HTTP carries)"
+            )
     return value
 
 
@@ -225,15 +264,21 @@ class EndpointIn(EndpointFields):
 
 
 class EndpointPatch(Strict):
-    url: str | None = Field(default=None, min_length=1, max_length=2048)
-    description: str | None = Field(default=None, max_length=1024)
-    event_types: list[EventTypeName] | None = Field(default=None, max_length=256)
-    channels: list[ChannelName] | None = Field(default=None, max_length=16)
-    headers: dict[HeaderName, str] | None = Field(default=None, max_length=32)
-    rate_limit: int | None = Field(default=None, ge=1, le=100_000)
-    max_in_flight: int | None = Field(default=None, ge=1, le=256)
-    retry_schedule: list[RetryDelay] | None = Field(default=None, max_length=32)
-    metadata: dict[str, Any] | None = None
+    """Fields left out are unchanged; ``null`` is accepted only where it means something."""
+
+    url: str = omittable(min_length=1, max_length=2048)
+    description: str = omittable(max_length=1024)
+    event_types: list[EventTypeName] = omittable(max_length=256)
+    channels: list[ChannelName] | None = Field(
+        default=None, max_length=16, description="null: every channel"
+    )
+    headers: dict[HeaderName, str] = omittable(max_length=32)
+    rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="null: no limit")
+    max_in_flight: int | None = Field(default=None, ge=1, le=256, description="null: no limit")
+    retry_schedule: list[RetryDelay] | None = Field(
+        default=None, max_length=32, description="null: the platform's schedule"
+    )
+    metadata: dict[str, Any] = omittable()
 
     _headers = field_validator("headers")(_check_headers)
     _schedule = field_validator("retry_schedule")(_check_schedule)
@@ -243,17 +288,17 @@ class EndpointOut(Out):
     id: uuid.UUID
     application_id: uuid.UUID
     url: str
-    description: str
-    event_types: list[str]
+    description: StoredText
+    event_types: StoredNames
     channels: list[str] | None
-    headers: dict[str, str]
+    headers: StoredHeaders
     rate_limit: int | None
     max_in_flight: int | None
     retry_schedule: list[int] | None
     enabled: bool
     disabled_reason: str | None
     disabled_at: datetime | None
-    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    metadata: StoredObject = Field(validation_alias="metadata_")
     consecutive_failures: int
     failing_since: datetime | None
     circuit_open_until: datetime | None

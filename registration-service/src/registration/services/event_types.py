@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +15,44 @@ from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
 from webhooks_core.models import EventType
+
+# Resolves nothing but the schema itself: a "$ref" to a URL is never fetched (the API server
+# would otherwise request any address an admin names, and fail with it).
+_NO_RETRIEVAL: Registry[Any] = Registry()
+
+__all__ = ["Unresolvable", "check_schema", "schema_validator"]
+
+
+def schema_validator(schema: dict[str, Any]) -> Any:
+    """A jsonschema validator of ``schema`` that never fetches a remote reference.
+
+    Validating against a reference it cannot resolve raises
+    ``referencing.exceptions.Unresolvable``.
+    """
+    return jsonschema.validators.validator_for(schema)(schema, registry=_NO_RETRIEVAL)
+
+
+def _external_references(schema: dict[str, Any]) -> list[str]:
+    """``$ref`` values that point outside the schema (to neither ``#...`` nor an inner $id)."""
+    found: list[str] = []
+    identifiers: set[str] = set()
+    references: list[str] = []
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("$id"), str):
+                identifiers.add(item["$id"].split("#", 1)[0])
+            for key in ("$ref", "$dynamicRef"):
+                if isinstance(item.get(key), str):
+                    references.append(item[key])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    for reference in references:
+        if not reference.startswith("#") and reference.split("#", 1)[0] not in identifiers:
+            found.append(reference)
+    return found
 
 
 def check_schema(schema: dict[str, Any] | None, example: dict[str, Any] | None) -> None:
@@ -24,8 +64,18 @@ def check_schema(schema: dict[str, Any] | None, example: dict[str, Any] | None) 
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise InvalidField(f"is not a valid JSON schema: {exc.message}", field="schema") from None
+    external = _external_references(schema)
+    if external:
+        raise InvalidField(
+            f"may only refer to itself ($ref '#/...'), not to {external[0]!r}", field="schema"
+        )
     if example is not None:
-        error = jsonschema.exceptions.best_match(validator(schema).iter_errors(example))
+        try:
+            error = jsonschema.exceptions.best_match(schema_validator(schema).iter_errors(example))
+        except Unresolvable as exc:
+            raise InvalidField(
+                f"has a reference that cannot be resolved: {exc}", field="schema"
+            ) from None
         if error is not None:
             raise InvalidField(f"does not match the schema: {error.message}", field="example")
 

@@ -36,6 +36,7 @@ from sqlalchemy import TEXT, Row, cast, delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import DomainError, InvalidField, NotFound
+from registration.services.event_types import Unresolvable, schema_validator
 from webhooks_core.db import run_transaction, transaction
 from webhooks_core.envelope import Envelope, utcnow
 from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
@@ -157,7 +158,7 @@ class _Catalogue:
         if archived:
             self.forget(name)
             raise InvalidField(f"event type {name!r} is archived", field="event_type")
-        validator = jsonschema.validators.validator_for(schema)(schema) if schema else None
+        validator = schema_validator(schema) if schema else None
         entry = _CataloguedType(digest, validator)
         with self._lock:
             if len(self._types) >= self.MAX_TYPES:
@@ -176,7 +177,13 @@ _catalogue = _Catalogue()
 def _validate_payload(entry: _CataloguedType, payload: dict[str, Any]) -> None:
     if entry.validator is None:
         return
-    error = jsonschema.exceptions.best_match(entry.validator.iter_errors(payload))
+    try:
+        error = jsonschema.exceptions.best_match(entry.validator.iter_errors(payload))
+    except Unresolvable as exc:  # a schema stored before remote references were refused
+        raise InvalidField(
+            f"the event type's schema has a reference that cannot be resolved: {exc}",
+            field="event_type",
+        ) from None
     if error is not None:
         path = ".".join(str(part) for part in error.absolute_path)
         raise InvalidField(

@@ -23,6 +23,7 @@ from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
 from webhooks_core.models import (
+    Application,
     DeadLetter,
     Delivery,
     DeliveryState,
@@ -104,6 +105,19 @@ def _audit(
     session.flush()
     REPLAYS.labels(kind).inc(requeued)
     return replay
+
+
+def _require_application(session: Session, application_id: uuid.UUID | None) -> None:
+    """404 for an application that does not exist; kept from deletion until the commit."""
+    if application_id is None:
+        return
+    found = session.scalar(
+        select(Application.id)
+        .where(Application.id == application_id)
+        .with_for_update(key_share=True)
+    )
+    if found is None:
+        raise NotFound(f"application {application_id} not found")
 
 
 def _scope(application_id: uuid.UUID | None) -> list[ColumnElement[bool]]:
@@ -228,6 +242,7 @@ def redrive_dead_letters(
     if until is not None:
         conditions.append(DeadLetter.created_at < until)
     with transaction(sessions) as session:
+        _require_application(session, application_id)
         picked = select(DeadLetter.delivery_id).where(*conditions)
         if event_type is not None:
             picked = picked.join(Delivery, Delivery.id == DeadLetter.delivery_id).where(
