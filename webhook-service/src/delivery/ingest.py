@@ -11,7 +11,6 @@ is unique per application, and among broadcasts).
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from webhooks_core import json_input
 from webhooks_core.db import transaction
 from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import AcceptResult, accept_messages, record_accepted
@@ -39,11 +39,18 @@ class Unparseable(ValueError):
 def parse_envelope(body: bytes | str) -> Envelope:
     """The envelope in ``body``, or :class:`Unparseable` saying what is wrong with it."""
     try:
-        raw = json.loads(body)
+        raw = json_input.loads(body)
+    except json_input.JSONRejected as exc:
+        raise Unparseable("invalid_envelope", f"JSON the platform refuses: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Unparseable("invalid_json", f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise Unparseable("invalid_envelope", "the envelope must be a JSON object")
+    # The API's rules for JSON (depth, NUL, lone surrogates, numbers) hold on this path too.
+    refused = json_input.problems(raw)
+    if refused:
+        detail = "; ".join(f"{p.field}: {p.message}" for p in refused)
+        raise Unparseable("invalid_envelope", f"JSON the platform refuses: {detail}")
     try:
         return Envelope.model_validate(raw)
     except ValidationError as exc:

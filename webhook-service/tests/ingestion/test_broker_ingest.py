@@ -114,6 +114,11 @@ def test_unparseable_messages_are_dead_lettered_not_dropped(
         json.dumps({"id": "x", "data": {}}).encode(),  # no type
         json.dumps([1, 2]).encode(),
         Envelope(type="a.b", data={}, application="nobody").to_json(),
+        # JSON the API refuses is refused here too: deep, NUL, NaN, beyond a double's range.
+        b'{"type": "a.b", "data": ' + b'{"x": ' * 3000 + b"1" + b"}" * 3000 + b"}",
+        b'{"type": "a.b", "data": {"k": "nul \\u0000 here"}}',
+        b'{"type": "a.b", "data": {"n": NaN}}',
+        b'{"type": "a.b", "data": {"n": 1e400}}',
     ]
     for body in bad:
         publish_raw(body, "garbage.in")
