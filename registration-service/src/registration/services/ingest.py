@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import DomainError, InvalidField, NotFound
 from webhooks_core.db import run_transaction, transaction
+from webhooks_core.endpoints.matching import receives_sql
 from webhooks_core.envelope import Envelope, utcnow
 from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
@@ -252,7 +253,7 @@ def _delivery_count(session: Session, message_id: int) -> int:
 # The fast path of publish (see the module docstring): check the application and the event
 # type, take the key's advisory lock (the general path takes the same one), claim the key,
 # store the message under an id drawn in advance (so the key row can name it), fan it out.
-# The fan-out join is fanout.fan_out's matching rule for an application's message, in SQL.
+# The fan-out join is the one matching rule (webhooks_core.endpoints.matching), as SQL text.
 # It returns a null message id when it stored nothing.
 _FAST_PUBLISH_CTES = """
 WITH application AS (
@@ -272,14 +273,7 @@ WITH application AS (
     INSERT INTO deliveries
         (message_id, endpoint_id, application_id, event_type, state, next_attempt_at)
     SELECT message.id, endpoint.id, endpoint.application_id, :event_type, :pending, now()
-    FROM message JOIN endpoints AS endpoint
-      ON endpoint.application_id = CAST(:app_id AS uuid)
-     AND endpoint.kind = :subscription
-     AND endpoint.enabled AND endpoint.deleted_at IS NULL
-     AND (cardinality(endpoint.event_types) = 0
-          OR endpoint.event_types @> ARRAY[CAST(:event_type AS text)])
-     AND (endpoint.channels IS NULL OR cardinality(endpoint.channels) = 0
-          OR endpoint.channels && CAST(:channels AS text[]))
+    FROM message JOIN endpoints AS endpoint ON {receives}
     RETURNING 1
 )
 SELECT (SELECT id FROM message) AS message_id, (SELECT count(*) FROM fan_out) AS deliveries
@@ -350,6 +344,7 @@ class _PreparedStatement:
         return session.execute(self._execute, params).one()
 
 
+_FAST_PUBLISH_CTES = _FAST_PUBLISH_CTES.replace("{receives}", receives_sql("endpoint"))
 _FAST_PUBLISH = _PreparedStatement(
     "webhooks_publish", _FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITHOUT_KEY)
 )
