@@ -48,14 +48,14 @@ from delivery.clock import Clock
 from delivery.policy import Verdict, judge, next_delay, parse_retry_after
 from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult, url_problem
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope, utcnow, webhook_body
-from webhooks_core.models import DeliveryState, cancel_open_deliveries
+from webhooks_core.endpoints.disable import disable_endpoint
+from webhooks_core.envelope import utcnow, webhook_body
+from webhooks_core.models import DeliveryState
 from webhooks_core.observability import (
     ATTEMPT_DURATION,
     ATTEMPTS,
     DEAD_LETTERED,
     DELIVERY_LAG,
-    ENDPOINTS_DISABLED,
     RETRIES_SCHEDULED,
 )
 from webhooks_core.settings import Settings
@@ -274,14 +274,6 @@ _HEALTH = text(
             ELSE circuit_open_until END
     WHERE id = :id
     RETURNING enabled, failing_since
-    """
-)
-_DISABLE = text(
-    """
-    UPDATE endpoints SET enabled = false, disabled_reason = :reason, disabled_at = :now,
-                         circuit_open_until = NULL, updated_at = now()
-    WHERE id = :id AND enabled
-    RETURNING id
     """
 )
 
@@ -1072,37 +1064,3 @@ def _update_health(session: Session, settings: Settings, run: _EndpointRun, now:
         and (now - failing_since).total_seconds() >= settings.auto_disable_after_seconds
     ):
         disable_endpoint(session, endpoint.id, endpoint.application_id, "failing", now)
-
-
-def disable_endpoint(
-    session: Session, endpoint_id: uuid.UUID, application_id: uuid.UUID, reason: str, now: datetime
-) -> bool:
-    """Disable an endpoint, cancel its open deliveries, emit ``endpoint.disabled``.
-
-    ``reason`` is ``gone`` (it answered 410) or ``failing`` (past the auto-disable window).
-    Returns False when another process disabled it first (then it emitted the event).
-    """
-    detail = (
-        "the endpoint answered 410 Gone"
-        if reason == "gone"
-        else "the endpoint kept failing past the auto-disable window"
-    )
-    if session.execute(_DISABLE, {"id": endpoint_id, "reason": detail, "now": now}).first() is None:
-        return False
-    session.execute(cancel_open_deliveries(endpoint_id, f"endpoint disabled: {detail}"))
-    from webhooks_core.fanout import accept_message
-
-    envelope = Envelope(
-        type="endpoint.disabled",
-        data={
-            "endpoint_id": str(endpoint_id),
-            "application_id": str(application_id),
-            "reason": reason,
-            "detail": detail,
-            "disabled_at": now.isoformat(),
-        },
-    )
-    accept_message(session, envelope, source="platform", application_id=application_id)
-    ENDPOINTS_DISABLED.labels(reason).inc()
-    logger.warning("endpoint disabled endpoint_id=%s reason=%s", endpoint_id, reason)
-    return True

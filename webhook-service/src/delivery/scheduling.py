@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
+from webhooks_core.endpoints.health import is_half_open
 from webhooks_core.models import DeliveryState
 from webhooks_core.settings import Settings
 
@@ -311,8 +312,7 @@ def claim_cycle(
         healthy[endpoint_id] = failures == 0
         if rate:
             rates[endpoint_id] = rate
-        half_open = open_until is not None and failures >= settings.circuit_breaker_threshold
-        if half_open:
+        if is_half_open(failures, open_until, settings.circuit_breaker_threshold, now):
             probe.add(endpoint_id)
             free_slots[endpoint_id] = 1 if in_flight.get(endpoint_id, 0) == 0 else 0
         elif failures > 0:

@@ -7,14 +7,8 @@ broadcast of it) a no-op, and the unique ``(message_id, endpoint_id)`` pair keep
 ever creating a delivery twice.  Event ids are scoped to their application: two applications
 may publish the same id and each gets its own message.  The caller owns the transaction.
 
-Matching rules (Svix semantics):
-
-* only ``kind='subscription'`` endpoints that are enabled and not deleted;
-* an endpoint with no event types receives every type, otherwise only the types it lists;
-* an endpoint without channels receives every message; an endpoint with channels receives
-  only messages that share at least one channel with it;
-* a message with an application goes to that application's endpoints only; a message without
-  one (a broadcast, such as the people demo's events) goes to every application's endpoints.
+Which endpoints receive a message is the one matching rule of
+:mod:`webhooks_core.endpoints.matching`; both fan-out statements here are built from it.
 """
 
 from __future__ import annotations
@@ -26,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, TEXT, array, insert
+from sqlalchemy.dialects.postgresql import TEXT, insert
 from sqlalchemy.orm import Session, aliased
 
+from webhooks_core.endpoints.matching import MAY_BROADCAST, receives, receives_values
 from webhooks_core.envelope import Envelope
-from webhooks_core.models import Delivery, DeliveryState, Endpoint, EndpointKind, Message
+from webhooks_core.models import Delivery, DeliveryState, Endpoint, Message
 from webhooks_core.observability import (
     DELIVERIES_CREATED,
     MESSAGES_ACCEPTED,
@@ -118,26 +113,7 @@ def fan_out(
     application_id: uuid.UUID | None,
 ) -> int:
     """Insert one pending delivery per matching endpoint in one statement; return how many."""
-    conditions = [
-        Endpoint.kind == EndpointKind.SUBSCRIPTION.value,
-        Endpoint.enabled.is_(True),
-        Endpoint.deleted_at.is_(None),
-        or_(
-            func.cardinality(Endpoint.event_types) == 0,
-            # ``@>`` rather than ``= ANY`` so the GIN index on event_types can serve it.
-            Endpoint.event_types.contains(cast([event_type], ARRAY(TEXT))),
-        ),
-    ]
-    no_channel_filter = or_(Endpoint.channels.is_(None), func.cardinality(Endpoint.channels) == 0)
-    if channels:
-        conditions.append(
-            or_(no_channel_filter, Endpoint.channels.overlap(cast(channels, ARRAY(TEXT))))
-        )
-    else:
-        conditions.append(no_channel_filter)
-    if application_id is not None:
-        conditions.append(Endpoint.application_id == application_id)
-
+    conditions = receives_values(event_type, channels, application_id)
     matching = select(
         literal(message_id),
         Endpoint.id,
@@ -145,7 +121,7 @@ def fan_out(
         literal(event_type, String),
         literal(DeliveryState.PENDING.value, String),
         func.now(),
-    ).where(and_(*conditions))
+    ).where(conditions)
     result = session.execute(
         insert(Delivery)
         .from_select(
@@ -261,20 +237,11 @@ def _matching_endpoints(
 ) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime]:
     """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows."""
     message = aliased(Message)
-    no_channel_filter = or_(Endpoint.channels.is_(None), func.cardinality(Endpoint.channels) == 0)
-    matches = and_(
-        Endpoint.kind == EndpointKind.SUBSCRIPTION.value,
-        Endpoint.enabled.is_(True),
-        Endpoint.deleted_at.is_(None),
-        or_(
-            func.cardinality(Endpoint.event_types) == 0,
-            Endpoint.event_types.contains(array([cast(message.event_type, TEXT)])),
-        ),
-        or_(
-            no_channel_filter,
-            and_(message.channels.is_not(None), Endpoint.channels.overlap(message.channels)),
-        ),
-        or_(message.application_id.is_(None), Endpoint.application_id == message.application_id),
+    matches = receives(
+        event_type=cast(message.event_type, TEXT),
+        channels=message.channels,
+        application_id=message.application_id,
+        application=MAY_BROADCAST,
     )
     return (
         select(

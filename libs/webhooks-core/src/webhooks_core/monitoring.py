@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhooks_core.endpoint_health import HEALTH_STATE_SQL, HEALTH_STATES
+from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
 from webhooks_core.settings import Settings
 
 if TYPE_CHECKING:

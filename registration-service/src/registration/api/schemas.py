@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from registration.runtime import runtime
-from webhooks_core.endpoint_health import endpoint_condition
+from webhooks_core.endpoints.health import endpoint_condition
 from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN, utcnow
 
 T = TypeVar("T")
@@ -310,7 +310,7 @@ class EndpointOut(Out):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def health(self) -> EndpointHealthOut:
-        """The shared health reading (webhooks_core.endpoint_health), as console and metrics."""
+        """The shared health reading (webhooks_core.endpoints.health), as console and metrics."""
         settings = runtime().settings
         condition = endpoint_condition(
             self,

@@ -1,7 +1,7 @@
 """How well an application's endpoints are receiving: success ratio, health state, countdown.
 
 The state itself (healthy, failing, half open, open, disabled) is the shared reading of
-:mod:`webhooks_core.endpoint_health`, the same one the API and the metrics show.
+:mod:`webhooks_core.endpoints.health`, the same one the API and the metrics show.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.endpoint_health import EndpointCondition, endpoint_condition
+from webhooks_core.endpoints.health import EndpointCondition, endpoint_condition
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import Attempt, Endpoint
 from webhooks_core.settings import Settings

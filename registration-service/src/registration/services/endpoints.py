@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.disable import disable_endpoint
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import (
     Application,
@@ -227,7 +228,13 @@ def set_enabled(
     enabled: bool,
     reason: str | None = None,
 ) -> Endpoint:
-    """Disable (cancelling open deliveries) or re-enable an endpoint (resetting its health)."""
+    """Disable or re-enable an endpoint.
+
+    Disabling is :func:`webhooks_core.endpoints.disable.disable_endpoint` with reason
+    ``manual`` (``reason`` is the operator's words): open deliveries cancelled, breaker
+    cleared, ``endpoint.disabled`` emitted.  Enabling resets its health (failures, failing
+    since, breaker), so it starts healthy.
+    """
     with transaction(sessions) as session:
         endpoint = _load(session, app_id, endpoint_id, lock=True)
         if enabled:
@@ -238,10 +245,10 @@ def set_enabled(
             endpoint.failing_since = None
             endpoint.circuit_open_until = None
         elif endpoint.enabled:
-            endpoint.enabled = False
-            endpoint.disabled_reason = reason or "disabled by a user"
-            endpoint.disabled_at = utcnow()
-            session.execute(cancel_open_deliveries(endpoint.id, "endpoint disabled"))
+            disable_endpoint(
+                session, endpoint.id, endpoint.application_id, "manual", utcnow(), detail=reason
+            )
+            session.refresh(endpoint)
         session.flush()
         return endpoint
 

@@ -1,4 +1,5 @@
-"""What an endpoint's health columns mean: the one reading shared by API, console and metrics.
+"""What an endpoint's health columns mean: the one breaker reading of API, console, metrics
+and scheduler.
 
 The delivery engine keeps ``consecutive_failures``, ``failing_since`` and
 ``circuit_open_until`` on each endpoint.  Read together with the settings they say:
@@ -9,6 +10,10 @@ The delivery engine keeps ``consecutive_failures``, ``failing_since`` and
   (``consecutive_failures >= circuit_breaker_threshold``): the next attempt is a single probe;
 * ``failing``: the last attempts failed, fewer of them than the breaker's threshold;
 * ``healthy``: the last attempt succeeded (or nothing was attempted yet).
+
+The scheduler reads the same breaker: it skips an open endpoint and sends a half-open one a
+single probe (:func:`is_half_open`); the engine opens the breaker when a batch's trailing
+failures reach the threshold (:func:`trips_breaker`).
 
 A failing endpoint that stays failing is disabled ``auto_disable_after_seconds`` after
 ``failing_since``: :attr:`EndpointCondition.auto_disable_at` is that moment.
@@ -75,9 +80,19 @@ def is_half_open(
     """The breaker's rest is over, the failures that opened it stand: probe with one attempt."""
     return (
         circuit_open_until is not None
-        and circuit_open_until <= now
-        and consecutive_failures >= threshold
+        and not is_open(circuit_open_until, now)
+        and trips_breaker(consecutive_failures, threshold)
     )
+
+
+def is_open(circuit_open_until: datetime | None, now: datetime) -> bool:
+    """The breaker rests: nothing is sent to the endpoint before ``circuit_open_until``."""
+    return circuit_open_until is not None and circuit_open_until > now
+
+
+def trips_breaker(consecutive_failures: int, threshold: int) -> bool:
+    """Failures in a row that open the breaker (again, after a failed probe)."""
+    return consecutive_failures >= threshold
 
 
 def endpoint_condition(
@@ -93,7 +108,7 @@ def endpoint_condition(
     failing = failures > 0 or endpoint.failing_since is not None
     if not endpoint.enabled:
         state = "disabled"
-    elif open_until is not None and open_until > now:
+    elif is_open(open_until, now):
         state = "open"
     elif is_half_open(failures, open_until, threshold, now):
         state = "half_open"

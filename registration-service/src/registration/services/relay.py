@@ -1,0 +1,136 @@
+"""Relay mode: send one webhook to a URL without a subscription."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from registration.services.errors import InvalidField
+from registration.services.idempotency import (
+    claim_key,
+    remember_key,
+    request_hash,
+)
+from registration.services.publishing import (
+    Accepted,
+    StoredMessage,
+    check_payload_size,
+    known_event,
+    require_application,
+)
+from webhooks_core.db import transaction
+from webhooks_core.envelope import Envelope
+from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
+from webhooks_core.models import (
+    Delivery,
+    DeliveryState,
+    Endpoint,
+    EndpointKind,
+    EndpointSecret,
+    Message,
+)
+from webhooks_core.observability import MESSAGES_DUPLICATE
+from webhooks_core.settings import Settings
+from webhooks_core.signing import is_valid_secret, new_secret
+from webhooks_core.targets import TargetRefused, check_url
+
+RELAY_EVENT_TYPE = "relay.message"
+
+
+def relay_message(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    app_id: uuid.UUID,
+    *,
+    url: str,
+    payload: dict[str, Any],
+    event_type: str | None = None,
+    headers: dict[str, str] | None = None,
+    secret: str | None = None,
+    event_id: str | None = None,
+    idempotency_key: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> Accepted:
+    """Send ``payload`` once to ``url`` without a subscription (relay mode).
+
+    Stores a relay endpoint (``kind='relay'``, never matched by fan-out) with its signing
+    secret, the message (``source='relay'``) and its single delivery, which the delivery
+    engine sends with the usual signing, retries and attempt log.
+    """
+    try:
+        check_url(url, settings.allowed_networks)
+    except TargetRefused as exc:
+        raise InvalidField(str(exc), field="url") from None
+    if secret is not None and not is_valid_secret(secret):
+        raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="secret")
+    check_payload_size(settings, payload)
+    event_type = event_type or RELAY_EVENT_TYPE
+    envelope = Envelope(
+        type=event_type, data=payload, **({"id": event_id} if event_id is not None else {})
+    )
+    digest = request_hash(body if body is not None else {"url": url, "payload": payload})
+
+    with transaction(sessions) as session:
+        require_application(session, app_id)
+        if idempotency_key is not None:
+            first = claim_key(session, settings, app_id, idempotency_key, digest)
+            if first is not None:
+                MESSAGES_DUPLICATE.labels("relay").inc()
+                return _relay_view(session, first, duplicate=True)
+        result = accept_message(session, envelope, source="relay", application_id=app_id)
+        if not result.created:
+            message = known_event(session, app_id, result)
+            MESSAGES_DUPLICATE.labels("relay").inc()
+            return _relay_view(session, message, duplicate=True)
+        endpoint = Endpoint(
+            application_id=app_id,
+            kind=EndpointKind.RELAY.value,
+            url=url,
+            description="relay mode",
+            event_types=[event_type],
+            headers=headers or {},
+        )
+        session.add(endpoint)
+        session.flush()
+        generated = None if secret is not None else new_secret()
+        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=secret or generated))
+        delivery = Delivery(
+            message_id=result.message_id,
+            endpoint_id=endpoint.id,
+            application_id=app_id,
+            event_type=event_type,
+            state=DeliveryState.PENDING.value,
+            next_attempt_at=func.now(),
+        )
+        session.add(delivery)
+        session.flush()
+        if idempotency_key is not None:
+            remember_key(session, app_id, idempotency_key, digest, result.message_id)
+        stored = session.get(Message, result.message_id)
+        assert stored is not None
+        accepted = Accepted(
+            StoredMessage.of(stored),
+            1,
+            duplicate=False,
+            delivery_id=delivery.id,
+            endpoint_id=endpoint.id,
+            secret=generated,
+        )
+    record_accepted(event_type, AcceptResult(stored.id, stored.event_id, True, 1), "relay")
+    return accepted
+
+
+def _relay_view(session: Session, message: Message, *, duplicate: bool) -> Accepted:
+    delivery = session.scalars(
+        select(Delivery).where(Delivery.message_id == message.id).order_by(Delivery.id).limit(1)
+    ).first()
+    return Accepted(
+        StoredMessage.of(message),
+        1 if delivery else 0,
+        duplicate=duplicate,
+        delivery_id=delivery.id if delivery else None,
+        endpoint_id=delivery.endpoint_id if delivery else None,
+    )
