@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhooks_core.settings import Settings, SettingsError
+from webhooks_core.settings import FIELD_GROUPS, Settings, SettingsError
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +50,8 @@ def test_the_test_switches_work_when_the_process_is_a_test(
     with pytest.raises(SettingsError, match="WEBHOOKS_DELIVERY_SENDER=fake"):
         Settings.from_env(clock_offset_file=None)
     assert Settings.from_env(testing=True).delivery_sender == "fake"
+
+
+def test_every_field_belongs_to_exactly_one_process_group() -> None:
+    grouped = [name for names in FIELD_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(Settings.model_fields)

@@ -4,24 +4,15 @@ Every service builds one :class:`Settings` at start (``Settings.from_env()``) an
 down; nothing else reads the environment.  Defaults point at the services on 127.0.0.1 with
 the project's own database (``webhooks``) and RabbitMQ vhost (``webhooks``).
 
-The fields are grouped by the process that reads them (one flat object for now, so that
-``settings.<field>`` reads the same everywhere; splitting it into typed groups is left for
-later):
+The fields are grouped by the process that reads them, in :data:`FIELD_GROUPS` (core, api,
+delivery, producer, test).  It stays one flat object for now, so that ``settings.<field>``
+reads the same everywhere; the groups are where a split into typed objects per process would
+cut.
 
-* core, every process: ``database_url``, ``database_pool_size``, ``broker_url``,
-  ``allowed_target_networks``, ``metrics_host``, ``metrics_port``, ``log_format``,
-  ``log_level``;
-* API and console (``registration``): ``admin_token``, ``max_request_bytes``,
-  ``max_payload_bytes``, ``secret_rotation_grace_seconds``,
-  ``idempotency_window_seconds``, ``console_secret_key``, ``console_cookie_secure``;
-* delivery (scheduler and worker): ``retry_schedule`` to ``scheduler_poll_seconds``
-  below;
-* producer (people demo and outbox relay): ``producer_database_url``, ``upload_dir``,
-  ``upload_max_bytes``, ``outbox_batch_size``, ``outbox_poll_seconds``;
-* test switches (:data:`TEST_SWITCHES`): ``delivery_sender=fake`` and
-  ``clock_offset_file``.  They replace the network and the clock, so a process refuses to
-  start with either unless ``WEBHOOKS_TESTING=1`` says it is a test or a measurement (the
-  test fixtures set it for the processes they start).
+The test switches (:data:`TEST_SWITCHES`: ``delivery_sender=fake`` and ``clock_offset_file``)
+replace the network and the clock, so a process refuses to start with either unless
+``WEBHOOKS_TESTING=1`` says it is a test or a measurement (the test fixtures set it for the
+processes they start).
 """
 
 from __future__ import annotations
@@ -51,6 +42,36 @@ def _split_csv(value: object) -> object:
 # Fields that replace a real collaborator (the network, the clock) for tests; see the module
 # docstring.
 TEST_SWITCHES = ("delivery_sender", "clock_offset_file")
+
+# Which process reads which field (every field is in exactly one group; a test checks it).
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    # Every process.
+    "core": (
+        "database_url", "database_pool_size", "broker_url", "allowed_target_networks",
+        "metrics_host", "metrics_port", "log_format", "log_level",
+    ),
+    # The management API and the console (registration-service).
+    "api": (
+        "admin_token", "max_request_bytes", "max_payload_bytes",
+        "secret_rotation_grace_seconds", "idempotency_window_seconds", "console_secret_key",
+        "console_cookie_secure",
+    ),
+    # The scheduler and the delivery workers (webhook-service).
+    "delivery": (
+        "retry_schedule", "retry_jitter", "connect_timeout_seconds", "read_timeout_seconds",
+        "total_timeout_seconds", "response_body_max_bytes", "endpoint_max_in_flight",
+        "application_max_in_flight", "lease_seconds", "max_lease_expiries",
+        "auto_disable_after_seconds", "retry_after_max_seconds", "other_status_policy",
+        "circuit_breaker_threshold", "circuit_breaker_cooldown_seconds", "delivery_batch_size",
+        "scheduler_claim_limit", "scheduler_poll_seconds",
+    ),
+    # The people demo and the outbox relay (event-producer).
+    "producer": (
+        "producer_database_url", "upload_dir", "upload_max_bytes", "outbox_batch_size",
+        "outbox_poll_seconds",
+    ),
+    "test": ("testing", *TEST_SWITCHES),
+}  # fmt: skip
 
 
 class Settings(BaseSettings):
