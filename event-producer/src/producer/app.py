@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, redirect, request
+from flask import Response, request
 from flask_openapi3 import Info, OpenAPI
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 from producer.api import ProducerRuntime, people_bp, runtime, uploads_bp
 from producer.catalogue import register_event_types
-from producer.errors import ProducerError
 from webhooks_core.db import POOL_RECYCLE_SECONDS, make_session_factory
-from webhooks_core.observability import instrument_flask, metrics_response
-from webhooks_core.openapi_text import serve_plain_docs
+from webhooks_core.errors import DomainError
+from webhooks_core.http.operational import register_operational_routes
+from webhooks_core.observability import instrument_flask
 from webhooks_core.problems import (
     Problem,
     problem,
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, register_types: bool = True)
         settings, engine, make_session_factory(engine), Path(settings.upload_dir).resolve()
     )
     instrument_flask(app, "producer")
-    register_problem_handlers(app, ProducerError)
+    register_problem_handlers(app, DomainError)
     _register_operational_routes(app)
     app.register_api(people_bp)
     app.register_api(uploads_bp)
@@ -81,24 +81,7 @@ def create_app(settings: Settings | None = None, *, register_types: bool = True)
 
 
 def _register_operational_routes(app: OpenAPI) -> None:
-    @app.get("/health", doc_ui=False)
-    def health() -> tuple[Response, int]:
-        try:
-            with runtime().engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
-            return jsonify(status="unavailable", database=type(exc).__name__), 503
-        return jsonify(status="ok", database="ok"), 200
-
-    @app.get("/metrics", doc_ui=False)
-    def metrics() -> Response:
-        return metrics_response()
-
-    @app.get("/openapi.json", doc_ui=False)
-    def openapi_json() -> Response:
-        return jsonify(app.api_doc)
-
-    serve_plain_docs(app, lambda: app.api_doc)
+    register_operational_routes(app, lambda: runtime().engine)
 
     @app.before_request
     def _json_only() -> Response | None:
@@ -115,9 +98,3 @@ def _register_operational_routes(app: OpenAPI) -> None:
                 "send the person as a JSON object with Content-Type: application/json",
             )
         return None
-
-    def _docs() -> Response:
-        # Straight to Swagger UI, as the management API's /docs (not the UI chooser page).
-        return redirect("/docs/swagger", code=302)  # type: ignore[return-value]
-
-    Flask.add_url_rule(app, "/docs", "docs_home", _docs)

@@ -84,12 +84,6 @@ class UploadOut(BaseModel):
     created_at: datetime
 
 
-class EventAccepted(BaseModel):
-    """The id of the event a change fired (its ``webhook-id`` downstream)."""
-
-    event_id: str | None
-
-
 class PersonChange(PersonOut):
     """A person after a change, with the id of the event it fired (None: nothing changed)."""
 

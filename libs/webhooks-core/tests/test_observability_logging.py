@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhooks_core.logging import configure_logging, log_attempt, redact
+from webhooks_core.logging import configure_logging, redact
 
 
 class Terminal(io.StringIO):
@@ -102,32 +102,6 @@ def test_secrets_never_reach_a_log_line(restore_logging: None) -> None:
 def test_redact_leaves_ordinary_text_alone() -> None:
     text = "delivered 12 messages to https://example.com/hooks in 30 ms"
     assert redact(text) == text
-
-
-def test_one_line_per_attempt_with_the_fields_operators_search_by(
-    restore_logging: None,
-) -> None:
-    stream = io.StringIO()
-    configure_logging("worker", log_format="json", level="INFO", stream=stream)
-    log = logging.getLogger("delivery.engine")
-
-    log_attempt(
-        log, delivery_id=42, endpoint_id="0b5e", outcome="success", latency_ms=12.345,
-        status_code=200, attempt=1,
-    )  # fmt: skip
-    log_attempt(log, delivery_id=43, endpoint_id="0b5e", outcome="timeout", latency_ms=1500.0)
-
-    first, second = (json.loads(line) for line in lines(stream))
-    assert first["level"] == "info"
-    assert {k: first[k] for k in ("delivery_id", "endpoint_id", "outcome", "latency_ms")} == {
-        "delivery_id": 42,
-        "endpoint_id": "0b5e",
-        "outcome": "success",
-        "latency_ms": 12.3,
-    }
-    assert first["status_code"] == 200
-    assert second["level"] == "warning"
-    assert second["outcome"] == "timeout"
 
 
 def test_a_malformed_log_call_is_logged_not_raised(restore_logging: None) -> None:

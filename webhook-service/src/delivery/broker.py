@@ -21,7 +21,6 @@ __all__ = [
     "INGEST_DEAD_EXCHANGE",
     "INGEST_DEAD_QUEUE",
     "INGEST_QUEUE",
-    "SCHEDULE_QUEUE_NAME",
 ]
 
 # Deliveries whose retries ran out are published here for operators to consume or alert on.
@@ -31,4 +30,3 @@ DEAD_LETTER_QUEUE = Queue(
 )
 # Celery task queues.
 DELIVER_QUEUE_NAME = "webhooks.deliver"
-SCHEDULE_QUEUE_NAME = "webhooks.schedule"

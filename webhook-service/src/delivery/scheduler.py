@@ -114,12 +114,11 @@ class Scheduler:
         self._publish_failed = False
         self.limiter = RateLimiter()
 
-    def tick(self) -> int:
-        """One cycle: claim, publish, expire leases when due.  Returns deliveries claimed."""
-        return self.cycle()[0]
-
     def cycle(self) -> tuple[int, bool]:
-        """:meth:`tick`, also returning whether endpoints at their limit held work back."""
+        """One cycle: claim, publish, expire leases when due.
+
+        Returns the deliveries claimed and whether endpoints at their limit held work back.
+        """
         claimed, saturated = self._claim_and_publish()
         # After the publish, so a new delivery never waits for it; what expires is due at once
         # and its UPDATE notifies, which wakes the next cycle.

@@ -54,6 +54,7 @@ ENGINE_ENV = {
     "WEBHOOKS_DELIVERY_BATCH_SIZE": "10",
     "WEBHOOKS_SCHEDULER_POLL_SECONDS": "0.5",
     "WEBHOOKS_METRICS_PORT": "0",
+    "WEBHOOKS_TESTING": "1",  # the offset clock below is a test switch
 }
 
 

@@ -19,11 +19,11 @@ from sqlalchemy import select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import publish
-from producer.errors import InvalidField, NotFound
 from producer.models import Person
 from producer.schemas import PersonOut
 from webhooks_core.db import run_transaction
 from webhooks_core.envelope import Envelope
+from webhooks_core.errors import InvalidField, NotFound
 
 FIELDS = ("name", "email", "phone")
 

@@ -12,10 +12,10 @@ from typing import IO
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import publish
-from producer.errors import InvalidField
 from producer.models import Upload
 from producer.schemas import UploadOut
 from webhooks_core.envelope import Envelope
+from webhooks_core.errors import InvalidField
 
 CHUNK = 64 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

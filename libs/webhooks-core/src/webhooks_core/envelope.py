@@ -19,17 +19,11 @@ from webhooks_core.ids import new_message_id
 
 EVENT_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)+$"
 CHANNEL_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
-_EVENT_TYPE_RE = re.compile(EVENT_TYPE_PATTERN)
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
-
-
-def is_event_type_name(name: str) -> bool:
-    """True for dotted lower-case names such as ``person.created``."""
-    return len(name) <= 128 and bool(_EVENT_TYPE_RE.match(name))
 
 
 class Envelope(BaseModel):
@@ -68,11 +62,6 @@ class Envelope(BaseModel):
     def to_json(self) -> bytes:
         """The wire form published to RabbitMQ."""
         return self.model_dump_json(exclude_none=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Envelope:
-        """Parse the wire form; raises ``pydantic.ValidationError`` on anything else."""
-        return cls.model_validate_json(raw)
 
     def webhook_body(self) -> bytes:
         """The JSON body an endpoint receives."""

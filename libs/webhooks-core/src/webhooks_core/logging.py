@@ -229,30 +229,3 @@ def configure_logging(
     logging.config.dictConfig(
         logging_config(service, log_format=log_format, level=level, stream=stream)
     )
-
-
-def log_attempt(
-    logger: logging.Logger,
-    *,
-    delivery_id: int,
-    endpoint_id: object,
-    outcome: str,
-    latency_ms: float,
-    status_code: int | None = None,
-    attempt: int | None = None,
-) -> None:
-    """The one log line of a delivery attempt, with the fields operators search by."""
-    level = logging.INFO if outcome == "success" else logging.WARNING
-    logger.log(
-        level,
-        "delivery attempt %s",
-        outcome,
-        extra={
-            "delivery_id": delivery_id,
-            "endpoint_id": str(endpoint_id),
-            "outcome": outcome,
-            "latency_ms": round(latency_ms, 1),
-            "status_code": status_code,
-            "attempt": attempt,
-        },
-    )

@@ -40,11 +40,6 @@ logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# Well-known metrics ports of the non-HTTP processes (HTTP services serve /metrics themselves).
-WORKER_METRICS_PORT = 9101
-SCHEDULER_METRICS_PORT = 9102
-RELAY_METRICS_PORT = 9103
-
 # A scrape must stay cheap even when the database is slow or locked: give up quickly and
 # report the database gauges as unavailable rather than stall Prometheus.
 DATABASE_GAUGES_TIMEOUT_MS = 2000

@@ -3,6 +3,16 @@
 Every service builds one :class:`Settings` at start (``Settings.from_env()``) and passes it
 down; nothing else reads the environment.  Defaults point at the services on 127.0.0.1 with
 the project's own database (``webhooks``) and RabbitMQ vhost (``webhooks``).
+
+The fields are grouped by the process that reads them, in :data:`FIELD_GROUPS` (core, api,
+delivery, producer, test).  It stays one flat object for now, so that ``settings.<field>``
+reads the same everywhere; the groups are where a split into typed objects per process would
+cut.
+
+The test switches (:data:`TEST_SWITCHES`: ``delivery_sender=fake`` and ``clock_offset_file``)
+replace the network and the clock, so a process refuses to start with either unless
+``WEBHOOKS_TESTING=1`` says it is a test or a measurement (the test fixtures set it for the
+processes they start).
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "WEBHOOKS_"
@@ -29,6 +39,41 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# Fields that replace a real collaborator (the network, the clock) for tests; see the module
+# docstring.
+TEST_SWITCHES = ("delivery_sender", "clock_offset_file")
+
+# Which process reads which field (every field is in exactly one group; a test checks it).
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    # Every process.
+    "core": (
+        "database_url", "database_pool_size", "broker_url", "allowed_target_networks",
+        "metrics_host", "metrics_port", "log_format", "log_level",
+    ),
+    # The management API and the console (registration-service).
+    "api": (
+        "admin_token", "max_request_bytes", "max_payload_bytes",
+        "secret_rotation_grace_seconds", "idempotency_window_seconds", "console_secret_key",
+        "console_cookie_secure",
+    ),
+    # The scheduler and the delivery workers (webhook-service).
+    "delivery": (
+        "retry_schedule", "retry_jitter", "connect_timeout_seconds", "read_timeout_seconds",
+        "total_timeout_seconds", "response_body_max_bytes", "endpoint_max_in_flight",
+        "application_max_in_flight", "lease_seconds", "max_lease_expiries",
+        "auto_disable_after_seconds", "retry_after_max_seconds", "other_status_policy",
+        "circuit_breaker_threshold", "circuit_breaker_cooldown_seconds", "delivery_batch_size",
+        "scheduler_claim_limit", "scheduler_poll_seconds",
+    ),
+    # The people demo and the outbox relay (event-producer).
+    "producer": (
+        "producer_database_url", "upload_dir", "upload_max_bytes", "outbox_batch_size",
+        "outbox_poll_seconds",
+    ),
+    "test": ("testing", *TEST_SWITCHES),
+}  # fmt: skip
+
+
 class Settings(BaseSettings):
     """Everything a process of the platform may be configured with."""
 
@@ -42,7 +87,6 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, min_length=16)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_payload_bytes: int = Field(default=262_144, ge=256)
-    page_size_max: int = Field(default=250, ge=1)
     secret_rotation_grace_seconds: int = Field(default=86_400, ge=0)
     idempotency_window_seconds: int = Field(default=86_400, ge=60)
 
@@ -88,8 +132,12 @@ class Settings(BaseSettings):
     delivery_batch_size: int = Field(default=50, ge=1, le=1000)
     scheduler_claim_limit: int = Field(default=1000, ge=1)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # Test switches (see TEST_SWITCHES): honoured only with WEBHOOKS_TESTING=1.
+    testing: bool = False
+    # ``fake`` answers 200 at once without a request (tests, overhead measurements).
     delivery_sender: Literal["http", "fake"] = "http"
-    # Tests only: a file holding seconds to add to the wall clock of scheduling decisions.
+    # A file holding seconds to add to the wall clock of scheduling decisions.
     clock_offset_file: str | None = None
 
     # Metrics HTTP server of a non-HTTP process (worker, scheduler, relay).  No port means
@@ -135,6 +183,23 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _test_switches_only_when_testing(self) -> Settings:
+        # A fake sender or a moved clock in production would silently "deliver" nothing or
+        # retry at the wrong time: refuse at start, naming what to unset.
+        if not self.testing:
+            on = [
+                f"{ENV_PREFIX}{name.upper()}={value}"
+                for name, value in ((n, getattr(self, n)) for n in TEST_SWITCHES)
+                if value != type(self).model_fields[name].default
+            ]
+            if on:
+                raise ValueError(
+                    f"{', '.join(on)} is only for tests: unset it, or set "
+                    f"{ENV_PREFIX}TESTING=1 if this process is a test or a measurement"
+                )
+        return self
+
     @cached_property
     def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The parsed form of ``allowed_target_networks``."""
@@ -147,7 +212,10 @@ class Settings(BaseSettings):
             return cls(**overrides)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems = "; ".join(
-                f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
+                f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}"
+                if err["loc"]
+                else str(err["msg"]).removeprefix("Value error, ")
+                for err in exc.errors()
             )
             raise SettingsError(f"invalid settings: {problems}") from None
 

@@ -15,8 +15,7 @@ import click
 from registration.cli.client import ApiClient
 from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
+EXIT_REFUSED = 1  # 2 is click's own, for a usage error
 EXIT_UNREACHABLE = 3
 
 _RELATIVE = re.compile(r"^(\d+)\s*(s|m|min|h|d|w)$")

@@ -9,14 +9,13 @@ from wtforms import (
     DateTimeLocalField,
     IntegerField,
     PasswordField,
-    SelectField,
     SelectMultipleField,
     StringField,
     TextAreaField,
     widgets,
 )
 from wtforms.fields import URLField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
 
 class SignInForm(FlaskForm):
@@ -29,12 +28,6 @@ class SignInForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button that changes something: carries only the CSRF token."""
-
-
-class SwitchApplicationForm(FlaskForm):
-    """The admin's application switcher."""
-
-    application = SelectField("Application", validators=[DataRequired()])
 
 
 class ApplicationForm(FlaskForm):

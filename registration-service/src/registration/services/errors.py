@@ -1,43 +1,7 @@
-"""Errors the domain raises; the API turns each into a problem+json response."""
+"""The domain errors of the management API: the shared ones of :mod:`webhooks_core.errors`."""
 
 from __future__ import annotations
 
+from webhooks_core.errors import Conflict, DomainError, Forbidden, InvalidField, NotFound
 
-class DomainError(Exception):
-    """Base of every error a domain function raises on purpose."""
-
-    status = 400
-    title = "Bad request"
-
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.field = field
-
-
-class NotFound(DomainError):
-    """The object does not exist, or the caller may not see it."""
-
-    status = 404
-    title = "Not found"
-
-
-class Conflict(DomainError):
-    """The request contradicts what exists (a duplicate, a reused idempotency key...)."""
-
-    status = 409
-    title = "Conflict"
-
-
-class InvalidField(DomainError):
-    """One field of an otherwise well-formed request is not acceptable."""
-
-    status = 422
-    title = "Validation failed"
-
-
-class Forbidden(DomainError):
-    """The caller is known but may not do this."""
-
-    status = 403
-    title = "Forbidden"
+__all__ = ["Conflict", "DomainError", "Forbidden", "InvalidField", "NotFound"]
