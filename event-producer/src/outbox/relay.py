@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import select
 import signal
 import sys
 import threading
@@ -34,17 +33,16 @@ from typing import Any, Protocol
 
 import amqp.exceptions  # type: ignore[import-untyped,unused-ignore]
 import psycopg2  # type: ignore[import-untyped,unused-ignore]
-import psycopg2.extensions  # type: ignore[import-untyped,unused-ignore]
 from kombu import Connection
 from kombu.exceptions import KombuError
 from prometheus_client import Gauge, start_http_server
 from sqlalchemy import Engine, create_engine, func, update
 from sqlalchemy import select as sql_select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.schema import NOTIFY_CHANNEL, OUTBOX
 from outbox.topology import DECLARATIONS, EVENTS_EXCHANGE
+from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.observability import OUTBOX_PUBLISHED
 from webhooks_core.settings import Settings, SettingsError, redact_url
@@ -168,23 +166,26 @@ class Backoff:
 
 
 class Waker:
-    """Waits for a NOTIFY on the outbox channel, or at most ``timeout`` seconds."""
+    """Waits for a NOTIFY on the outbox channel, or at most ``timeout`` seconds.
+
+    Without a DSN, or while the database refuses the LISTEN connection, it just sleeps
+    (polling); a connection lost while waiting returns at once and reconnects next time.
+    """
 
     def __init__(self, dsn: str | None) -> None:
-        self._dsn = dsn
-        self._conn: psycopg2.extensions.connection | None = None
+        self._listener = (
+            Listener(dsn, [NOTIFY_CHANNEL], connect_timeout=5) if dsn is not None else None
+        )
 
-    def _listen(self) -> psycopg2.extensions.connection | None:
-        if self._conn is None and self._dsn is not None:
-            try:
-                conn = psycopg2.connect(self._dsn, connect_timeout=5)
-                conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-                with conn.cursor() as cursor:
-                    cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                self._conn = conn
-            except psycopg2.Error as exc:
-                log.warning("cannot LISTEN for outbox commits (%s); polling", exc)
-        return self._conn
+    def _listen(self) -> bool:
+        if self._listener is None:
+            return False
+        try:
+            self._listener.connect()
+        except psycopg2.Error as exc:
+            log.warning("cannot LISTEN for outbox commits (%s); polling", exc)
+            return False
+        return True
 
     def start(self) -> None:
         """LISTEN before the first round, so no commit after it goes unnoticed."""
@@ -192,28 +193,16 @@ class Waker:
 
     def wait(self, timeout: float) -> None:
         """Return when a commit was notified (possibly already) or after ``timeout``."""
-        conn = self._listen()
-        if conn is None:
+        listener = self._listener
+        if listener is None or not self._listen():
             time.sleep(timeout)
             return
-        try:
-            conn.poll()
-            if not conn.notifies:
-                select.select([conn], [], [], timeout)
-                conn.poll()
-            conn.notifies.clear()
-        except (psycopg2.Error, OSError) as exc:
-            log.warning("lost the LISTEN connection (%s); reconnecting", exc)
-            self.close()
+        listener.wait(timeout)
 
     def close(self) -> None:
         """Close the listening connection."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except psycopg2.Error:
-                log.debug("error closing the LISTEN connection", exc_info=True)
+        if self._listener is not None:
+            self._listener.close()
 
 
 class Relay:
@@ -309,12 +298,6 @@ class Relay:
             self.update_gauges()
         except SQLAlchemyError as exc:
             log.warning("cannot read the outbox backlog (%s)", exc)
-
-
-def libpq_dsn(database_url: str) -> str:
-    """The SQLAlchemy URL as a libpq connection URI (for the raw LISTEN connection)."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

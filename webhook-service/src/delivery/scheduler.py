@@ -12,20 +12,15 @@ of schedulers may run; see :mod:`delivery.scheduling`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import select
 import signal
 import threading
 import time
 from types import FrameType
 from typing import Any
 
-import psycopg2  # type: ignore[import-untyped]
-import psycopg2.extensions  # type: ignore[import-untyped]
 from celery import Celery
 from prometheus_client import REGISTRY
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.broker import DELIVER_QUEUE_NAME
@@ -39,12 +34,13 @@ from delivery.scheduling import (
     Claim,
     ClaimPublisher,
     PublishFailed,
-    RateLimiter,
     claim_cycle,
     expire_leases,
     release_claims,
 )
 from webhooks_core.db import make_engine, make_session_factory, run_transaction
+from webhooks_core.deliveries.planning import RateLimiter
+from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
 from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
@@ -86,12 +82,6 @@ class CeleryClaimPublisher:
             raise PublishFailed(claims[done:]) from exc
 
 
-def listen_dsn(database_url: str) -> str:
-    """A libpq DSN for the SQLAlchemy URL, for the dedicated LISTEN connection."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
-
-
 class Scheduler:
     """Claims due deliveries and publishes them; :meth:`run` until ``stop`` is set."""
 
@@ -108,17 +98,15 @@ class Scheduler:
         self.publisher = publisher
         self.clock = clock
         self.dead_letters = dead_letters
-        self._listener: psycopg2.extensions.connection | None = None
+        self._listener = Listener(libpq_dsn(settings.database_url), [NOTIFY_CHANNEL])
         self._last_expiry = 0.0
         self._wake_in: float | None = None
         self._publish_failed = False
         self.limiter = RateLimiter()
 
     def cycle(self) -> tuple[int, bool]:
-        """One cycle: claim, publish, expire leases when due.
-
-        Returns the deliveries claimed and whether endpoints at their limit held work back.
-        """
+        """One cycle: claim, publish, expire leases when due.  Returns the deliveries claimed
+        and whether endpoints at their limit held work back."""
         claimed, saturated = self._claim_and_publish()
         # After the publish, so a new delivery never waits for it; what expires is due at once
         # and its UPDATE notifies, which wakes the next cycle.
@@ -182,34 +170,12 @@ class Scheduler:
                     logger.exception("releasing them failed; they return when their leases expire")
         return sum(len(claim.delivery_ids) for claim in claims), result.saturated
 
-    def _connect_listener(self) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(listen_dsn(self.settings.database_url))
-        conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
-        with conn.cursor() as cursor:
-            cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        return conn
-
     def wait(self, timeout: float) -> set[str]:
         """Sleep until a notification arrives or ``timeout`` passes; return their payloads.
 
         An empty set means the timeout passed (or the connection had to be rebuilt).
         """
-        try:
-            if self._listener is None:
-                self._listener = self._connect_listener()
-            conn = self._listener
-            conn.poll()
-            if not conn.notifies:
-                select.select([conn], [], [], timeout)
-                conn.poll()
-            kinds = {note.payload for note in conn.notifies}
-            conn.notifies.clear()
-            return kinds
-        except (psycopg2.Error, OSError):
-            logger.exception("LISTEN connection lost; reconnecting")
-            self._close_listener()
-            time.sleep(min(timeout, 1.0))
-            return set()
+        return self._listener.wait_or_sleep(timeout)
 
     def _sleep(self, stop: threading.Event, saturated: bool) -> None:
         """Wait for a reason to claim again.
@@ -233,15 +199,9 @@ class Scheduler:
                     return
                 deadline = min(deadline, started + SATURATED_RESCAN_SECONDS)
 
-    def _close_listener(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(psycopg2.Error):
-                self._listener.close()
-            self._listener = None
-
     def run(self, stop: threading.Event) -> None:
         """Claim until ``stop`` is set; a full claim loops at once, otherwise wait."""
-        self._listener = self._connect_listener()
+        self._listener.connect()
         logger.info("scheduler running")
         try:
             while not stop.is_set():
@@ -259,7 +219,7 @@ class Scheduler:
                     continue  # more is due right now
                 self._sleep(stop, saturated)
         finally:
-            self._close_listener()
+            self._listener.close()
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ never a Celery ETA.  A claim cycle, in one transaction:
    applications at ``application_max_in_flight``, are left out of the scan, so a slow or
    failing endpoint's (or tenant's) backlog never fills the batch that healthy ones need;
 3. reads up to ``scheduler_claim_limit`` due rows of the other endpoints, oldest first;
-4. cuts each endpoint's rows into batches of at most ``delivery_batch_size``, no more
+4. cuts each endpoint's rows (a pure decision, :mod:`webhooks_core.deliveries.planning`)
+   into batches of at most ``delivery_batch_size``, no more
    batches than the endpoint's free in-flight slots (one while the endpoint is failing; a
    half-open breaker gets one probe of one delivery) nor than its application's free
    slots (fair share: one tenant's slow endpoints cannot hold every worker), a delivery
@@ -30,10 +31,8 @@ dead-lettered instead.
 from __future__ import annotations
 
 import logging
-import math
-import time
 import uuid
-from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -43,6 +42,13 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
+from webhooks_core.deliveries.planning import (
+    Allowance,
+    DueRow,
+    RateLimiter,
+    plan_batches,
+    read_capacity,
+)
 from webhooks_core.endpoints.health import is_half_open
 from webhooks_core.models import DeliveryState
 from webhooks_core.settings import Settings
@@ -53,12 +59,6 @@ logger = logging.getLogger(__name__)
 CLAIM_LOCK_KEY = 0x5745_4248_4F4F_4B53  # "WEBHOOKS"
 NOTIFY_CHANNEL = "webhooks_deliveries"
 DELIVER_TASK = "delivery.deliver"
-# Below this many endpoints with due rows in one cycle, their rows are spread over parallel
-# batches (see claim_cycle).
-SPREAD_BELOW_ENDPOINTS = 8
-# With that many endpoints or more, an endpoint with at most this many due rows (and no
-# failures) shares a batch with others.
-MIX_MAX_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -225,43 +225,30 @@ def claim_due(session: Session, settings: Settings, now: datetime) -> list[Claim
     return claim_cycle(session, settings, now).claims
 
 
-class RateLimiter:
-    """Token buckets of the endpoints' ``rate_limit`` (deliveries per second, burst of one
-    second), kept by the scheduler that claims.  Several schedulers each keep their own, so
-    the limit holds per scheduler process."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
-
-    def allowance(self, endpoint_id: uuid.UUID, rate: int) -> int:
-        """How many deliveries the endpoint may be sent now."""
-        now = time.monotonic()
-        tokens, stamp = self._buckets.get(endpoint_id, (float(rate), now))
-        tokens = min(float(rate), tokens + (now - stamp) * rate)
-        self._buckets[endpoint_id] = (tokens, now)
-        return int(tokens)
-
-    def spend(self, endpoint_id: uuid.UUID, count: int) -> None:
-        """Take ``count`` tokens (after :meth:`allowance` said they were there)."""
-        tokens, stamp = self._buckets[endpoint_id]
-        self._buckets[endpoint_id] = (tokens - count, stamp)
+def _due_row(row: Sequence[Any], settings: Settings, now: datetime) -> DueRow:
+    delivery_id, endpoint_id, application_id, expiries, limit, failures, open_until, rate = row
+    return DueRow(
+        delivery_id,
+        endpoint_id,
+        application_id,
+        max_in_flight=limit,
+        lease_expiries=expiries,
+        failing=failures > 0,
+        half_open=is_half_open(failures, open_until, settings.circuit_breaker_threshold, now),
+        rate_limit=rate or None,
+    )
 
 
 def claim_cycle(
-    session: Session, settings: Settings, now: datetime, limiter: RateLimiter | None = None
+    session: Session, settings: Settings, now: datetime, limiter: Allowance | None = None
 ) -> ClaimResult:
-    """:func:`claim_due`, also telling whether endpoints at their limit held work back."""
-    limiter = limiter or RateLimiter()
+    """:func:`claim_due`, also telling whether endpoints at their limit held work back.
+
+    Three round trips: what is in flight (taking the claim lock), the due rows, the lease;
+    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.
+    """
     default_limit = settings.endpoint_max_in_flight
-    in_flight: dict[uuid.UUID, int] = {}
-    excluded: set[uuid.UUID] = set()
-    # Breaker-open endpoints are excluded too, but do not count as saturated: no freed slot
-    # would announce them, and healthy endpoints' new deliveries must not wait for one.
-    open_breakers: set[uuid.UUID] = set()
-    # Free batch slots of each application with batches in flight (fair share); the others
-    # have all of theirs.
-    app_free: dict[uuid.UUID, int] = defaultdict(lambda: settings.application_max_in_flight)
-    for kind, key, batches, limit in session.execute(
+    in_flight: Iterable[tuple[str, uuid.UUID, int, int]] = session.execute(
         _IN_FLIGHT,
         {
             "key": CLAIM_LOCK_KEY,
@@ -269,141 +256,46 @@ def claim_cycle(
             "application_limit": settings.application_max_in_flight,
             "now": now,
         },
-    ):
-        if kind == "open":
-            open_breakers.add(key)
-        elif kind == "application":
-            app_free[key] = max(limit - batches, 0)
-        else:
-            in_flight[key] = batches
-            if batches >= limit:
-                excluded.add(key)
-    excluded |= open_breakers
-    # An application at its limit is left out of the scan: its backlog must not fill the
-    # candidates that other applications' deliveries need.
-    full_apps = {app for app, free in app_free.items() if free <= 0}
-
+    )
+    capacity = read_capacity(in_flight, settings.application_max_in_flight)
     rows = session.execute(
         _CANDIDATES,
         {
             "now": now,
-            "excluded": list(excluded),
-            "excluded_applications": list(full_apps),
+            "excluded": list(capacity.excluded_endpoints),
+            "excluded_applications": list(capacity.full_applications),
             "limit": settings.scheduler_claim_limit,
             "default_limit": default_limit,
         },
     ).all()
-    by_endpoint: dict[uuid.UUID, list[int]] = defaultdict(list)
-    application_of: dict[uuid.UUID, uuid.UUID] = {}
-    suspects: set[int] = set()
-    free_slots: dict[uuid.UUID, int] = {}
-    probe: set[uuid.UUID] = set()
-    rates: dict[uuid.UUID, int] = {}
-    healthy: dict[uuid.UUID, bool] = {}
-    for row in rows:
-        delivery_id, endpoint_id, application_id, expiries, limit = row[:5]
-        failures, open_until, rate = row[5:]
-        by_endpoint[endpoint_id].append(delivery_id)
-        if expiries:
-            suspects.add(delivery_id)
-        if endpoint_id in free_slots:
-            continue
-        application_of[endpoint_id] = application_id
-        healthy[endpoint_id] = failures == 0
-        if rate:
-            rates[endpoint_id] = rate
-        if is_half_open(failures, open_until, settings.circuit_breaker_threshold, now):
-            probe.add(endpoint_id)
-            free_slots[endpoint_id] = 1 if in_flight.get(endpoint_id, 0) == 0 else 0
-        elif failures > 0:
-            # A failing endpoint (often a slow one timing out) holds one worker thread at
-            # most, however many endpoints fail at once.
-            free_slots[endpoint_id] = 1 if in_flight.get(endpoint_id, 0) == 0 else 0
-        else:
-            free_slots[endpoint_id] = max(limit - in_flight.get(endpoint_id, 0), 0)
+    plan = plan_batches(
+        [_due_row(row, settings, now) for row in rows],
+        capacity,
+        settings.delivery_batch_size,
+        limiter or RateLimiter(),
+    )
+    claims = [Claim(uuid.uuid4(), b.endpoint_id, b.delivery_ids) for b in plan.batches]
+    return ClaimResult(_lease(session, claims, settings, now), plan.saturated, plan.wake_in)
 
-    claims: list[Claim] = []
-    # The open shared batch of each application (see below), which holds one of its slots.
-    mixing: dict[uuid.UUID, list[int]] = {}
-    saturated = bool(excluded - open_breakers) or bool(full_apps)
-    wake_in: float | None = None
-    for endpoint_id, ids in by_endpoint.items():
-        app = application_of[endpoint_id]
-        slots = free_slots[endpoint_id]
-        if slots <= 0 or app_free[app] <= 0:
-            saturated = True
-            continue
-        if endpoint_id in probe:
-            ids = ids[:1]
-        rate = rates.get(endpoint_id)
-        if rate:
-            allowed = limiter.allowance(endpoint_id, rate)
-            if allowed < len(ids):
-                # The rest waits for tokens: wake when the next one is there.
-                wake_in = min(wake_in or 1.0, 1.0 / rate)
-                ids = ids[:allowed]
-            if not ids:
-                continue
-            limiter.spend(endpoint_id, len(ids))
-        if suspects.intersection(ids):
-            # A delivery whose lease ran out before goes in a batch of its own: if it is what
-            # kills or wedges the worker that takes it, its batch mates are not taken down
-            # with it again, and its own expiries lead it to the dead letters.
-            for delivery_id in [i for i in ids if i in suspects]:
-                if slots <= 0 or app_free[app] <= 0:
-                    break
-                claims.append(Claim(uuid.uuid4(), endpoint_id, [delivery_id]))
-                slots -= 1
-                app_free[app] -= 1
-            ids = [i for i in ids if i not in suspects]
-            if ids and (slots <= 0 or app_free[app] <= 0):
-                saturated = True
-                continue
-            if not ids:
-                continue
-        # With few endpoints due, spread each one's rows over its free slots (parallel
-        # requests); with many, the other endpoints keep the workers busy, so fewer, fuller
-        # batches cost fewer round trips.  What does not fit stays due for the next cycle.
-        many = len(by_endpoint) >= SPREAD_BELOW_ENDPOINTS
-        if many and len(ids) <= MIX_MAX_ROWS and endpoint_id not in probe and healthy[endpoint_id]:
-            # Healthy endpoints with only a few due rows share batches (one task, one
-            # transaction for many endpoints): a fan-out to thousands of endpoints is not
-            # thousands of tasks.  Never across applications: a batch is recorded when its
-            # slowest endpoint is done, and one tenant's must not hold back another's.
-            mixed = mixing.get(app)
-            if mixed is None:
-                mixed = mixing[app] = []
-                app_free[app] -= 1
-            mixed += ids
-            if len(mixed) >= settings.delivery_batch_size:
-                claims.append(Claim(uuid.uuid4(), None, mixed))
-                del mixing[app]
-            continue
-        slots = min(slots, app_free[app])
-        spread = 1 if many else slots
-        size = min(settings.delivery_batch_size, max(math.ceil(len(ids) / spread), 1))
-        for start in range(0, min(len(ids), size * slots), size):
-            claims.append(Claim(uuid.uuid4(), endpoint_id, ids[start : start + size]))
-            app_free[app] -= 1
-        if len(ids) > size * slots:
-            saturated = True
-    for mixed in mixing.values():
-        claims.append(Claim(uuid.uuid4(), None, mixed))
-    if claims:
-        ids = [i for claim in claims for i in claim.delivery_ids]
-        tokens = [str(claim.lease_token) for claim in claims for _ in claim.delivery_ids]
-        until = now + timedelta(seconds=settings.lease_seconds)
-        leased = set(
-            session.scalars(_LEASE, {"ids": ids, "tokens": tokens, "until": until, "now": now})
-        )
-        if len(leased) < len(ids):
-            # Rows being changed by someone else (a replay, a cancel): left for next time.
-            claims = [
-                Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])
-                for c in claims
-            ]
-            claims = [c for c in claims if c.delivery_ids]
-    return ClaimResult(claims, saturated, wake_in)
+
+def _lease(session: Session, claims: list[Claim], settings: Settings, now: datetime) -> list[Claim]:
+    """Lease the claims' rows in one round trip; the claims of the rows that were leased."""
+    if not claims:
+        return claims
+    ids = [i for claim in claims for i in claim.delivery_ids]
+    tokens = [str(claim.lease_token) for claim in claims for _ in claim.delivery_ids]
+    until = now + timedelta(seconds=settings.lease_seconds)
+    leased = set(
+        session.scalars(_LEASE, {"ids": ids, "tokens": tokens, "until": until, "now": now})
+    )
+    if len(leased) == len(ids):
+        return claims
+    # Rows being changed by someone else (a replay, a cancel): left for next time.
+    kept = [
+        Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])
+        for c in claims
+    ]
+    return [c for c in kept if c.delivery_ids]
 
 
 def expire_leases(session: Session, settings: Settings, now: datetime) -> Expiry:

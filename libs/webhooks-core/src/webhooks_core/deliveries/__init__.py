@@ -1,0 +1,1 @@
+"""Deliveries: one message to one endpoint, from due to a terminal state."""
