@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webhooks_core.deliveries.outcomes import GONE_ERROR, breaker_tripped, decide
+from webhooks_core.deliveries.outcomes import (
+    GONE_ERROR,
+    breaker_tripped,
+    decide,
+    disable_reason,
+    health_change,
+)
 from webhooks_core.deliveries.states import DeliveryState
 from webhooks_core.settings import Settings
 
@@ -137,3 +143,35 @@ def test_breaker_trips_at_the_threshold(
     trailing: int, attempts: int, before: int, threshold: int, tripped: bool
 ) -> None:
     assert breaker_tripped(trailing, attempts, before, threshold) is tripped
+
+
+def at(seconds: int) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_health_change_counts_the_failures_after_the_last_success() -> None:
+    assert health_change([]) is None
+    ok, failed = Result("success", 200), Result("http_5xx", 500)
+    change = health_change([(at(0), failed), (at(1), ok), (at(2), failed), (at(3), failed)])
+    assert change is not None
+    assert change.last_attempt_at == at(3)
+    assert change.last_success_at == at(1)
+    assert change.had_success
+    assert change.trailing == 2
+    assert change.first_failure_at == at(2)
+    only_failures = health_change([(at(0), failed), (at(1), failed)])
+    assert only_failures is not None
+    assert not only_failures.had_success
+    assert only_failures.trailing == 2
+    assert only_failures.first_failure_at == at(0)
+    healthy = health_change([(at(0), failed), (at(1), ok)])
+    assert healthy is not None
+    assert healthy.trailing == 0
+    assert healthy.first_failure_at is None
+
+
+def test_an_endpoint_is_disabled_when_gone_or_failing_past_the_window() -> None:
+    assert disable_reason(True, None, NOW, 3600) == "gone"
+    assert disable_reason(False, NOW - timedelta(hours=2), NOW, 3600) == "failing"
+    assert disable_reason(False, NOW - timedelta(minutes=59), NOW, 3600) is None
+    assert disable_reason(False, None, NOW, 3600) is None

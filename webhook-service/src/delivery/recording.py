@@ -22,6 +22,7 @@ from delivery.batch import BatchReport, Change, DeliveryRuntime
 from delivery.disabling import disable_endpoint
 from delivery.sending import EndpointRun
 from webhooks_core.db import transaction
+from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.settings import Settings
 
@@ -331,17 +332,12 @@ def _dead_letter_body(record: dict[str, Any]) -> dict[str, Any]:
 def update_health(session: Session, settings: Settings, run: EndpointRun, now: datetime) -> None:
     """Consecutive failures, failing-since, breaker; disable on 410 or long failure."""
     endpoint = run.endpoint
-    if not run.results:
+    change = health_change(run.results)
+    if change is None:
         return
-    successes = [at for at, result in run.results if result.succeeded]
-    trailing: list[datetime] = []
-    for at, result in reversed(run.results):
-        if result.succeeded:
-            break
-        trailing.append(at)
     healthy_before = endpoint.consecutive_failures == 0 and endpoint.failing_since is None
     if (
-        not trailing
+        change.trailing == 0
         and healthy_before
         and endpoint.circuit_open_until is None
         and endpoint.last_success_at is not None
@@ -353,24 +349,17 @@ def update_health(session: Session, settings: Settings, run: EndpointRun, now: d
         _HEALTH,
         {
             "id": endpoint.id,
-            "last_attempt_at": run.results[-1][0],
-            "last_success_at": successes[-1] if successes else None,
-            "had_success": bool(successes),
-            "trailing": len(trailing),
-            "first_failure_at": trailing[-1] if trailing else None,
+            "last_attempt_at": change.last_attempt_at,
+            "last_success_at": change.last_success_at,
+            "had_success": change.had_success,
+            "trailing": change.trailing,
+            "first_failure_at": change.first_failure_at,
             "threshold": settings.circuit_breaker_threshold,
             "reopen_at": now + timedelta(seconds=settings.circuit_breaker_cooldown_seconds),
         },
     ).one_or_none()
-    if row is None:
+    if row is None or not row.enabled:
         return
-    enabled, failing_since = row
-    if not enabled:
-        return
-    if run.gone:
-        disable_endpoint(session, endpoint.id, endpoint.application_id, "gone", now)
-    elif (
-        failing_since is not None
-        and (now - failing_since).total_seconds() >= settings.auto_disable_after_seconds
-    ):
-        disable_endpoint(session, endpoint.id, endpoint.application_id, "failing", now)
+    reason = disable_reason(run.gone, row.failing_since, now, settings.auto_disable_after_seconds)
+    if reason is not None:
+        disable_endpoint(session, endpoint.id, endpoint.application_id, reason, now)

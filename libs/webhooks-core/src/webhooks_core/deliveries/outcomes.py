@@ -198,3 +198,47 @@ def breaker_tripped(
         return False
     base = consecutive_failures if trailing == attempts else 0
     return base + trailing >= threshold
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """What a batch's attempts say about their endpoint's health (recorded on its row)."""
+
+    last_attempt_at: datetime
+    last_success_at: datetime | None
+    trailing: int  # failures in a row at the end of the batch
+    first_failure_at: datetime | None  # the first of those
+
+    @property
+    def had_success(self) -> bool:
+        """True when an attempt of the batch succeeded (the failure count starts over)."""
+        return self.last_success_at is not None
+
+
+def health_change(results: Sequence[tuple[datetime, AttemptResult]]) -> HealthChange | None:
+    """The health change of a batch's attempts (each with its start), or None without any."""
+    if not results:
+        return None
+    last_success_at = None
+    trailing = 0
+    first_failure_at = None
+    for at, result in reversed(results):
+        if result.succeeded:
+            last_success_at = at
+            break
+        trailing += 1
+        first_failure_at = at
+    return HealthChange(results[-1][0], last_success_at, trailing, first_failure_at)
+
+
+def disable_reason(
+    gone: bool, failing_since: datetime | None, now: datetime, auto_disable_after_seconds: float
+) -> str | None:
+    """``gone`` (it answered 410) or ``failing`` (past the auto-disable window), or None."""
+    if gone:
+        return "gone"
+    if failing_since is not None and (now - failing_since).total_seconds() >= (
+        auto_disable_after_seconds
+    ):
+        return "failing"
+    return None
