@@ -7,9 +7,12 @@ import pytest
 from webhooks_core.deliveries.states import (
     ALL_SQL,
     DUE_SQL,
+    DUE_STATES,
+    FAILED_STATES,
     OPEN_SQL,
     OPEN_STATES,
     RELEASED_STATE_SQL,
+    REPLAYABLE_STATES,
     TERMINAL_STATES,
     DeliveryState,
     IllegalTransition,
@@ -86,3 +89,15 @@ def test_sql_fragments_are_built_from_the_enum() -> None:
 
 def test_the_models_reexport_the_same_enum() -> None:
     assert ModelsDeliveryState is DeliveryState
+
+
+def test_the_named_state_sets_agree_with_the_transitions() -> None:
+    # A replay (resend, recover, redrive) makes a delivery pending again.
+    assert all(can_transition(state, S.PENDING) for state in REPLAYABLE_STATES)
+    assert set(FAILED_STATES) <= set(REPLAYABLE_STATES)
+    # A claim leases only due deliveries; whatever a batch records comes from sending.
+    assert {s for s in S if can_transition(s, S.SENDING) and s != S.SENDING} == set(DUE_STATES)
+    for attempts in (0, 1):
+        assert can_transition(S.SENDING, released_state(attempts))
+    # Open states are exactly those a disable may cancel.
+    assert all(can_transition(state, S.CANCELLED) for state in OPEN_STATES)
