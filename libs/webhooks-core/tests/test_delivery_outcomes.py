@@ -36,12 +36,24 @@ class Result:
 
 
 def test_a_2xx_is_delivered(settings: Settings) -> None:
-    decision = decide(Result("success", 204), 1, SCHEDULE, settings, now=NOW, real_now=REAL_NOW)
+    decision = decide(
+        Result("success", 204), 1, SCHEDULE, settings, now=lambda: NOW, real_now=lambda: REAL_NOW
+    )
     assert decision.state is DeliveryState.DELIVERED
     assert decision.next_attempt_at is None
     assert decision.error is None
     assert not decision.stop
     assert not decision.gone
+
+
+def test_a_success_reads_no_clock(settings: Settings) -> None:
+    def no_clock() -> datetime:
+        raise AssertionError("a delivered attempt needs no next time")
+
+    decision = decide(
+        Result("success", 200), 1, SCHEDULE, settings, now=no_clock, real_now=no_clock
+    )
+    assert decision.state is DeliveryState.DELIVERED
 
 
 def test_a_5xx_retries_after_the_schedules_next_wait_with_injected_jitter(
@@ -55,8 +67,8 @@ def test_a_5xx_retries_after_the_schedules_next_wait_with_injected_jitter(
             1,
             SCHEDULE,
             jittered,
-            now=NOW,
-            real_now=REAL_NOW,
+            now=lambda: NOW,
+            real_now=lambda: REAL_NOW,
             rng=random.Random(seed),
         )
         assert decision.state is DeliveryState.RETRYING
@@ -70,8 +82,8 @@ def test_a_5xx_retries_after_the_schedules_next_wait_with_injected_jitter(
             1,
             SCHEDULE,
             jittered,
-            now=NOW,
-            real_now=REAL_NOW,
+            now=lambda: NOW,
+            real_now=lambda: REAL_NOW,
             rng=random.Random(seed),
         )
         assert again.next_attempt_at == decision.next_attempt_at  # the seed decides the jitter
@@ -80,7 +92,12 @@ def test_a_5xx_retries_after_the_schedules_next_wait_with_injected_jitter(
 
 def test_the_last_scheduled_attempt_failing_is_dead(settings: Settings) -> None:
     decision = decide(
-        Result("connect_error", error="refused"), 3, SCHEDULE, settings, now=NOW, real_now=NOW
+        Result("connect_error", error="refused"),
+        3,
+        SCHEDULE,
+        settings,
+        now=lambda: NOW,
+        real_now=lambda: NOW,
     )
     assert decision.state is DeliveryState.DEAD
     assert decision.next_attempt_at is None
@@ -88,7 +105,9 @@ def test_the_last_scheduled_attempt_failing_is_dead(settings: Settings) -> None:
 
 
 def test_410_cancels_disables_and_stops_the_batch(settings: Settings) -> None:
-    decision = decide(Result("http_4xx", 410), 1, SCHEDULE, settings, now=NOW, real_now=NOW)
+    decision = decide(
+        Result("http_4xx", 410), 1, SCHEDULE, settings, now=lambda: NOW, real_now=lambda: NOW
+    )
     assert decision.state is DeliveryState.CANCELLED
     assert decision.error == GONE_ERROR
     assert decision.gone
@@ -97,7 +116,12 @@ def test_410_cancels_disables_and_stops_the_batch(settings: Settings) -> None:
 
 def test_a_timeout_retries_and_stops_the_batch(settings: Settings) -> None:
     decision = decide(
-        Result("timeout", error="no answer"), 1, SCHEDULE, settings, now=NOW, real_now=NOW
+        Result("timeout", error="no answer"),
+        1,
+        SCHEDULE,
+        settings,
+        now=lambda: NOW,
+        real_now=lambda: NOW,
     )
     assert decision.state is DeliveryState.RETRYING
     assert decision.stop
@@ -106,9 +130,12 @@ def test_a_timeout_retries_and_stops_the_batch(settings: Settings) -> None:
 
 def test_other_4xx_follow_the_status_policy(settings: Settings) -> None:
     result = Result("http_4xx", 404)
-    assert decide(result, 1, SCHEDULE, settings, now=NOW, real_now=NOW).state == "retrying"
+    assert (
+        decide(result, 1, SCHEDULE, settings, now=lambda: NOW, real_now=lambda: NOW).state
+        == "retrying"
+    )
     strict = settings.model_copy(update={"other_status_policy": "dead"})
-    decision = decide(result, 1, SCHEDULE, strict, now=NOW, real_now=NOW)
+    decision = decide(result, 1, SCHEDULE, strict, now=lambda: NOW, real_now=lambda: NOW)
     assert decision.state is DeliveryState.DEAD
     assert decision.error == "HTTP 404"
 
@@ -123,8 +150,8 @@ def test_retry_after_date_is_read_on_the_real_clock_and_timed_on_the_scheduling_
         1,
         SCHEDULE,
         calm,
-        now=NOW,
-        real_now=REAL_NOW,
+        now=lambda: NOW,
+        real_now=lambda: REAL_NOW,
     )
     assert decision.next_attempt_at == NOW + timedelta(minutes=10)
 

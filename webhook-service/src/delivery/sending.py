@@ -147,8 +147,8 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
         settings,
         # Timed on the scheduling clock; an HTTP date in Retry-After is the receiver's real
         # time, not ours.
-        now=rt.clock.now(),
-        real_now=utcnow(),
+        now=rt.clock.now,
+        real_now=utcnow,
     )
     change = Change(
         item.id,

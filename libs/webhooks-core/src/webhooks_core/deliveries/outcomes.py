@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -139,6 +139,10 @@ class Decision:
     stop: bool = False  # send nothing more to this endpoint in this batch (timeout or 410)
 
 
+_S = DeliveryState
+_DELIVERED = Decision(_S.DELIVERED, None, None)
+
+
 def status_error(result: AttemptResult) -> str | None:
     """``HTTP <status>`` for a failed attempt that got a status, else None."""
     if result.succeeded or result.status_code is None:
@@ -152,22 +156,23 @@ def decide(
     schedule: Sequence[int],
     settings: Settings,
     *,
-    now: datetime,
-    real_now: datetime,
+    now: Callable[[], datetime],
+    real_now: Callable[[], datetime],
     rng: random.Random | None = None,
 ) -> Decision:
     """The delivery's new state after its attempt number ``attempts_made`` got ``result``.
 
     ``now`` is the scheduling clock the next attempt is timed on; ``real_now`` the wall
-    clock an HTTP date in ``Retry-After`` is read against (the receiver's real time).
-    ``rng`` makes the jitter reproducible in tests.
+    clock an HTTP date in ``Retry-After`` is read against (the receiver's real time).  Both
+    are read only when a retry is due (not on the hot path of a success).  ``rng`` makes
+    the jitter reproducible in tests.
     """
     verdict = judge(result, settings)
-    timed_out = result.outcome == "timeout"
     if verdict is Verdict.DELIVERED:
-        return Decision(DeliveryState.DELIVERED, None, result.error, stop=timed_out)
+        return _DELIVERED if result.error is None else Decision(_S.DELIVERED, None, result.error)
+    timed_out = result.outcome == "timeout"
     if verdict is Verdict.GONE:
-        return Decision(DeliveryState.CANCELLED, None, GONE_ERROR, gone=True, stop=True)
+        return Decision(_S.CANCELLED, None, GONE_ERROR, gone=True, stop=True)
     error = result.error or status_error(result)
     delay = None
     if verdict is Verdict.RETRY:
@@ -175,13 +180,13 @@ def decide(
             attempts_made,
             schedule,
             jitter=settings.retry_jitter,
-            retry_after=parse_retry_after(result.retry_after, real_now),
+            retry_after=parse_retry_after(result.retry_after, real_now()),
             retry_after_max=settings.retry_after_max_seconds,
             rng=rng,
         )
     if delay is None:
-        return Decision(DeliveryState.DEAD, None, error, stop=timed_out)
-    return Decision(DeliveryState.RETRYING, now + timedelta(seconds=delay), error, stop=timed_out)
+        return Decision(_S.DEAD, None, error, stop=timed_out)
+    return Decision(_S.RETRYING, now() + timedelta(seconds=delay), error, stop=timed_out)
 
 
 def breaker_tripped(
