@@ -64,13 +64,13 @@ _record = record
 __all__ = [
     "_DEAD_LETTER",
     "BatchReport",
-    "Change",
     "DeadLetterPublisher",
     "DeliveryRuntime",
+    "_Change",
     "_dead_letter_body",
+    "_record",
     "deliver_batch",
     "disable_endpoint",
-    "record",
     "storable",
 ]
 
