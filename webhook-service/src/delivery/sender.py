@@ -276,6 +276,25 @@ class _Resolved:
     expires: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where one request goes: the URL's parts and the checked address to connect to."""
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    path: str  # with the query
+
+
+def _shown(response: urllib3.BaseHTTPResponse, excerpt: bytes) -> str | None:
+    """The response excerpt as stored: text, or a note when it is content-encoded."""
+    encoding = response.headers.get("Content-Encoding", "identity").lower()
+    if encoding not in ("", "identity") and excerpt:
+        return f"[{encoding}-encoded body, not decoded]"
+    return excerpt.decode("utf-8", errors="replace") if excerpt else None
+
+
 @dataclass
 class HttpSender:
     """POSTs with pooled keep-alive connections to the checked address (see module doc)."""
@@ -365,27 +384,11 @@ class HttpSender:
         def result(outcome: str, **values: Any) -> SendResult:
             return SendResult(outcome, (time.perf_counter() - started) * 1000, **values)
 
-        problem = url_problem(request.url)
-        if problem is not None:
-            return result("error", error=f"invalid URL: {problem}")
-        parts = urlsplit(request.url)
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        try:
-            address = self.checked_address(host, port)
-        except TargetBlocked as exc:
-            return result("blocked", error=f"refused: {exc}")
-        except OSError as exc:
-            return result("connect_error", error=_dns_failure(host, exc))
-
-        default_port = port == (443 if scheme == "https" else 80)
-        host_header = host if ":" not in host else f"[{host}]"
-        headers = dict(request.headers)
-        headers.setdefault("User-Agent", USER_AGENT)
-        headers["Host"] = host_header if default_port else f"{host_header}:{port}"
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        pool = self._pool(scheme, host, port, address)
+        target = self._target(request.url)
+        if isinstance(target, tuple):
+            outcome, error = target
+            return result(outcome, error=error)
+        pool = self._pool(target.scheme, target.host, target.port, target.address)
 
         watch = _Watch(time.monotonic() + self.settings.total_timeout_seconds)
         _current.watch = watch
@@ -394,9 +397,9 @@ class HttpSender:
         try:
             response = pool.urlopen(
                 "POST",
-                target,
+                target.path,
                 body=request.body,
-                headers=headers,
+                headers=self._headers(request, target),
                 redirect=False,
                 retries=False,
                 preload_content=False,
@@ -404,59 +407,85 @@ class HttpSender:
                 assert_same_host=False,
             )
             status = response.status
-            complete = False
-            try:
-                excerpt, complete = self._read_excerpt(response)
-            finally:
-                if not complete:
-                    # Unread bytes remain: the connection cannot carry another request.
-                    response.close()
-                response.release_conn()
+            excerpt = self._excerpt_of(response)
         except Exception as exc:  # noqa: BLE001 - any I/O failure is an attempt outcome
-            if watch.fired:
-                return result(
-                    "timeout",
-                    status_code=status,
-                    error=f"total deadline of {self.settings.total_timeout_seconds:g} s exceeded",
-                )
-            where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-            if isinstance(exc, ConnectTimeoutError) and (
-                not isinstance(exc, NewConnectionError) or "timed out" in str(exc)
-            ):
-                return result(
-                    "timeout",
-                    error=f"no connection to {where} within the "
-                    f"{self.settings.connect_timeout_seconds:g} s connect timeout",
-                )
-            if isinstance(exc, ReadTimeoutError):
-                return result(
-                    "timeout",
-                    status_code=status,
-                    error=f"no answer from {where} within the "
-                    f"{self.settings.read_timeout_seconds:g} s read timeout",
-                )
-            return result("connect_error", status_code=status, error=describe_failure(exc, where))
+            outcome, error = self._failure(exc, watch, target)
+            return result(outcome, status_code=status, error=error)
         finally:
             _REAPER.remove(watch)
             _current.watch = None
 
         if watch.fired:
-            return result(
-                "timeout",
-                status_code=response.status,
-                error=f"total deadline of {self.settings.total_timeout_seconds:g} s exceeded",
-            )
-        encoding = response.headers.get("Content-Encoding", "identity").lower()
-        if encoding not in ("", "identity") and excerpt:
-            shown: str | None = f"[{encoding}-encoded body, not decoded]"
-        else:
-            shown = excerpt.decode("utf-8", errors="replace") if excerpt else None
+            return result("timeout", status_code=response.status, error=self._deadline_error())
         return result(
             outcome_of_status(response.status),
             status_code=response.status,
             retry_after=response.headers.get("Retry-After"),
-            body_excerpt=shown,
+            body_excerpt=_shown(response, excerpt),
         )
+
+    def _target(self, url: str) -> _Target | tuple[str, str]:
+        """Where to send ``url``, or the outcome and error of a URL that may not be sent to."""
+        problem = url_problem(url)
+        if problem is not None:
+            return "error", f"invalid URL: {problem}"
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        try:
+            address = self.checked_address(host, port)
+        except TargetBlocked as exc:
+            return "blocked", f"refused: {exc}"
+        except OSError as exc:
+            return "connect_error", _dns_failure(host, exc)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return _Target(scheme, host, port, address, path)
+
+    @staticmethod
+    def _headers(request: OutboundRequest, target: _Target) -> dict[str, str]:
+        default_port = target.port == (443 if target.scheme == "https" else 80)
+        host = target.host
+        host_header = host if ":" not in host else f"[{host}]"
+        headers = dict(request.headers)
+        headers.setdefault("User-Agent", USER_AGENT)
+        headers["Host"] = host_header if default_port else f"{host_header}:{target.port}"
+        return headers
+
+    def _excerpt_of(self, response: urllib3.BaseHTTPResponse) -> bytes:
+        """The response's first bytes; the connection goes back to the pool when reusable."""
+        complete = False
+        try:
+            excerpt, complete = self._read_excerpt(response)
+        finally:
+            if not complete:
+                # Unread bytes remain: the connection cannot carry another request.
+                response.close()
+            response.release_conn()
+        return excerpt
+
+    def _deadline_error(self) -> str:
+        return f"total deadline of {self.settings.total_timeout_seconds:g} s exceeded"
+
+    def _failure(self, exc: Exception, watch: _Watch, target: _Target) -> tuple[str, str]:
+        """The outcome and error of a request that raised."""
+        if watch.fired:
+            return "timeout", self._deadline_error()
+        address, port = target.address, target.port
+        where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        if isinstance(exc, ConnectTimeoutError) and (
+            not isinstance(exc, NewConnectionError) or "timed out" in str(exc)
+        ):
+            return "timeout", (
+                f"no connection to {where} within the "
+                f"{self.settings.connect_timeout_seconds:g} s connect timeout"
+            )
+        if isinstance(exc, ReadTimeoutError):
+            return "timeout", (
+                f"no answer from {where} within the "
+                f"{self.settings.read_timeout_seconds:g} s read timeout"
+            )
+        return "connect_error", describe_failure(exc, where)
 
     def _read_excerpt(self, response: urllib3.BaseHTTPResponse) -> tuple[bytes, bool]:
         """The first bytes of the body, and whether the body was read to its end."""

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from webhooks_core.deliveries.states import DUE_SQL, OPEN_SQL, OPEN_STATES
 from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
 from webhooks_core.settings import Settings
 
@@ -44,7 +45,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # report the database gauges as unavailable rather than stall Prometheus.
 DATABASE_GAUGES_TIMEOUT_MS = 2000
 
-NON_TERMINAL_STATES = ("pending", "sending", "retrying")
+NON_TERMINAL_STATES = OPEN_STATES
 CIRCUIT_STATES = ("closed", "open", "half_open")
 # The settings' defaults, for gauges built without the process's settings.
 DEFAULT_BREAKER_THRESHOLD: int = Settings.model_fields["circuit_breaker_threshold"].default
@@ -188,18 +189,19 @@ class DatabaseGauges(Collector):
             by_state: dict[str, int] = dict(
                 conn.execute(
                     text(
-                        "SELECT state, count(*) FROM deliveries"
-                        " WHERE state IN ('pending', 'sending', 'retrying') GROUP BY state"
+                        "SELECT state, count(*) FROM deliveries"  # noqa: S608 - state constants
+                        f" WHERE state IN {OPEN_SQL} GROUP BY state"
                     )
                 ).all()
             )
             ages = conn.execute(
                 text(
-                    "SELECT"
+                    # Only the state constants of deliveries.states are interpolated.
+                    "SELECT"  # noqa: S608
                     " (SELECT extract(epoch FROM now() - min(created_at)) FROM deliveries"
-                    "   WHERE state IN ('pending', 'sending', 'retrying')),"
+                    f"   WHERE state IN {OPEN_SQL}),"
                     " (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM deliveries"
-                    "   WHERE state IN ('pending', 'retrying') AND next_attempt_at <= now()),"
+                    f"   WHERE state IN {DUE_SQL} AND next_attempt_at <= now()),"
                     " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL)"
                 )
             ).one()

@@ -23,6 +23,7 @@ from registration.cli.context import (
     print_json,
     print_table,
 )
+from webhooks_core.deliveries.states import DeliveryState
 
 # How many deliveries ``tail`` follows at most (the newest of its window).
 TAIL_MAX = 2000
@@ -165,9 +166,13 @@ def _describe(item: dict[str, Any]) -> str:
     if item.get("last_status_code"):
         detail.append(f"HTTP {item['last_status_code']}")
     error = item.get("last_error")
-    if error and item["state"] != "delivered" and error != f"HTTP {item.get('last_status_code')}":
+    if (
+        error
+        and item["state"] != DeliveryState.DELIVERED
+        and error != f"HTTP {item.get('last_status_code')}"
+    ):
         detail.append(str(error))
-    if item["state"] == "retrying" and item.get("next_attempt_at"):
+    if item["state"] == DeliveryState.RETRYING and item.get("next_attempt_at"):
         detail.append(f"next at {_moment(item['next_attempt_at']):%H:%M:%S}")
     # The delivery carries its URL: a relay delivery's endpoint is in no list.
     target = item.get("endpoint_url") or item["endpoint_id"]
@@ -178,7 +183,12 @@ def _describe(item: dict[str, Any]) -> str:
     return line + (f"  ({', '.join(detail)})" if detail else "")
 
 
-_COLOURS = {"delivered": "green", "dead": "red", "retrying": "yellow", "cancelled": "white"}
+_COLOURS = {
+    DeliveryState.DELIVERED: "green",
+    DeliveryState.DEAD: "red",
+    DeliveryState.RETRYING: "yellow",
+    DeliveryState.CANCELLED: "white",
+}
 
 
 @click.command()

@@ -22,6 +22,7 @@ from registration.services.deliveries import find_message
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
+from webhooks_core.deliveries.states import FAILED_STATES, REPLAYABLE_STATES
 from webhooks_core.models import (
     Application,
     DeadLetter,
@@ -31,16 +32,6 @@ from webhooks_core.models import (
     Replay,
 )
 from webhooks_core.observability import REPLAYS
-
-# Deliveries a replay may requeue: everything not already waiting for its next attempt now.
-REPLAYABLE_STATES = (
-    DeliveryState.DELIVERED,
-    DeliveryState.DEAD,
-    DeliveryState.CANCELLED,
-    DeliveryState.RETRYING,
-)
-# What "recover" picks up: deliveries that failed (dead, or failing and waiting to retry).
-FAILED_STATES = (DeliveryState.DEAD, DeliveryState.RETRYING)
 
 
 def _active_endpoint() -> ColumnElement[bool]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -22,22 +21,30 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from webhooks_core.deliveries.states import (
+    ALL_SQL,
+    DUE_SQL,
+    DUE_STATES,
+    OPEN_SQL,
+    OPEN_STATES,
+    SENDING_SQL,
+    TERMINAL_STATES,
+    DeliveryState,
+)
 from webhooks_core.models.base import Base, created_at, updated_at
 
-
-class DeliveryState(enum.StrEnum):
-    """Where a delivery is.  The last three are terminal."""
-
-    PENDING = "pending"  # due at next_attempt_at, never attempted or replayed
-    SENDING = "sending"  # leased by a worker until lease_expires_at
-    RETRYING = "retrying"  # failed, due again at next_attempt_at
-    DELIVERED = "delivered"
-    DEAD = "dead"  # retries exhausted; see dead_letters
-    CANCELLED = "cancelled"  # endpoint deleted, disabled or gone (410)
-
-
-TERMINAL_STATES = frozenset({DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.CANCELLED})
-DUE_STATES = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+# The state machine lives in webhooks_core.deliveries.states; re-exported for the models' users.
+__all__ = [
+    "DUE_STATES",
+    "TERMINAL_STATES",
+    "Attempt",
+    "DeadLetter",
+    "Delivery",
+    "DeliveryLease",
+    "DeliveryState",
+    "Replay",
+    "cancel_open_deliveries",
+]
 
 
 class Delivery(Base):
@@ -49,12 +56,12 @@ class Delivery(Base):
         Index(
             "ix_deliveries_due",
             "next_attempt_at",
-            postgresql_where=text("state IN ('pending', 'retrying')"),
+            postgresql_where=text(f"state IN {DUE_SQL}"),
         ),
         Index(
             "ix_deliveries_lease",
             "lease_expires_at",
-            postgresql_where=text("state = 'sending'"),
+            postgresql_where=text(f"state = {SENDING_SQL}"),
         ),
         Index("ix_deliveries_endpoint_created", "endpoint_id", "created_at"),
         Index("ix_deliveries_application_created", "application_id", "created_at"),
@@ -64,12 +71,9 @@ class Delivery(Base):
             "ix_deliveries_open_created",
             "state",
             "created_at",
-            postgresql_where=text("state IN ('pending', 'sending', 'retrying')"),
+            postgresql_where=text(f"state IN {OPEN_SQL}"),
         ),
-        CheckConstraint(
-            "state IN ('pending', 'sending', 'retrying', 'delivered', 'dead', 'cancelled')",
-            name="state",
-        ),
+        CheckConstraint(f"state IN {ALL_SQL}", name="state"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -200,9 +204,7 @@ def cancel_open_deliveries(endpoint_id: uuid.UUID, reason: str) -> Any:
         update(Delivery)
         .where(
             Delivery.endpoint_id == endpoint_id,
-            Delivery.state.in_(
-                (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.SENDING)
-            ),
+            Delivery.state.in_(OPEN_STATES),
         )
         .values(
             state=DeliveryState.CANCELLED,

@@ -1,0 +1,252 @@
+"""Sending one endpoint's part of a batch: build each signed request, send it, decide.
+
+Deliveries of one endpoint go out in order; sending stops early (the rest is released, due
+at once, not counted as an attempt) when a request timed out, when the endpoint answered
+410, when the breaker's threshold is reached, or when the lease would run out before another
+request could finish.  What each result means is :func:`webhooks_core.deliveries.outcomes.decide`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from delivery.batch import BatchEndpoint, Change, DeliveryRuntime, Leased
+from delivery.batch_take import FIELD_VALUE
+from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
+from webhooks_core.deliveries.outcomes import breaker_tripped, decide
+from webhooks_core.deliveries.states import DeliveryState, released_state
+from webhooks_core.envelope import utcnow, webhook_body
+from webhooks_core.signing import signature_header
+
+logger = logging.getLogger("delivery.attempt")
+
+
+class _Unbuildable(Exception):
+    """The delivery's request cannot be built from what is stored: no request goes out."""
+
+
+def _request(endpoint: BatchEndpoint, item: Leased) -> OutboundRequest:
+    """The signed request of one delivery; raises :class:`_Unbuildable` if none can be made."""
+    problem = endpoint.problem or item.problem
+    if problem is not None:
+        raise _Unbuildable(problem)
+    if not FIELD_VALUE.fullmatch(item.event_id):
+        raise _Unbuildable("the message's id cannot be sent as the webhook-id header")
+    assert item.occurred_at is not None  # else item.problem says why
+    try:
+        body = webhook_body(item.event_type, item.occurred_at, item.payload)
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise _Unbuildable(f"the message cannot be serialised ({exc})") from None
+    # The real time, not the scheduling clock: receivers check it against their own.
+    timestamp = int(time.time())
+    headers = dict(endpoint.headers)
+    headers.update(
+        {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "webhook-id": item.event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(endpoint.keys, item.event_id, timestamp, body),
+        }
+    )
+    return OutboundRequest(endpoint.url, headers, body)
+
+
+@dataclass
+class EndpointRun:
+    """The attempts of one endpoint's deliveries within a batch, in order."""
+
+    endpoint: BatchEndpoint
+    results: list[tuple[datetime, SendResult]] = field(default_factory=list)
+    gone: bool = False
+    trailing_failures: int = 0  # of this batch's attempts, the failed ones at its end
+
+
+@dataclass
+class RunOutput:
+    """What sending one endpoint's part of a batch produced."""
+
+    run: EndpointRun
+    changes: list[Change] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    released: int = 0
+    unbuildable: int = 0  # attempts that sent no request (counted as outcome "error")
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def sender_pool() -> ThreadPoolExecutor:
+    """Threads that send the endpoints of a multi-endpoint batch side by side."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="webhook-send")
+        return _pool
+
+
+def send_run(
+    rt: DeliveryRuntime, endpoint: BatchEndpoint, items: list[Leased], send_until: float
+) -> RunOutput:
+    """Send one endpoint's deliveries in order; stop early as the module doc says.
+
+    Nothing one delivery does raises out of here: a request that cannot be built is a
+    failed attempt that dead-letters its delivery at once (its stored values will not
+    change by waiting), a sender that raises is a failed attempt retried by schedule.
+    """
+    output = RunOutput(EndpointRun(endpoint))
+    stopped = False
+    for item in items:
+        if stopped or time.monotonic() > send_until:
+            state = released_state(item.attempt_count)
+            output.changes.append(Change(item.id, state, item.attempt_count, rt.clock.now()))
+            output.released += 1
+        else:
+            stopped = _attempt(rt, output, item)
+    return output
+
+
+def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
+    """Send one delivery and decide its new state; True when the run must stop sending."""
+    run, endpoint, settings = output.run, output.run.endpoint, rt.settings
+    attempted_at = rt.clock.now()
+    try:
+        request = _request(endpoint, item)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this delivery's
+        _unbuildable(output, endpoint, item, attempted_at, exc)
+        return False
+    result = _send(rt.sender, request)
+    run.results.append((attempted_at, result))
+    run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
+    output.attempts.append(
+        {
+            "delivery_id": item.id,
+            "endpoint_id": endpoint.id,
+            "started_at": attempted_at,
+            "latency_ms": result.latency_ms,
+            "status_code": result.status_code,
+            "outcome": result.outcome,
+            "error": result.error,
+            "response_body": result.body_excerpt,
+            "trigger": item.next_trigger or "scheduled",
+        }
+    )
+    count = item.attempt_count + 1
+    decision = decide(
+        result,
+        count,
+        endpoint.retry_schedule or settings.retry_schedule,
+        settings,
+        # Timed on the scheduling clock; an HTTP date in Retry-After is the receiver's real
+        # time, not ours.
+        now=rt.clock.now,
+        real_now=utcnow,
+    )
+    change = Change(
+        item.id,
+        decision.state,
+        count,
+        decision.next_attempt_at,
+        attempted_at=attempted_at,
+        status_code=result.status_code,
+        error=decision.error,
+    )
+    if decision.state is DeliveryState.DELIVERED and item.accepted_at is not None:
+        output.lags.append((attempted_at - item.accepted_at).total_seconds())
+    run.gone = run.gone or decision.gone
+    output.changes.append(change)
+    _log_attempt(item, endpoint, result, change)
+    return decision.stop or breaker_tripped(
+        run.trailing_failures,
+        len(run.results),
+        endpoint.consecutive_failures,
+        settings.circuit_breaker_threshold,
+    )
+
+
+def _send(sender: Sender, request: OutboundRequest) -> SendResult:
+    """``sender.send``, with anything it raises made a failed attempt (retried)."""
+    started = time.perf_counter()
+    try:
+        return sender.send(request)
+    except Exception as exc:
+        logger.exception("the sender raised for %s", request.url)
+        return SendResult(
+            "error",
+            (time.perf_counter() - started) * 1000,
+            error=f"the sender failed: {type(exc).__name__}: {exc}",
+        )
+
+
+def _unbuildable(
+    output: RunOutput,
+    endpoint: BatchEndpoint,
+    item: Leased,
+    attempted_at: datetime,
+    exc: Exception,
+) -> None:
+    """Record a delivery whose request could not be built: an attempt, then dead at once.
+
+    Not counted in the endpoint's health (the receiver was never asked), and not retried:
+    the stored message or endpoint that made it fail will be the same on every try.  Fix
+    the endpoint (or nothing, for a message) and redrive the dead letter.
+    """
+    reason = str(exc) if isinstance(exc, _Unbuildable) else f"{type(exc).__name__}: {exc}"
+    error = f"could not build the request: {reason}"
+    output.attempts.append(
+        {
+            "delivery_id": item.id,
+            "endpoint_id": endpoint.id,
+            "started_at": attempted_at,
+            "latency_ms": 0.0,
+            "status_code": None,
+            "outcome": "error",
+            "error": error,
+            "response_body": None,
+            "trigger": item.next_trigger or "scheduled",
+        }
+    )
+    change = Change(
+        item.id, DeliveryState.DEAD, item.attempt_count + 1, attempted_at=attempted_at, error=error
+    )
+    output.changes.append(change)
+    output.unbuildable += 1
+    _log_attempt(item, endpoint, SendResult("error", 0.0, error=error), change)
+
+
+def _log_attempt(item: Leased, endpoint: BatchEndpoint, result: SendResult, change: Change) -> None:
+    # One structured line per attempt: JSON fields in containers, key=value on a terminal.
+    # INFO when it succeeded, WARNING when it failed, ERROR when its delivery is now dead.
+    if change.state == DeliveryState.DEAD:
+        level = logging.ERROR
+    elif result.succeeded:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    logger.log(
+        level,
+        "delivery attempt %s",
+        result.outcome,
+        extra={
+            "delivery_id": item.id,
+            "endpoint_id": str(endpoint.id),
+            "event_id": item.event_id,
+            "attempt": change.attempt_count,
+            "outcome": result.outcome,
+            "status_code": result.status_code,
+            "latency_ms": round(result.latency_ms, 1),
+            "state": change.state,
+            "next_attempt_at": (
+                change.next_attempt_at.isoformat() if change.next_attempt_at else None
+            ),
+            "error": result.error,
+        },
+    )
