@@ -146,6 +146,11 @@ def engine_settings() -> dict[str, str]:
         # A lease must outlast one request's total deadline plus a margin (see the engine).
         "lease_seconds": "20",
         "circuit_breaker_cooldown_seconds": "2",
+        # The poisoned application's endpoints that always fail (a cut-off head, NUL answers)
+        # hold their retries behind an open breaker, one probe per cooldown: disabling them
+        # after a minute of nothing but failures cancels the rest, so the run ends in minutes.
+        # A healthy flaky endpoint never fails for a minute without one success.
+        "auto_disable_after_seconds": "60",
         "scheduler_poll_seconds": "0.5",
         "outbox_poll_seconds": "0.5",
         "log_level": os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),

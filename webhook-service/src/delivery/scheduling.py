@@ -49,6 +49,12 @@ from webhooks_core.deliveries.planning import (
     plan_batches,
     read_capacity,
 )
+from webhooks_core.deliveries.states import (
+    DEAD_SQL,
+    DUE_SQL,
+    RELEASED_STATE_SQL,
+    SENDING_SQL,
+)
 from webhooks_core.endpoints.health import is_half_open
 from webhooks_core.models import DeliveryState
 from webhooks_core.settings import Settings
@@ -139,11 +145,11 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 # mass release (all of a recovered backlog due at once) joined and sorted every due row on
 # each cycle: 231,000 of them in the benchmark, PostgreSQL at a full core.
 _CANDIDATES = text(
-    """
+    f"""
     WITH due AS MATERIALIZED (
         SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at
         FROM deliveries d
-        WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= :now
+        WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
           AND NOT (d.endpoint_id = ANY(:excluded))
           AND NOT (d.application_id = ANY(:excluded_applications))
         ORDER BY d.next_attempt_at
@@ -154,7 +160,7 @@ _CANDIDATES = text(
            e.consecutive_failures, e.circuit_open_until, e.rate_limit
     FROM due JOIN endpoints e ON e.id = due.endpoint_id
     ORDER BY due.next_attempt_at
-    """
+    """  # noqa: S608 - state constants
 ).bindparams(
     bindparam("excluded", type_=ARRAY(UUID(as_uuid=True))),
     bindparam("excluded_applications", type_=ARRAY(UUID(as_uuid=True))),
@@ -162,15 +168,15 @@ _CANDIDATES = text(
 # One round trip: lease the chosen rows (skipping any another transaction holds) and write
 # one delivery_leases row per batch that got at least one of them.
 _LEASE = text(
-    """
+    f"""
     WITH leased AS (
         UPDATE deliveries AS d
-        SET state = 'sending', lease_token = v.token, lease_expires_at = :until,
+        SET state = {SENDING_SQL}, lease_token = v.token, lease_expires_at = :until,
             updated_at = now()
         FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
         WHERE d.id = v.id AND d.id IN (
             SELECT id FROM deliveries
-            WHERE id = ANY(CAST(:ids AS bigint[])) AND state IN ('pending', 'retrying')
+            WHERE id = ANY(CAST(:ids AS bigint[])) AND state IN {DUE_SQL}
               AND next_attempt_at <= :now
             FOR UPDATE SKIP LOCKED)
         RETURNING d.id, d.lease_token, d.endpoint_id, d.application_id
@@ -180,43 +186,43 @@ _LEASE = text(
         FROM leased
     )
     SELECT id FROM leased
-    """
+    """  # noqa: S608 - state constants
 )
 # Batches whose task never reached the broker go back at once, and uncounted: their lease
 # did not run out in a worker.  By id (no index on lease_token), then the token re-checked.
 _RELEASE = text(
-    """
+    f"""
     WITH released AS (
         UPDATE deliveries
-        SET state = CASE WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
+        SET state = {RELEASED_STATE_SQL},
             next_attempt_at = :now, lease_token = NULL, lease_expires_at = NULL,
             updated_at = now()
         WHERE id = ANY(CAST(:ids AS bigint[])) AND lease_token = ANY(CAST(:tokens AS uuid[]))
-          AND state = 'sending'
+          AND state = {SENDING_SQL}
         RETURNING id
     ), freed AS (
         DELETE FROM delivery_leases WHERE token = ANY(CAST(:tokens AS uuid[]))
     )
     SELECT id FROM released
-    """
+    """  # noqa: S608 - state constants
 )
 # Each expiry is counted; the one that reaches the limit ends the delivery instead (the
 # SET expressions read the row's old values).  A recorded attempt resets the count (a
 # trigger, see migration 0005).
 _EXPIRE = text(
-    """
+    f"""
     UPDATE deliveries
     SET lease_expiries = lease_expiries + 1,
-        state = CASE WHEN lease_expiries + 1 >= :max_expiries THEN 'dead'
-                     WHEN attempt_count = 0 THEN 'pending' ELSE 'retrying' END,
+        state = CASE WHEN lease_expiries + 1 >= :max_expiries THEN {DEAD_SQL}
+                     ELSE {RELEASED_STATE_SQL} END,
         next_attempt_at = CASE WHEN lease_expiries + 1 >= :max_expiries THEN NULL
                                ELSE CAST(:now AS timestamptz) END,
         last_error = CASE WHEN lease_expiries + 1 >= :max_expiries THEN :reason
                           ELSE last_error END,
         lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE state = 'sending' AND lease_expires_at < :now
+    WHERE state = {SENDING_SQL} AND lease_expires_at < :now
     RETURNING id, state
-    """
+    """  # noqa: S608 - state constants
 )
 
 
