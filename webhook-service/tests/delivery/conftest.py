@@ -19,17 +19,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.clock import OffsetClock
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
+from webhooks_core.envelope import Envelope, utcnow
 from webhooks_core.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint, EndpointSecret
 from webhooks_core.settings import Settings
@@ -402,3 +403,35 @@ def wait_for() -> Callable[..., Any]:
             time.sleep(0.05)
 
     return wait
+
+
+LeaseRows = Callable[[Session, list[int]], uuid.UUID]
+
+
+def _lease_rows(session: Session, ids: list[int]) -> uuid.UUID:
+    """Lease the delivery rows ``ids`` as one batch under a new token, as a claim would (any
+    mix of endpoints and applications); the token."""
+    token = uuid.uuid4()
+    until = utcnow() + timedelta(minutes=5)
+    session.execute(
+        text(
+            "UPDATE deliveries SET state = 'sending', lease_token = :token,"
+            " lease_expires_at = :until WHERE id = ANY(:ids)"
+        ),
+        {"token": token, "until": until, "ids": ids},
+    )
+    session.execute(
+        text(
+            "INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)"
+            " SELECT DISTINCT CAST(:token AS uuid), endpoint_id, application_id,"
+            " CAST(:until AS timestamptz) FROM deliveries WHERE id = ANY(:ids)"
+        ),
+        {"token": str(token), "until": until, "ids": ids},
+    )
+    return token
+
+
+@pytest.fixture(scope="session")
+def lease_rows() -> LeaseRows:
+    """``lease_rows(session, ids)`` leases those deliveries as one batch; the lease token."""
+    return _lease_rows

@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.celery_app import create_celery
 from delivery.engine import DeliveryRuntime, deliver_batch
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope, utcnow
+from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import accept_message
 from webhooks_core.logging import JsonFormatter, RedactSecrets
 from webhooks_core.models import Application, Delivery, Endpoint, EndpointSecret
@@ -64,12 +64,12 @@ def attempt_log() -> Iterator[io.StringIO]:
 
 
 def leased_batch(
-    sessions: sessionmaker[Session], urls: dict[str, tuple[str, list[int]]]
+    sessions: sessionmaker[Session],
+    urls: dict[str, tuple[str, list[int]]],
+    lease_rows: Callable[[Session, list[int]], uuid.UUID],
 ) -> tuple[uuid.UUID, str, dict[str, tuple[uuid.UUID, int]]]:
     """One message to an endpoint per ``name: (url, retry schedule)``, its deliveries leased
     as one batch; (token, event id, name -> (endpoint id, delivery id))."""
-    token = uuid.uuid4()
-    until = utcnow() + timedelta(minutes=5)
     with transaction(sessions) as session:
         app = Application(name="attempt-logging")
         session.add(app)
@@ -86,22 +86,7 @@ def leased_batch(
         session.flush()
         rows = session.execute(select(Delivery.endpoint_id, Delivery.id)).all()
         by_endpoint = dict(rows)
-        ids = list(by_endpoint.values())
-        session.execute(
-            text(
-                "UPDATE deliveries SET state = 'sending', lease_token = :token,"
-                " lease_expires_at = :until WHERE id = ANY(:ids)"
-            ),
-            {"token": token, "until": until, "ids": ids},
-        )
-        session.execute(
-            text(
-                "INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)"
-                " SELECT DISTINCT CAST(:token AS uuid), endpoint_id, application_id,"
-                " CAST(:until AS timestamptz) FROM deliveries WHERE id = ANY(:ids)"
-            ),
-            {"token": str(token), "until": until, "ids": ids},
-        )
+        token = lease_rows(session, list(by_endpoint.values()))
     named = {name: (eid, by_endpoint[eid]) for name, eid in endpoints.items()}
     return token, envelope.id, named
 
@@ -111,6 +96,7 @@ def test_each_attempt_logs_one_line_with_the_fields_operators_search_by(
     runtime: DeliveryRuntime,
     receiver: Callable[..., Any],
     attempt_log: io.StringIO,
+    lease_rows: Any,
 ) -> None:
     fine = receiver()
     failing = receiver(lambda _got, _n: {"status": 503, "body": b"busy"})
@@ -121,6 +107,7 @@ def test_each_attempt_logs_one_line_with_the_fields_operators_search_by(
             "retrying": (failing.url, [0, 60]),
             "dead": (failing.url + "?last", [0]),
         },
+        lease_rows,
     )
 
     deliver_batch(runtime, token, [delivery_id for _, delivery_id in named.values()])

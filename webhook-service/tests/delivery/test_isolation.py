@@ -28,7 +28,7 @@ from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
 from delivery.scheduling import DELIVER_TASK
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope, utcnow
+from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import accept_message
 from webhooks_core.models import (
     Application,
@@ -72,30 +72,13 @@ def raw(reply: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
 
 @pytest.fixture
 def lease_batch(
-    engine_settings: Settings,
+    engine_settings: Settings, lease_rows: Callable[[Any, list[int]], uuid.UUID]
 ) -> Iterator[Callable[[Any, list[int]], uuid.UUID]]:
     """``lease_batch(session, ids)`` leases the rows as one batch; then ``publish``."""
     app = create_celery(engine_settings)
 
     def lease(session: Any, ids: list[int]) -> uuid.UUID:
-        token = uuid.uuid4()
-        until = utcnow() + LEASE
-        session.execute(
-            text(
-                "UPDATE deliveries SET state = 'sending', lease_token = :token,"
-                " lease_expires_at = :until WHERE id = ANY(:ids)"
-            ),
-            {"token": token, "until": until, "ids": ids},
-        )
-        session.execute(
-            text(
-                "INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)"
-                " SELECT DISTINCT CAST(:token AS uuid), endpoint_id, application_id,"
-                " CAST(:until AS timestamptz) FROM deliveries WHERE id = ANY(:ids)"
-            ),
-            {"token": str(token), "until": until, "ids": ids},
-        )
-        return token
+        return lease_rows(session, ids)
 
     lease.publish = lambda token, ids: app.send_task(  # type: ignore[attr-defined]
         DELIVER_TASK, args=[str(token), ids], queue=DELIVER_QUEUE_NAME

@@ -100,10 +100,10 @@ def runtime(settings: Settings) -> DeliveryRuntime:
     return runtime_for(create_celery(Settings.from_env(**values)))
 
 
-def new_leased_delivery(sessions: sessionmaker[Session], endpoint_id: uuid.UUID) -> Any:
+def new_leased_delivery(
+    sessions: sessionmaker[Session], endpoint_id: uuid.UUID, lease_rows: Any
+) -> Any:
     """One message for the endpoint, its delivery leased as a batch of one; (token, id)."""
-    token = uuid.uuid4()
-    until = utcnow() + timedelta(minutes=5)
     with transaction(sessions) as session:
         app_id = session.scalar(select(Endpoint.application_id).where(Endpoint.id == endpoint_id))
         envelope = Envelope(type="thing.done", data={"n": 1})
@@ -116,21 +116,7 @@ def new_leased_delivery(sessions: sessionmaker[Session], endpoint_id: uuid.UUID)
             ),
             {"event_id": envelope.id},
         ).scalar_one()
-        session.execute(
-            text(
-                "UPDATE deliveries SET state = 'sending', lease_token = :token,"
-                " lease_expires_at = :until WHERE id = :id"
-            ),
-            {"token": token, "until": until, "id": delivery_id},
-        )
-        session.execute(
-            text(
-                "INSERT INTO delivery_leases (token, endpoint_id, application_id, expires_at)"
-                " SELECT :token, e.id, e.application_id, :until FROM endpoints e"
-                " WHERE e.id = :endpoint_id"
-            ),
-            {"token": token, "endpoint_id": endpoint_id, "until": until},
-        )
+        token = lease_rows(session, [delivery_id])
     return token, delivery_id
 
 
@@ -182,6 +168,7 @@ HEADER_LINE = st.one_of(
 def test_any_answer_is_recorded_once_and_never_strands_its_delivery(
     db: sessionmaker[Session],
     runtime: DeliveryRuntime,
+    lease_rows: Any,
     raw_receiver: RawReceiver,
     status: int,
     reason: bytes,
@@ -189,7 +176,7 @@ def test_any_answer_is_recorded_once_and_never_strands_its_delivery(
     body: bytes,
 ) -> None:
     endpoint_id = an_endpoint(db, raw_receiver.url)
-    token, delivery_id = new_leased_delivery(db, endpoint_id)
+    token, delivery_id = new_leased_delivery(db, endpoint_id, lease_rows)
     raw_receiver.answer = (
         b"HTTP/1.1 %d %s\r\n" % (status, reason)
         + b"".join(line + b"\r\n" for line in header_lines)
@@ -232,11 +219,12 @@ ANY_TEXT = st.text(
 def test_any_text_of_an_attempt_is_stored(
     db: sessionmaker[Session],
     runtime: DeliveryRuntime,
+    lease_rows: Any,
     body: str | None,
     error: str | None,
 ) -> None:
     endpoint_id = an_endpoint(db, "http://127.0.0.1:9/hook")
-    token, delivery_id = new_leased_delivery(db, endpoint_id)
+    token, delivery_id = new_leased_delivery(db, endpoint_id, lease_rows)
     now = utcnow()
     change = _Change(
         delivery_id,
