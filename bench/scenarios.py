@@ -304,7 +304,7 @@ def _start_profiles(
                     str(pid),
                     "--subprocesses",
                     "--rate",
-                    "50",
+                    os.environ.get("BENCH_PROFILE_RATE", "50"),
                     "--format",
                     "raw",
                     "--output",

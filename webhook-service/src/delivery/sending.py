@@ -163,7 +163,7 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
         output.lags.append((attempted_at - item.accepted_at).total_seconds())
     run.gone = run.gone or decision.gone
     output.changes.append(change)
-    _log_attempt(item, endpoint, result, change)
+    _log_attempt(item, endpoint, result, change, settings.log_successful_attempts)
     return decision.stop or breaker_tripped(
         run.trailing_failures,
         len(run.results),
@@ -222,13 +222,47 @@ def _unbuildable(
     _log_attempt(item, endpoint, SendResult("error", 0.0, error=error), change)
 
 
-def _log_attempt(item: Leased, endpoint: BatchEndpoint, result: SendResult, change: Change) -> None:
+class SuccessSampler:
+    """Which successful attempts get a log line: every ``round(1 / share)``-th one.
+
+    A counter, not a random draw: evenly spread and free of a lock (a lost increment under
+    threads only shifts which line is written).
+    """
+
+    def __init__(self, share: float) -> None:
+        self.every = round(1 / share) if share > 0 else 0
+        self._seen = 0
+
+    def take(self) -> bool:
+        """Whether this success is logged."""
+        if not self.every:
+            return False
+        self._seen += 1
+        return self._seen % self.every == 0
+
+
+_samplers: dict[float, SuccessSampler] = {}
+
+
+def _log_attempt(
+    item: Leased,
+    endpoint: BatchEndpoint,
+    result: SendResult,
+    change: Change,
+    log_share: float = 1.0,
+) -> None:
     # One structured line per attempt: JSON fields in containers, key=value on a terminal.
-    # INFO when it succeeded, WARNING when it failed, ERROR when its delivery is now dead.
+    # ERROR when its delivery is now dead, WARNING when it failed; successes at INFO, only
+    # ``log_share`` of them (WEBHOOKS_LOG_SUCCESSFUL_ATTEMPTS; each has its attempts row).
     if change.state == DeliveryState.DEAD:
         level = logging.ERROR
     elif result.succeeded:
         level = logging.INFO
+        sampler = _samplers.get(log_share)
+        if sampler is None:
+            sampler = _samplers.setdefault(log_share, SuccessSampler(log_share))
+        if not logger.isEnabledFor(level) or not sampler.take():
+            return
     else:
         level = logging.WARNING
     logger.log(

@@ -55,6 +55,8 @@ ENGINE_ENV = {
     "WEBHOOKS_DELIVERY_BATCH_SIZE": "10",
     "WEBHOOKS_SCHEDULER_POLL_SECONDS": "0.5",
     "WEBHOOKS_METRICS_PORT": "0",
+    # Every successful attempt logged (the default is a sample): the tests read each line.
+    "WEBHOOKS_LOG_SUCCESSFUL_ATTEMPTS": "1",
     "WEBHOOKS_TESTING": "1",  # the offset clock below is a test switch
 }
 

@@ -33,8 +33,8 @@ from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 
-@pytest.fixture(scope="module")
-def runtime(settings: Settings) -> DeliveryRuntime:
+def runtime_logging(settings: Settings, successes: float) -> DeliveryRuntime:
+    """A runtime that logs ``successes`` of the successful attempts (and every failed one)."""
     values = settings.model_dump()
     values.update(
         allowed_target_networks=["127.0.0.1/32"],
@@ -43,8 +43,14 @@ def runtime(settings: Settings) -> DeliveryRuntime:
         total_timeout_seconds=1.5,
         retry_schedule=[0, 60],
         retry_jitter=0,
+        log_successful_attempts=successes,
     )
     return runtime_for(create_celery(Settings.from_env(**values)))
+
+
+@pytest.fixture(scope="module")
+def runtime(settings: Settings) -> DeliveryRuntime:
+    return runtime_logging(settings, 1.0)
 
 
 @pytest.fixture
@@ -147,3 +153,29 @@ def test_each_attempt_logs_one_line_with_the_fields_operators_search_by(
         503,
         None,
     )
+
+
+def test_successful_attempts_are_sampled_failed_ones_never(
+    db: sessionmaker[Session],
+    settings: Settings,
+    receiver: Callable[..., Any],
+    attempt_log: io.StringIO,
+    lease_rows: Any,
+) -> None:
+    # WEBHOOKS_LOG_SUCCESSFUL_ATTEMPTS=0.25: one success line in four, every failure.
+    fine = receiver()
+    failing = receiver(lambda _got, _n: {"status": 503, "body": b"busy"})
+    urls = {f"fine{n}": (f"{fine.url}?n={n}", [0, 60]) for n in range(8)}
+    urls.update({f"failing{n}": (f"{failing.url}?n={n}", [0, 60]) for n in range(3)})
+    token, _event_id, named = leased_batch(db, urls, lease_rows)
+
+    deliver_batch(
+        runtime_logging(settings, 0.25),
+        token,
+        [delivery_id for _, delivery_id in named.values()],
+    )
+
+    entries = [json.loads(line) for line in attempt_log.getvalue().splitlines()]
+    outcomes = sorted(entry["outcome"] for entry in entries)
+    assert outcomes == ["http_5xx"] * 3 + ["success"] * 2
+    assert len(fine.received) == 8
