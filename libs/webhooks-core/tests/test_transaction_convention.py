@@ -23,7 +23,6 @@ ALLOWED = {
     "delivery/batch_take.py",
     "webhooks_core/migrations/env.py",
     "producer/migrations/env.py",
-    "producer/migrations/__main__.py",
 }
 # Other ways to open a transaction or take a connection from an engine.
 OTHER_WAYS = re.compile(

@@ -13,7 +13,7 @@ def main() -> int:
     """Entry point of ``python -m webhooks_core.migrations``."""
     try:
         settings = Settings.from_env()
-        make_engine(settings)
+        make_engine(settings, pool_size=1).dispose()
     except SettingsError as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return 2
