@@ -42,14 +42,14 @@ def create_application(
     sessions: sessionmaker[Session], *, name: str, uid: str | None, metadata: dict[str, Any]
 ) -> Application:
     """Create an application; a taken ``uid`` is a conflict."""
+
+    def work(session: Session) -> Application:
+        app = Application(name=name, uid=uid, metadata_=metadata)
+        session.add(app)
+        session.flush()
+        return app
+
     try:
-
-        def work(session: Session) -> Application:
-            app = Application(name=name, uid=uid, metadata_=metadata)
-            session.add(app)
-            session.flush()
-            return app
-
         return run_transaction(sessions, work)
     except IntegrityError:
         raise Conflict(f"an application with uid {uid!r} exists", field="uid") from None

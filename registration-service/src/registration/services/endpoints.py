@@ -196,22 +196,22 @@ def update_endpoint(
     """Change some fields; moving onto another endpoint's (URL, event types) is a conflict."""
     if "url" in changes:
         _check_target(settings, changes["url"])
+
+    def work(session: Session) -> Endpoint:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        if "url" in changes:
+            endpoint.url = changes["url"]
+        if "event_types" in changes:
+            names = normalize_event_types(changes["event_types"] or [])
+            _check_event_types(session, names)
+            endpoint.event_types = names
+        for field in _MUTABLE:
+            if field in changes:
+                setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
+        session.flush()
+        return endpoint
+
     try:
-
-        def work(session: Session) -> Endpoint:
-            endpoint = _load(session, app_id, endpoint_id, lock=True)
-            if "url" in changes:
-                endpoint.url = changes["url"]
-            if "event_types" in changes:
-                names = normalize_event_types(changes["event_types"] or [])
-                _check_event_types(session, names)
-                endpoint.event_types = names
-            for field in _MUTABLE:
-                if field in changes:
-                    setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
-            session.flush()
-            return endpoint
-
         return run_transaction(sessions, work)
     except IntegrityError:
         raise Conflict(

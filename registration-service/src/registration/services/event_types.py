@@ -90,16 +90,14 @@ def create_event_type(
 ) -> EventType:
     """Add an event type; a taken name is a conflict."""
     check_schema(schema, example)
+
+    def work(session: Session) -> EventType:
+        event_type = EventType(name=name, description=description, schema=schema, example=example)
+        session.add(event_type)
+        session.flush()
+        return event_type
+
     try:
-
-        def work(session: Session) -> EventType:
-            event_type = EventType(
-                name=name, description=description, schema=schema, example=example
-            )
-            session.add(event_type)
-            session.flush()
-            return event_type
-
         return run_transaction(sessions, work)
     except IntegrityError:
         raise Conflict(f"event type {name!r} exists", field="name") from None
