@@ -51,7 +51,8 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings)
+    # Pre-pinged: tests kill backends, and read through the engine without run_transaction.
+    engine = make_engine(settings, pre_ping=True)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))

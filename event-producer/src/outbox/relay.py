@@ -13,15 +13,15 @@ once, never lost).
 
 It sleeps on ``LISTEN webhooks_outbox`` (``outbox.publish`` notifies at commit), so an event
 leaves within milliseconds, with a poll every ``outbox_poll_seconds`` as a fallback.  When
-RabbitMQ or the database is unreachable it backs off and retries; producers keep committing
-rows meanwhile and the backlog drains when the broker returns.
+RabbitMQ or the database is unreachable it backs off and retries (the lost-connection
+policy of :mod:`webhooks_core.db`, its transactions run through ``run_transaction``);
+producers keep committing rows meanwhile and the backlog drains when the broker returns.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import random
 import signal
 import sys
 import threading
@@ -36,12 +36,14 @@ import psycopg2  # type: ignore[import-untyped,unused-ignore]
 from kombu import Connection
 from kombu.exceptions import KombuError
 from prometheus_client import Gauge, start_http_server
-from sqlalchemy import Engine, create_engine, func, update
+from sqlalchemy import Engine, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from outbox.schema import NOTIFY_CHANNEL, OUTBOX
 from outbox.topology import DECLARATIONS, EVENTS_EXCHANGE
+from webhooks_core.db import Backoff, make_engine, make_session_factory, run_transaction
 from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.observability import OUTBOX_PUBLISHED
@@ -148,23 +150,6 @@ class RabbitPublisher:
                 log.debug("error closing a broken connection", exc_info=True)
 
 
-class Backoff:
-    """Exponential backoff with jitter between ``base`` and ``cap`` seconds."""
-
-    def __init__(self, base: float = 0.2, cap: float = 30.0) -> None:
-        self._base, self._cap, self._failures = base, cap, 0
-
-    def next(self) -> float:
-        """The next delay to wait."""
-        delay = min(self._cap, self._base * float(2**self._failures))
-        self._failures += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        """Start from ``base`` again after a success."""
-        self._failures = 0
-
-
 class Waker:
     """Waits for a NOTIFY on the outbox channel, or at most ``timeout`` seconds.
 
@@ -217,7 +202,7 @@ class Relay:
         poll_seconds: float = 1.0,
         listen_dsn: str | None = None,
     ) -> None:
-        self._engine = engine
+        self._sessions = make_session_factory(engine)
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
@@ -228,37 +213,41 @@ class Relay:
         """Claim, publish and mark sent one batch; return how many rows were sent.
 
         Rows stay locked (and unsent) until the commit at the end: an error or a crash in
-        between releases them for the next round or another relay.
+        between releases them for the next round or another relay.  Tried once: the rows are
+        published inside the transaction (past its point of no return), and :meth:`run`
+        backs off and relays them again (at least once; ingestion deduplicates by event id).
         """
-        with self._engine.begin() as conn:
-            claimed = conn.execute(
-                sql_select(OUTBOX.c.id, OUTBOX.c.event_id, OUTBOX.c.event_type, OUTBOX.c.body)
-                .where(OUTBOX.c.sent_at.is_(None))
-                .order_by(OUTBOX.c.id)
-                .limit(self._batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not claimed:
-                return 0
-            rows = [OutboxRow(*row) for row in claimed]
-            self._publisher.publish(rows)
-            conn.execute(
-                update(OUTBOX)
-                .where(OUTBOX.c.id.in_([row.id for row in rows]))
-                .values(sent_at=func.now())
-            )
-        OUTBOX_PUBLISHED.inc(len(rows))
+        sent = run_transaction(self._sessions, self._relay_rows, retry=False)
+        OUTBOX_PUBLISHED.inc(sent)
+        return sent
+
+    def _relay_rows(self, session: Session) -> int:
+        claimed = session.execute(
+            sql_select(OUTBOX.c.id, OUTBOX.c.event_id, OUTBOX.c.event_type, OUTBOX.c.body)
+            .where(OUTBOX.c.sent_at.is_(None))
+            .order_by(OUTBOX.c.id)
+            .limit(self._batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not claimed:
+            return 0
+        rows = [OutboxRow(*row) for row in claimed]
+        self._publisher.publish(rows)
+        session.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.id.in_([row.id for row in rows]))
+            .values(sent_at=func.now())
+        )
         return len(rows)
 
     def update_gauges(self) -> None:
         """Export the backlog size and the age of its oldest row."""
-        with self._engine.connect() as conn:
-            count, oldest = conn.execute(
-                sql_select(
-                    func.count(),
-                    func.extract("epoch", func.now() - func.min(OUTBOX.c.created_at)),
-                ).where(OUTBOX.c.sent_at.is_(None))
-            ).one()
+        backlog = sql_select(
+            func.count(), func.extract("epoch", func.now() - func.min(OUTBOX.c.created_at))
+        ).where(OUTBOX.c.sent_at.is_(None))
+        count, oldest = run_transaction(
+            self._sessions, lambda session: session.execute(backlog).one(), what="outbox backlog"
+        )
         OUTBOX_BACKLOG.set(count)
         OUTBOX_OLDEST_AGE.set(float(oldest or 0))
 
@@ -322,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server, _ = start_http_server(port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
 
-    engine = create_engine(database_url, pool_size=2, pool_pre_ping=True)
+    # Not checked at start: the relay waits for its database like for an outage.
+    engine = make_engine(settings, url=database_url, pool_size=2, check=False)
     relay = Relay(
         engine,
         RabbitPublisher(broker_url),

@@ -12,12 +12,10 @@ from pathlib import Path
 
 from flask import Response, request
 from flask_openapi3 import Info, OpenAPI
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from producer.api import ProducerRuntime, people_bp, runtime, uploads_bp
 from producer.catalogue import register_event_types
-from webhooks_core.db import POOL_RECYCLE_SECONDS, make_session_factory
+from webhooks_core.db import make_engine, make_session_factory
 from webhooks_core.errors import DomainError
 from webhooks_core.http.operational import register_operational_routes
 from webhooks_core.observability import instrument_flask
@@ -27,30 +25,17 @@ from webhooks_core.problems import (
     register_problem_handlers,
     validation_problem,
 )
-from webhooks_core.settings import Settings, SettingsError, redact_url
+from webhooks_core.settings import Settings
 
 
 def create_app(settings: Settings | None = None, *, register_types: bool = True) -> OpenAPI:
     """Build the producer app; an unreachable producer database fails here, naming the variable."""
     settings = settings or Settings.from_env()
-    # No pre-ping (a round trip per request): writes run through run_transaction, which
-    # retries one whose pooled connection died with a database restart; anything else a dead
-    # connection meets is a 503 with Retry-After.
-    engine = create_engine(
-        settings.producer_database_url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,  # up to 20 by default, for 16 threads
-        pool_pre_ping=False,
-        pool_recycle=POOL_RECYCLE_SECONDS,
+    # Every transaction runs through run_transaction (webhooks_core.db); what a dead
+    # connection still meets is a 503 with Retry-After.
+    engine = make_engine(
+        settings, url=settings.producer_database_url, variable="PRODUCER_DATABASE_URL"
     )
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError:
-        raise SettingsError(
-            f"cannot reach the producer database at {redact_url(settings.producer_database_url)}"
-            "; set WEBHOOKS_PRODUCER_DATABASE_URL (and run python -m producer.migrations)"
-        ) from None
     app = OpenAPI(
         __name__,
         info=Info(

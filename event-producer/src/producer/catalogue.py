@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from webhooks_core.db import make_session_factory, run_transaction
 from webhooks_core.models import EventType
 from webhooks_core.settings import redact_url
 
@@ -114,15 +115,17 @@ def register_event_types(platform_database_url: str) -> list[str]:
     (its events wait in RabbitMQ's ingest queue like any other).
     """
     engine = create_engine(platform_database_url, poolclass=pool.NullPool)
+    statement = (
+        insert(EventType)
+        .values([{"id": uuid.uuid4(), **event_type} for event_type in EVENT_TYPES])
+        .on_conflict_do_nothing(index_elements=[EventType.name])
+        .returning(EventType.name)
+    )
     try:
-        with engine.begin() as conn:
-            added = conn.execute(
-                insert(EventType)
-                .values([{"id": uuid.uuid4(), **event_type} for event_type in EVENT_TYPES])
-                .on_conflict_do_nothing(index_elements=[EventType.name])
-                .returning(EventType.name)
-            ).scalars()
-            names = sorted(added)
+        names = run_transaction(
+            make_session_factory(engine),
+            lambda session: sorted(session.execute(statement).scalars()),
+        )
     except SQLAlchemyError as exc:
         log.warning(
             "could not register the demo event types in %s: %s",

@@ -28,7 +28,7 @@ platform.  Authenticate with `Authorization: Bearer <token>`: the admin token fr
 def create_app(settings: Settings | None = None) -> ManagementAPI:
     """Build the Flask app; a missing or unreachable database fails here, naming the variable."""
     settings = settings or Settings.from_env()
-    engine = make_engine(settings, pre_ping=False)  # a dead connection answers 503, see db.py
+    engine = make_engine(settings)
     app = ManagementAPI(
         __name__,
         info=Info(title="Webhooks management API", version="1.0.0", description=API_DESCRIPTION),

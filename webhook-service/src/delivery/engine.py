@@ -31,7 +31,6 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import (
@@ -45,7 +44,7 @@ from delivery.batch import (
 from delivery.batch_take import BatchLock, batch_connection, take
 from delivery.recording import _DEAD_LETTER, END_LEASE, _dead_letter_body, record, storable
 from delivery.sending import EndpointRun, RunOutput, send_run, sender_pool
-from webhooks_core.db import transaction
+from webhooks_core.db import Attempt, retry_lost_connection, run_transaction
 from webhooks_core.deliveries.states import DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
 from webhooks_core.observability import (
@@ -78,29 +77,21 @@ __all__ = [
 _LEASE_MARGIN_SECONDS = 1.0
 
 
-class _StaleConnection(Exception):
-    """The batch's connection was dead before anything was sent (the pool has no pre-ping)."""
-
-    def __init__(self, error: DBAPIError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 def deliver_batch(rt: DeliveryRuntime, lease_token: uuid.UUID, ids: list[int]) -> BatchReport:
     """Send the deliveries still leased under ``lease_token``; safe to call twice.
 
-    A pooled connection found dead by the take (the database restarted) is replaced once:
-    nothing was sent yet, and SQLAlchemy has then dropped every connection of that age.
+    Under the lost-connection policy (:mod:`webhooks_core.db`): a connection found dead by
+    the take (the database restarted) is replaced and the batch taken again at once; once
+    the batch is taken (before its first request), it is never run again here: a connection
+    lost while recording leaves the deliveries leased, and the scheduler gives them out again
+    when the lease expires (at least once).
     """
-    for attempt in (1, 2):
-        try:
-            with batch_connection(rt, lease_token) as (sessions, lock):
-                return _deliver_locked(rt, sessions, lock, lease_token, ids)
-        except _StaleConnection as stale:
-            if attempt == 2:
-                raise stale.error from None
-            logger.warning("batch %s: its database connection was dead; once more", lease_token)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def batch(attempt: Attempt) -> BatchReport:
+        with batch_connection(rt, lease_token) as (sessions, lock):
+            return _deliver_locked(rt, sessions, lock, lease_token, ids, attempt)
+
+    return retry_lost_connection(batch, what=f"batch {lease_token}")
 
 
 def _deliver_locked(
@@ -109,9 +100,11 @@ def _deliver_locked(
     lock: BatchLock,
     token: uuid.UUID,
     ids: list[int],
+    attempt: Attempt,
 ) -> BatchReport:
     report = BatchReport()
     acquired, leased, endpoints = _take_batch(sessions, lock, token, ids)
+    attempt.point_of_no_return()  # requests go out from here on
     if not acquired:
         logger.info("batch %s is being sent by another run of its task", token)
         return report
@@ -154,22 +147,19 @@ def _take_batch(
 ) -> tuple[bool, list[Leased], dict[uuid.UUID, BatchEndpoint]]:
     """Try the lock and take the batch; with nothing left, free its slot and the lock.
 
-    Returns whether the lock was acquired, the deliveries and their endpoints.
-
-    A connection found dead here raises :class:`_StaleConnection` (nothing was sent yet).
+    Returns whether the lock was acquired, the deliveries and their endpoints.  Tried once:
+    :func:`deliver_batch` runs the take again when its connection was dead.
     """
-    try:
-        with transaction(sessions) as session:
-            leased, endpoints = take(session, lock, token, ids)
-            acquired = lock.held
-            if acquired and not leased:
-                session.execute(END_LEASE, {"token": token})  # nothing left: free the slot
-                lock.release(session)
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise _StaleConnection(exc) from exc
-        raise
-    return acquired, leased, endpoints
+
+    def work(session: Session) -> tuple[bool, list[Leased], dict[uuid.UUID, BatchEndpoint]]:
+        leased, endpoints = take(session, lock, token, ids)
+        acquired = lock.held
+        if acquired and not leased:
+            session.execute(END_LEASE, {"token": token})  # nothing left: free the slot
+            lock.release(session)
+        return acquired, leased, endpoints
+
+    return run_transaction(sessions, work, retry=False)
 
 
 def _by_endpoint(

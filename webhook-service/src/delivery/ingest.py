@@ -19,7 +19,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core import json_input
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import AcceptResult, accept_messages, record_accepted
 from webhooks_core.models import Application
@@ -97,23 +97,11 @@ def ingest_batch(
     # duplicates in different orders never wait on each other's unique-index entries (a
     # deadlock).  Two statements store and fan out the whole batch (accept_messages).
     parsed.sort(key=lambda item: (item[1].id, item[1].application or ""))
-    types: dict[int, str] = {}
+    types = {index: envelope.type for index, envelope in parsed}
     if parsed:
-        with transaction(sessions) as session:
-            accepted: list[tuple[int, Envelope, uuid.UUID | None]] = []
-            for index, envelope in parsed:
-                try:
-                    application_id = resolve_application(session, envelope.application)
-                except Unparseable as exc:
-                    outcomes[index] = exc
-                    continue
-                accepted.append((index, envelope, application_id))
-                types[index] = envelope.type
-            results = accept_messages(
-                session, [(envelope, app_id) for _, envelope, app_id in accepted], source=SOURCE
-            )
-            for (index, _, _), result in zip(accepted, results, strict=True):
-                outcomes[index] = result
+        stored = run_transaction(sessions, lambda session: _store(session, parsed), what="ingest")
+        for index, result in stored.items():
+            outcomes[index] = result
     ordered: list[AcceptResult | Unparseable] = []
     for index, outcome in enumerate(outcomes):
         assert outcome is not None
@@ -123,6 +111,27 @@ def ingest_batch(
             record_accepted(types[index], outcome, SOURCE)
         ordered.append(outcome)
     return ordered
+
+
+def _store(
+    session: Session, parsed: list[tuple[int, Envelope]]
+) -> dict[int, AcceptResult | Unparseable]:
+    """Resolve each envelope's application, store and fan out; the outcome by index."""
+    outcomes: dict[int, AcceptResult | Unparseable] = {}
+    accepted: list[tuple[int, Envelope, uuid.UUID | None]] = []
+    for index, envelope in parsed:
+        try:
+            application_id = resolve_application(session, envelope.application)
+        except Unparseable as exc:
+            outcomes[index] = exc
+            continue
+        accepted.append((index, envelope, application_id))
+    results = accept_messages(
+        session, [(envelope, app_id) for _, envelope, app_id in accepted], source=SOURCE
+    )
+    for (index, _, _), result in zip(accepted, results, strict=True):
+        outcomes[index] = result
+    return outcomes
 
 
 def ingest_body(sessions: sessionmaker[Session], body: bytes | str) -> AcceptResult:

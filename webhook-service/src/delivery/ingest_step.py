@@ -6,7 +6,9 @@ an idle spell goes at once), stored in one transaction, and acknowledged only af
 transaction committed (late ack: a worker that dies first leaves them on the queue for
 redelivery, and the event id, unique per application, makes that harmless).  A message that
 cannot be parsed is rejected without requeue, so RabbitMQ dead-letters it to
-``webhooks.ingest.dead``; a database failure requeues the batch after a pause.
+``webhooks.ingest.dead``; a database failure requeues the batch after a pause (the
+lost-connection policy's backoff, :mod:`webhooks_core.db`; a connection lost under the
+transaction was already run again once on a new one).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from delivery.broker import INGEST_DEAD_QUEUE, INGEST_QUEUE
 from delivery.celery_app import settings_of
 from delivery.ingest import Unparseable, ingest_batch
-from webhooks_core.db import make_engine, make_session_factory
+from webhooks_core.db import Backoff, make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,6 @@ log = logging.getLogger(__name__)
 INGEST_PREFETCH = 64
 # How long a message may wait for others to share its transaction.
 FLUSH_SECONDS = 0.005
-# How long a database outage pauses ingestion before the batch is tried again.
-DATABASE_RETRY_SECONDS = 1.0
 
 
 class IngestStep(bootsteps.ConsumerStep):  # type: ignore[misc]
@@ -45,6 +45,7 @@ class IngestStep(bootsteps.ConsumerStep):  # type: ignore[misc]
         self._pending: list[Any] = []
         self._flush_entry: Any = None
         self._last_flush = 0.0
+        self._backoff = Backoff()
 
     def _session_factory(self) -> sessionmaker[Session]:
         if self._sessions is None:
@@ -118,13 +119,18 @@ class IngestStep(bootsteps.ConsumerStep):  # type: ignore[misc]
         try:
             outcomes = ingest_batch(self._session_factory(), [message.body for message in batch])
         except SQLAlchemyError as exc:
+            pause = self._backoff.next()
             log.error(
-                "cannot store %d events (%s); requeueing them", len(batch), type(exc).__name__
+                "cannot store %d events (%s); requeueing them in %.1f s",
+                len(batch),
+                type(exc).__name__,
+                pause,
             )
-            time.sleep(DATABASE_RETRY_SECONDS)
+            time.sleep(pause)
             for message in batch:
                 message.requeue()
             return
+        self._backoff.reset()
         for message, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Unparseable):
                 log.warning("dead-lettering an unparseable event (%s): %s", outcome.reason, outcome)

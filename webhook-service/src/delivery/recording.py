@@ -11,16 +11,16 @@ import logging
 import re
 import uuid
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import BatchReport, Change, DeliveryRuntime
 from delivery.sending import EndpointRun
-from webhooks_core.db import transaction
+from webhooks_core.db import connection_lost, run_transaction
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
@@ -120,14 +120,20 @@ def record(
 
     Should that transaction fail (a value PostgreSQL refuses that sanitising did not
     foresee), each delivery is recorded on its own instead (:func:`_record_each`): one
-    row's problem never leaves the others ``sending``.
+    row's problem never leaves the others ``sending``.  Every transaction here is tried
+    once (the requests were sent: past the batch's point of no return, see
+    :mod:`webhooks_core.db`); a lost connection propagates, and the lease expires.
     """
+
+    def work(session: Session) -> tuple[dict[int, str], list[dict[str, Any]]]:
+        written = _write(rt, session, token, changes, attempts, runs)
+        session.execute(END_LEASE, {"token": token})
+        return written
+
     try:
-        with transaction(sessions) as session:
-            updated, dead_records = _write(rt, session, token, changes, attempts, runs)
-            session.execute(END_LEASE, {"token": token})
+        updated, dead_records = run_transaction(sessions, work, retry=False)
     except Exception as exc:
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        if connection_lost(exc):
             raise  # the database is gone: nothing can be recorded, the lease will expire
         logger.exception("batch %s: recording it failed; recording each delivery alone", token)
         return _record_each(rt, sessions, token, changes, attempts, runs, report)
@@ -155,34 +161,56 @@ def _record_each(
     now = rt.clock.now()
     for endpoint_id in sorted(runs):
         try:
-            with transaction(sessions) as session:
-                update_health(session, rt.settings, runs[endpoint_id], now)
+            _record_health(sessions, rt.settings, runs[endpoint_id], now)
         except Exception as exc:
-            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            if connection_lost(exc):
                 raise
             logger.exception("endpoint %s: recording its health failed", endpoint_id)
     by_delivery = {a["delivery_id"]: a for a in attempts}
     dead_records: list[dict[str, Any]] = []
     for change in changes:
-        attempt = by_delivery.get(change.id)
-        for version in (_as_is, _minimal):
-            one_change, one_attempt = version(change, attempt)
-            try:
-                with transaction(sessions) as session:
-                    updated, dead = _write(
-                        rt, session, token, [one_change], [one_attempt] if one_attempt else [], {}
-                    )
-            except Exception as exc:
-                if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-                    raise
-                logger.exception("delivery %s: recording it failed", change.id)
-                continue
-            _count(report, updated, [one_change])
-            dead_records += dead
-            break
-    with transaction(sessions) as session:
-        session.execute(END_LEASE, {"token": token})
+        recorded = _record_one(rt, sessions, token, change, by_delivery.get(change.id))
+        if recorded is not None:
+            _count(report, recorded[0], [change])
+            dead_records += recorded[1]
+    run_transaction(
+        sessions, lambda session: session.execute(END_LEASE, {"token": token}), retry=False
+    )
     return [_dead_letter_body(record) for record in dead_records]
+
+
+def _record_health(
+    sessions: sessionmaker[Session], settings: Settings, run: EndpointRun, now: datetime
+) -> None:
+    """One endpoint's health in a transaction of its own."""
+    run_transaction(
+        sessions, lambda session: update_health(session, settings, run, now), retry=False
+    )
+
+
+def _record_one(
+    rt: DeliveryRuntime,
+    sessions: sessionmaker[Session],
+    token: uuid.UUID,
+    change: Change,
+    attempt: dict[str, Any] | None,
+) -> tuple[dict[int, str], list[dict[str, Any]]] | None:
+    """One delivery in a transaction of its own, as it is or else minimal; None when neither
+    could be recorded."""
+    for version in (_as_is, _minimal):
+        one_change, one_attempt = version(change, attempt)
+        one = [one_attempt] if one_attempt else []
+        try:
+            return run_transaction(
+                sessions,
+                partial(_write, rt, token=token, changes=[one_change], attempts=one, runs={}),
+                retry=False,
+            )
+        except Exception as exc:
+            if connection_lost(exc):
+                raise
+            logger.exception("delivery %s: recording it failed", change.id)
+    return None
 
 
 _UNSTORED = "the attempt could not be recorded in full (its response and error are not stored)"

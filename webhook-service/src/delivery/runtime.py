@@ -57,7 +57,7 @@ def runtime_for(app: Celery) -> DeliveryRuntime:
             runtime = DeliveryRuntime(
                 settings=settings,
                 # No pre-ping round trip per batch: deliver_batch replaces a dead connection.
-                engine=make_engine(settings, pre_ping=False),
+                engine=make_engine(settings),
                 sender=make_sender(settings),
                 clock=make_clock(settings),
                 dead_letters=BrokerDeadLetterPublisher(app),

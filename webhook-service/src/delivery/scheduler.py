@@ -38,7 +38,7 @@ from delivery.scheduling import (
     expire_leases,
     release_claims,
 )
-from webhooks_core.db import make_engine, make_session_factory, run_transaction
+from webhooks_core.db import Backoff, make_engine, make_session_factory, run_transaction
 from webhooks_core.deliveries.planning import RateLimiter
 from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
@@ -119,6 +119,7 @@ class Scheduler:
         expiry = run_transaction(
             self.sessions,
             lambda session: expire_leases(session, self.settings, self.clock.now()),
+            what="lease expiry",
         )
         if expiry.released:
             logger.warning("leases expired, deliveries due again: %d", len(expiry.released))
@@ -142,10 +143,11 @@ class Scheduler:
 
     def _claim_and_publish(self) -> tuple[int, bool]:
         # Run again at once when the pooled connection was dead (a database restart): the
-        # claim had not committed.  No pre-ping: a round trip less per cycle.
+        # claim had not committed.  Published only after the commit.
         result = run_transaction(
             self.sessions,
             lambda session: claim_cycle(session, self.settings, self.clock.now(), self.limiter),
+            what="claim",
         )
         claims = result.claims
         self._wake_in = result.wake_in
@@ -203,14 +205,17 @@ class Scheduler:
         """Claim until ``stop`` is set; a full claim loops at once, otherwise wait."""
         self._listener.connect()
         logger.info("scheduler running")
+        backoff = Backoff()
         try:
             while not stop.is_set():
                 try:
                     claimed, saturated = self.cycle()
                 except Exception:
-                    logger.exception("claim cycle failed; retrying")
-                    stop.wait(1.0)
+                    pause = backoff.next()
+                    logger.exception("claim cycle failed; retrying in %.1f s", pause)
+                    stop.wait(pause)
                     continue
+                backoff.reset()
                 if self._publish_failed:
                     self._publish_failed = False
                     stop.wait(PUBLISH_RETRY_SECONDS)
@@ -226,8 +231,8 @@ def main() -> None:
     """Run a scheduler until SIGTERM or SIGINT."""
     settings = Settings.from_env()
     configure_logging("scheduler", log_format=settings.log_format, level=settings.log_level)
-    engine = make_engine(settings)  # the database gauges' (pre-pinged: scrapes are rare)
-    claims_engine = make_engine(settings, pre_ping=False)
+    engine = make_engine(settings)  # the database gauges' (apart: a slow scrape waits alone)
+    claims_engine = make_engine(settings, check=False)
     port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT
     # The scheduler is the one process that also exports the database gauges.  Their
     # ``webhooks_endpoints_disabled`` gauge is the family name of the workers' counter of

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
-
 from producer.migrations import upgrade
-from webhooks_core.settings import Settings, SettingsError, redact_url
+from webhooks_core.db import make_engine
+from webhooks_core.settings import Settings, SettingsError
 
 
 def main() -> int:
     """Entry point of ``python -m producer.migrations``."""
     try:
         settings = Settings.from_env()
+        url = settings.producer_database_url
+        make_engine(settings, url=url, variable="PRODUCER_DATABASE_URL", pool_size=1).dispose()
     except SettingsError as exc:
         print(f"migrate: {exc}", file=sys.stderr)
-        return 2
-    url = settings.producer_database_url
-    try:
-        with create_engine(url).connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError:
-        print(
-            f"migrate: cannot reach the producer database at {redact_url(url)}; "
-            "set WEBHOOKS_PRODUCER_DATABASE_URL",
-            file=sys.stderr,
-        )
         return 2
     upgrade(url)
     return 0

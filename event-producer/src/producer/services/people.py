@@ -76,11 +76,14 @@ def create_person(sessions: sessionmaker[Session], fields: dict[str, Any]) -> Ch
 
 def get_person(sessions: sessionmaker[Session], person_id: uuid.UUID) -> Person:
     """The person, or NotFound."""
-    with sessions() as session:
+
+    def work(session: Session) -> Person:
         person = session.get(Person, person_id)
         if person is None:
             raise NotFound(f"no person {person_id}")
         return person
+
+    return run_transaction(sessions, work)
 
 
 def list_people(sessions: sessionmaker[Session], *, limit: int, cursor: str | None) -> PeoplePage:
@@ -90,8 +93,7 @@ def list_people(sessions: sessionmaker[Session], *, limit: int, cursor: str | No
         after_created, after_id = _decode_cursor(cursor)
         query = query.where(tuple_(Person.created_at, Person.id) < tuple_(after_created, after_id))
     query = query.order_by(Person.created_at.desc(), Person.id.desc()).limit(limit + 1)
-    with sessions() as session:
-        rows = list(session.scalars(query))
+    rows = run_transaction(sessions, lambda session: list(session.scalars(query)))
     if len(rows) <= limit:
         return PeoplePage(rows, None)
     rows = rows[:limit]

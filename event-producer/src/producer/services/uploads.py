@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from outbox import publish
 from producer.models import Upload
 from producer.schemas import UploadOut
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import Envelope
 from webhooks_core.errors import InvalidField
 
@@ -58,21 +59,23 @@ def store_upload(
             digest.update(chunk)
             size += len(chunk)
             out.write(chunk)
+
+    def work(session: Session) -> Stored:
+        upload = Upload(
+            id=upload_id,
+            name=name,
+            content_type=(content_type or DEFAULT_CONTENT_TYPE)[:255],
+            size=size,
+            sha256=digest.hexdigest(),
+            path=relative,
+        )
+        session.add(upload)
+        session.flush()
+        data = UploadOut.model_validate(upload).model_dump(mode="json")
+        return Stored(upload, publish(session, Envelope(type="file.uploaded", data={"file": data})))
+
     try:
-        with sessions.begin() as session:
-            upload = Upload(
-                id=upload_id,
-                name=name,
-                content_type=(content_type or DEFAULT_CONTENT_TYPE)[:255],
-                size=size,
-                sha256=digest.hexdigest(),
-                path=relative,
-            )
-            session.add(upload)
-            session.flush()
-            data = UploadOut.model_validate(upload).model_dump(mode="json")
-            event_id = publish(session, Envelope(type="file.uploaded", data={"file": data}))
+        return run_transaction(sessions, work)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return Stored(upload, event_id)

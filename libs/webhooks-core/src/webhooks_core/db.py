@@ -1,26 +1,55 @@
-"""Database engine and sessions.
+"""Database engine, the one transaction convention, and the one answer to a lost connection.
 
-One engine per process, built from :class:`~webhooks_core.settings.Settings`.  Domain
-functions take a :class:`~sqlalchemy.orm.Session` and own the transaction they run in.
+One engine per database and process, built by :func:`make_engine` (no pre-ping: a round
+trip per checkout is what the lost-connection policy below makes unnecessary).
+
+**Transactions.**  Code in ``src/`` runs every unit of database work, reads included, as
+``run_transaction(sessions, work)``: ``work(session)`` in one transaction, committed when it
+returns, rolled back when it raises.  Sessions keep loaded attributes after the commit, so a
+domain function may return what it loaded.  :func:`transaction` (a ``with`` block, tried
+once) is for tests and one-off scripts that set data up.
+
+**Lost connections** (docs/architecture.md, *Transactions and lost connections*): one
+policy, :data:`LOST_CONNECTION`, for every path.
+
+- What counts: :func:`connection_lost` (a connection that died under a statement: database
+  restart, terminated backend, network); SQLAlchemy then drops every pooled connection of
+  that age.  :func:`database_unavailable` adds the database refusing or failing a new
+  connection.
+- Run again: work that met a lost connection before its point of no return (the commit of a
+  transaction; a request sent by the delivery engine) runs again at once on a new
+  connection, ``attempts`` tries in all (:func:`retry_lost_connection`); nothing of it was
+  committed, so running it again is safe.  Past that point it never runs again: the caller's
+  own guarantee takes over (at-least-once delivery through the lease, redelivery by
+  RabbitMQ, a client retrying with its Idempotency-Key).
+- Otherwise: an HTTP request answers 503 with ``Retry-After: retry_after_seconds``
+  (:mod:`webhooks_core.problems`); a loop (scheduler, ingest consumer, outbox relay) waits
+  :class:`Backoff` (exponential from ``backoff_base`` to ``backoff_cap``, with jitter) and
+  tries again.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg2.extensions  # type: ignore[import-untyped]
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.settings import ENV_PREFIX, Settings, SettingsError, redact_url
 
 T = TypeVar("T")
 
-# Without a pre-ping, pooled connections are replaced after this long anyway (a proxy or
-# firewall may drop idle ones silently).
+log = logging.getLogger(__name__)
+
+# Pooled connections are replaced after this long anyway (a proxy or firewall may drop idle
+# ones silently).
 POOL_RECYCLE_SECONDS = 1800
 
 
@@ -50,38 +79,55 @@ psycopg2.extensions.register_type(
 psycopg2.extensions.register_type(_tolerant("TOLERANT_TIMESTAMP", psycopg2.extensions.PYDATETIME))
 
 
-def make_engine(settings: Settings, *, check: bool = True, pre_ping: bool = True) -> Engine:
-    """Create the engine; with ``check`` a missing or unreachable database fails now.
+def make_engine(
+    settings: Settings,
+    *,
+    url: str | None = None,
+    variable: str = "DATABASE_URL",
+    pool_size: int | None = None,
+    check: bool = True,
+    pre_ping: bool = False,
+) -> Engine:
+    """The engine of ``url`` (the platform database by default); with ``check`` a missing or
+    unreachable database fails now, naming ``variable`` (``WEBHOOKS_`` + it) to set.
 
-    ``pre_ping`` costs a ``SELECT 1`` round trip per checkout.  Request paths that run their
-    transactions through :func:`run_transaction` (which retries a transaction whose
-    connection turned out dead) or answer a dead connection with a 503 can do without it: on
-    the first disconnect SQLAlchemy invalidates every pooled connection of that age.
+    No pre-ping in the services: every path runs its work through the lost-connection
+    policy, so a stale pooled connection costs one retry after a restart instead of a round
+    trip per checkout.  ``pre_ping`` is for tests and tools that use the engine directly.
     """
+    size = pool_size if pool_size is not None else settings.database_pool_size
     engine = create_engine(
-        settings.database_url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        url or settings.database_url,
+        pool_size=size,
+        max_overflow=size,
         pool_pre_ping=pre_ping,
         pool_recycle=POOL_RECYCLE_SECONDS,
-        future=True,
     )
     if check:
-        check_database(engine, settings)
+        check_database(engine, variable)
     return engine
 
 
-def check_database(engine: Engine, settings: Settings) -> None:
+def check_database(engine: Engine, variable: str = "DATABASE_URL") -> None:
     """Fail with a message naming the variable to set when the database cannot be reached."""
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(engine)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        url = redact_url(engine.url.render_as_string(hide_password=False))
         raise SettingsError(
-            f"cannot reach the database at {redact_url(settings.database_url)} "
-            f"({reason}); set {ENV_PREFIX}DATABASE_URL to a reachable PostgreSQL database"
+            f"cannot reach the database at {url} "
+            f"({reason}); set {ENV_PREFIX}{variable} to a reachable PostgreSQL database"
         ) from None
+
+
+def ping(engine: Engine) -> None:
+    """One ``SELECT 1`` under the lost-connection policy; raises when the database is away."""
+    run_transaction(make_session_factory(engine), _select_one, what="ping")
+
+
+def _select_one(session: Session) -> None:
+    session.execute(text("SELECT 1"))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -89,37 +135,138 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session inside one transaction: committed on success, rolled back on error."""
-    with factory() as session, session.begin():
-        yield session
+# -- Lost connections: the one policy ------------------------------------------------------
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a connection that died under a statement.
+
+    SQLAlchemy recognised a disconnect and invalidated the connection and every pooled one
+    checked out before it: the next checkout connects anew.
+    """
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now: a lost connection, or a new one
+    refused or failing (an ``OperationalError`` or ``InterfaceError`` of the driver)."""
+    return connection_lost(exc) or isinstance(exc, OperationalError | InterfaceError)
+
+
+@dataclass(frozen=True)
+class LostConnectionPolicy:
+    """How every path answers a lost or refused database connection (see the module doc)."""
+
+    attempts: int = 2
+    """Tries in all of work that met a lost connection before its point of no return."""
+    backoff_base: float = 0.2
+    """A loop's first pause (seconds) after the database failed it."""
+    backoff_cap: float = 5.0
+    """A loop's longest pause (seconds)."""
+    retry_after_seconds: int = 1
+    """What an HTTP client told 503 should wait (``Retry-After``)."""
+
+    def run_again(self, exc: BaseException, attempt: Attempt) -> bool:
+        """Whether work whose ``attempt`` raised ``exc`` runs again now."""
+        return attempt.retryable and attempt.number < self.attempts and connection_lost(exc)
+
+    def pause(self, failures: int, jitter: float = 1.0) -> float:
+        """A loop's pause after ``failures`` failures in a row (1 or more); ``jitter`` in
+        [0.5, 1] spreads processes that failed together."""
+        exponent = min(max(failures, 1) - 1, 30)
+        return min(self.backoff_cap, self.backoff_base * 2.0**exponent) * jitter
+
+
+@dataclass
+class Attempt:
+    """One try of work under the policy; ``number`` counts from 1."""
+
+    number: int
+    retryable: bool = True
+
+    def point_of_no_return(self) -> None:
+        """From here on, a failure may leave effects behind: never run this work again."""
+        self.retryable = False
+
+
+LOST_CONNECTION = LostConnectionPolicy()
+
+
+def retry_lost_connection(
+    work: Callable[[Attempt], T],
+    *,
+    what: str = "transaction",
+    policy: LostConnectionPolicy = LOST_CONNECTION,
+) -> T:
+    """``work(attempt)``, run again at once when it met a lost connection before calling
+    ``attempt.point_of_no_return()``, up to ``policy.attempts`` tries; any other error, or
+    the last, propagates."""
+    number = 1
+    while True:
+        attempt = Attempt(number)
+        try:
+            return work(attempt)
+        except DBAPIError as exc:
+            if not policy.run_again(exc, attempt):
+                raise
+        log.warning("%s: its database connection was dead; once more on a new one", what)
+        number += 1
+
+
+class Backoff:
+    """A loop's pauses after failures in a row, by :data:`LOST_CONNECTION`."""
+
+    def __init__(
+        self,
+        policy: LostConnectionPolicy = LOST_CONNECTION,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),
+    ) -> None:
+        self._policy, self._jitter, self._failures = policy, jitter, 0
+
+    def next(self) -> float:
+        """The pause after one more failure."""
+        self._failures += 1
+        return self._policy.pause(self._failures, self._jitter())
+
+    def reset(self) -> None:
+        """After a success: the next failure pauses ``backoff_base`` again."""
+        self._failures = 0
+
+
+# -- Transactions: the one convention ------------------------------------------------------
 
 
 def run_transaction(
-    factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 2
+    sessions: sessionmaker[Session],
+    work: Callable[[Session], T],
+    *,
+    what: str = "transaction",
+    retry: bool = True,
 ) -> T:
-    """``work(session)`` in one transaction, committed on success, rolled back on error.
+    """``work(session)`` in one transaction, committed when it returns, rolled back when it
+    raises; its result.
 
-    A transaction that fails before its commit because its connection was dead (a stale
-    pooled connection after a database restart) is run again on a fresh connection, up to
-    ``attempts`` times in all: nothing of it was committed, so running it again is safe.  A
-    failure during the commit itself is never retried (the commit may have happened); it
-    propagates, as do all other errors.
+    A transaction that met a lost connection before its commit runs again on a new one
+    (:func:`retry_lost_connection`): nothing of it was committed.  A failure of the commit
+    itself is never retried (the commit may have happened).  ``retry=False`` tries once: for
+    work that already runs inside a caller's :func:`retry_lost_connection`, or past the
+    caller's point of no return.  ``work`` must touch nothing but the session.
     """
-    for attempt in range(1, attempts + 1):
-        with factory() as session:
-            session.begin()
-            try:
-                result = work(session)
-            except DBAPIError as exc:
-                session.rollback()
-                if exc.connection_invalidated and attempt < attempts:
-                    continue
-                raise
-            except BaseException:
-                session.rollback()
-                raise
-            session.commit()
-            return result
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def once(attempt: Attempt) -> T:
+        with sessions() as session, session.begin():
+            result = work(session)
+            attempt.point_of_no_return()  # the commit, on leaving the block
+        return result
+
+    if not retry:
+        return once(Attempt(1, retryable=False))
+    return retry_lost_connection(once, what=what)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session inside one transaction, tried once (tests and one-off scripts; ``src/``
+    uses :func:`run_transaction`)."""
+    with factory() as session, session.begin():
+        yield session

@@ -18,6 +18,8 @@ import psycopg2  # type: ignore[import-untyped,unused-ignore]
 import psycopg2.extensions  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy.engine import make_url
 
+from webhooks_core.db import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,7 @@ class Listener:
         self._channels = tuple(channels)
         self._connect_timeout = connect_timeout
         self._conn: psycopg2.extensions.connection | None = None
+        self._backoff = Backoff()
 
     @property
     def connected(self) -> bool:
@@ -85,13 +88,19 @@ class Listener:
             self.close()
             return None
 
-    def wait_or_sleep(self, timeout: float, *, backoff: float = 1.0) -> set[str]:
-        """:meth:`wait`, but without a connection sleep ``min(timeout, backoff)`` and return
-        an empty set, so a caller's loop neither spins nor fails while the database is away."""
+    def wait_or_sleep(self, timeout: float, *, backoff: float | None = None) -> set[str]:
+        """:meth:`wait`, but without a connection sleep and return an empty set, so a
+        caller's loop neither spins nor fails while the database is away.
+
+        The sleep is ``min(timeout, backoff)``; without ``backoff``, the lost-connection
+        policy's next pause (:class:`webhooks_core.db.Backoff`, reset once connected).
+        """
         payloads = self.wait(timeout)
         if payloads is None:
-            time.sleep(min(timeout, backoff))
+            pause = self._backoff.next() if backoff is None else backoff
+            time.sleep(min(timeout, pause))
             return set()
+        self._backoff.reset()
         return payloads
 
     def close(self) -> None:

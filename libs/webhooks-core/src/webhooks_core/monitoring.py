@@ -29,7 +29,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from webhooks_core.db import make_session_factory, run_transaction
 from webhooks_core.deliveries.states import DUE_SQL, OPEN_SQL, OPEN_STATES
 from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
 from webhooks_core.settings import Settings
@@ -179,49 +181,14 @@ class DatabaseGauges(Collector):
         circuit_breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD,
         auto_disable_after_seconds: float = DEFAULT_AUTO_DISABLE_SECONDS,
     ) -> None:
-        self._engine = engine
+        self._sessions = make_session_factory(engine)
         self._threshold = circuit_breaker_threshold
         self._auto_disable_after = float(auto_disable_after_seconds)
 
     def _query(self) -> dict[str, Any]:
-        with self._engine.connect() as conn, conn.begin():
-            conn.execute(text(f"SET LOCAL statement_timeout = {DATABASE_GAUGES_TIMEOUT_MS}"))
-            by_state: dict[str, int] = dict(
-                conn.execute(
-                    text(
-                        "SELECT state, count(*) FROM deliveries"  # noqa: S608 - state constants
-                        f" WHERE state IN {OPEN_SQL} GROUP BY state"
-                    )
-                ).all()
-            )
-            ages = conn.execute(
-                text(
-                    # Only the state constants of deliveries.states are interpolated.
-                    "SELECT"  # noqa: S608
-                    " (SELECT extract(epoch FROM now() - min(created_at)) FROM deliveries"
-                    f"   WHERE state IN {OPEN_SQL}),"
-                    " (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM deliveries"
-                    f"   WHERE state IN {DUE_SQL} AND next_attempt_at <= now()),"
-                    " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL)"
-                )
-            ).one()
-            health: dict[str, int] = dict(
-                conn.execute(
-                    text(
-                        # A constant of this package, no input: the shared health reading.
-                        f"SELECT {HEALTH_STATE_SQL} AS state, count(*) FROM endpoints"  # noqa: S608
-                        " WHERE deleted_at IS NULL AND kind = 'subscription' GROUP BY 1"
-                    ),
-                    {"threshold": self._threshold},
-                ).all()
-            )
-            first_failing, clock = conn.execute(
-                text(
-                    "SELECT min(failing_since), now() FROM endpoints"
-                    " WHERE deleted_at IS NULL AND kind = 'subscription' AND enabled"
-                    " AND failing_since IS NOT NULL"
-                )
-            ).one()
+        by_state, ages, health, first_failing, clock = run_transaction(
+            self._sessions, self._read, what="database gauges"
+        )
         states = {state: int(health.get(state, 0)) for state in HEALTH_STATES}
         auto_disable_in = None
         if first_failing is not None:
@@ -242,6 +209,47 @@ class DatabaseGauges(Collector):
             "disabled": states["disabled"],
             "auto_disable_in": auto_disable_in,
         }
+
+    def _read(self, session: Session) -> tuple[Any, ...]:
+        """The gauges' rows, in one transaction with a statement timeout."""
+        session.execute(text(f"SET LOCAL statement_timeout = {DATABASE_GAUGES_TIMEOUT_MS}"))
+        by_state: dict[str, int] = dict(
+            session.execute(
+                text(
+                    "SELECT state, count(*) FROM deliveries"  # noqa: S608 - state constants
+                    f" WHERE state IN {OPEN_SQL} GROUP BY state"
+                )
+            ).all()
+        )
+        ages = session.execute(
+            text(
+                # Only the state constants of deliveries.states are interpolated.
+                "SELECT"  # noqa: S608
+                " (SELECT extract(epoch FROM now() - min(created_at)) FROM deliveries"
+                f"   WHERE state IN {OPEN_SQL}),"
+                " (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM deliveries"
+                f"   WHERE state IN {DUE_SQL} AND next_attempt_at <= now()),"
+                " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL)"
+            )
+        ).one()
+        health: dict[str, int] = dict(
+            session.execute(
+                text(
+                    # A constant of this package, no input: the shared health reading.
+                    f"SELECT {HEALTH_STATE_SQL} AS state, count(*) FROM endpoints"  # noqa: S608
+                    " WHERE deleted_at IS NULL AND kind = 'subscription' GROUP BY 1"
+                ),
+                {"threshold": self._threshold},
+            ).all()
+        )
+        first_failing, clock = session.execute(
+            text(
+                "SELECT min(failing_since), now() FROM endpoints"
+                " WHERE deleted_at IS NULL AND kind = 'subscription' AND enabled"
+                " AND failing_since IS NOT NULL"
+            )
+        ).one()
+        return by_state, ages, health, first_failing, clock
 
     def collect(self) -> Iterable[Metric]:
         """Query the database; on failure report ``webhooks_database_up 0`` and nothing else."""

@@ -13,14 +13,13 @@ from typing import Any, Protocol
 from flask import Flask, Response, request
 from flask.json.provider import DefaultJSONProvider
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from webhooks_core import json_input
+from webhooks_core.db import LOST_CONNECTION, database_unavailable
 
 PROBLEM_TYPE = "application/problem+json"
-# What a client told "the database is unavailable" should wait before trying again.
-UNAVAILABLE_RETRY_AFTER_SECONDS = 1
 
 
 class FieldError(BaseModel):
@@ -139,10 +138,10 @@ def register_problem_handlers(app: Flask, expected: type[Exception]) -> None:
 
     @app.errorhandler(DBAPIError)
     def _database(exc: DBAPIError) -> Response:
-        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
-            # A restarting or unreachable database: the client may retry (with the same
-            # Idempotency-Key), nothing was half-done.  The pool has already dropped the
-            # connections that died with it.
+        if database_unavailable(exc):
+            # A restarting or unreachable database (the lost-connection policy of
+            # webhooks_core.db already ran the transaction again if it could): the client may
+            # retry (with the same Idempotency-Key), nothing was half-done.
             app.logger.warning(
                 "database unavailable on %s %s: %s",
                 request.method,
@@ -150,7 +149,7 @@ def register_problem_handlers(app: Flask, expected: type[Exception]) -> None:
                 type(exc.orig).__name__ if exc.orig else type(exc).__name__,
             )
             response = problem(503, "Service Unavailable", "the database is unavailable; retry")
-            response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+            response.headers["Retry-After"] = str(LOST_CONNECTION.retry_after_seconds)
             return response
         return _unexpected(exc)
 

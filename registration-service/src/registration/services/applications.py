@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
-from webhooks_core.db import run_transaction, transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import ApiToken, Application
 
@@ -42,30 +42,37 @@ def create_application(
     sessions: sessionmaker[Session], *, name: str, uid: str | None, metadata: dict[str, Any]
 ) -> Application:
     """Create an application; a taken ``uid`` is a conflict."""
+
+    def work(session: Session) -> Application:
+        app = Application(name=name, uid=uid, metadata_=metadata)
+        session.add(app)
+        session.flush()
+        return app
+
     try:
-        with transaction(sessions) as session:
-            app = Application(name=name, uid=uid, metadata_=metadata)
-            session.add(app)
-            session.flush()
-            return app
+        return run_transaction(sessions, work)
     except IntegrityError:
         raise Conflict(f"an application with uid {uid!r} exists", field="uid") from None
 
 
 def get_application(sessions: sessionmaker[Session], app_id: uuid.UUID) -> Application:
     """One application by id."""
-    with sessions() as session:
+
+    def work(session: Session) -> Application:
         app = session.get(Application, app_id)
         if app is None:
             raise NotFound(f"application {app_id} not found")
         return app
+
+    return run_transaction(sessions, work)
 
 
 def list_applications(
     sessions: sessionmaker[Session], *, limit: int, cursor: str | None
 ) -> Page[Application]:
     """Applications, newest first."""
-    with sessions() as session:
+
+    def work(session: Session) -> Page[Application]:
         return paginate(
             session,
             select(Application),
@@ -75,12 +82,15 @@ def list_applications(
             cursor=cursor,
         )
 
+    return run_transaction(sessions, work)
+
 
 def update_application(
     sessions: sessionmaker[Session], app_id: uuid.UUID, changes: dict[str, Any]
 ) -> Application:
     """Change the name or metadata of an application."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> Application:
         app = session.get(Application, app_id, with_for_update=True)
         if app is None:
             raise NotFound(f"application {app_id} not found")
@@ -91,20 +101,26 @@ def update_application(
         session.flush()
         return app
 
+    return run_transaction(sessions, work)
+
 
 def delete_application(sessions: sessionmaker[Session], app_id: uuid.UUID) -> None:
     """Delete an application and, by cascade, everything it owns."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> None:
         app = session.get(Application, app_id)
         if app is None:
             raise NotFound(f"application {app_id} not found")
         session.delete(app)
 
+    run_transaction(sessions, work)
+
 
 def issue_token(sessions: sessionmaker[Session], app_id: uuid.UUID, *, name: str) -> IssuedToken:
     """Create a bearer token for an application; its value is returned once, never stored."""
     value = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> IssuedToken:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
         token = ApiToken(
@@ -114,19 +130,25 @@ def issue_token(sessions: sessionmaker[Session], app_id: uuid.UUID, *, name: str
         session.flush()
         return IssuedToken(token.id, app_id, name, value, token.created_at)
 
+    return run_transaction(sessions, work)
+
 
 def list_tokens(sessions: sessionmaker[Session], app_id: uuid.UUID) -> list[ApiToken]:
     """Every token of an application (without values)."""
-    with sessions() as session:
+
+    def work(session: Session) -> list[ApiToken]:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
         query = select(ApiToken).where(ApiToken.application_id == app_id)
         return list(session.scalars(query.order_by(ApiToken.created_at)))
 
+    return run_transaction(sessions, work)
+
 
 def revoke_token(sessions: sessionmaker[Session], app_id: uuid.UUID, token_id: uuid.UUID) -> None:
     """Revoke a token; it stops working at once."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> None:
         result = session.execute(
             update(ApiToken)
             .where(ApiToken.id == token_id, ApiToken.application_id == app_id)
@@ -134,6 +156,8 @@ def revoke_token(sessions: sessionmaker[Session], app_id: uuid.UUID, token_id: u
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound(f"token {token_id} not found")
+
+    run_transaction(sessions, work)
 
 
 def application_for_token(sessions: sessionmaker[Session], token: str) -> uuid.UUID | None:

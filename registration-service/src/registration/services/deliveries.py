@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import NotFound
 from registration.services.pagination import Page, paginate
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import (
     TERMINAL_STATES,
@@ -144,8 +145,11 @@ def list_messages(
     if event_type is not None:
         query = query.where(Message.event_type == event_type)
     query = window.apply(query, Message.created_at)
-    with sessions() as session:
+
+    def work(session: Session) -> Page[Message]:
         return paginate(session, query, Message.created_at, Message.id, limit=limit, cursor=cursor)
+
+    return run_transaction(sessions, work)
 
 
 def find_message(
@@ -179,7 +183,8 @@ def get_message(
 ) -> tuple[Message, list[DeliveryView]]:
     """One message by event id (see :func:`find_message`), with its deliveries (to the
     caller's endpoints)."""
-    with sessions() as session:
+
+    def work(session: Session) -> tuple[Message, list[DeliveryView]]:
         message = find_message(session, application_id=application_id, event_id=event_id)
         if message is None:
             raise NotFound(f"message {event_id} not found")
@@ -191,6 +196,8 @@ def get_message(
             )
         )
         return message, _delivery_views(session, deliveries)
+
+    return run_transaction(sessions, work)
 
 
 def list_deliveries(
@@ -222,24 +229,30 @@ def list_deliveries(
             Delivery.message_id.in_(select(Message.id).where(Message.event_id == event_id))
         )
     query = window.apply(query, Delivery.created_at)
-    with sessions() as session:
+
+    def work(session: Session) -> Page[DeliveryView]:
         page = paginate(
             session, query, Delivery.created_at, Delivery.id, limit=limit, cursor=cursor
         )
         return _views(session, page)
+
+    return run_transaction(sessions, work)
 
 
 def get_delivery(
     sessions: sessionmaker[Session], *, application_id: uuid.UUID | None, delivery_id: int
 ) -> DeliveryView:
     """One delivery."""
-    with sessions() as session:
+
+    def work(session: Session) -> DeliveryView:
         delivery = session.scalar(
             select(Delivery).where(Delivery.id == delivery_id, *_delivery_scope(application_id))
         )
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} not found")
         return _delivery_views(session, [delivery])[0]
+
+    return run_transaction(sessions, work)
 
 
 def list_attempts(
@@ -267,7 +280,8 @@ def list_attempts(
     if outcome is not None:
         query = query.where(Attempt.outcome == outcome)
     query = window.apply(query, Attempt.started_at)
-    with sessions() as session:
+
+    def work(session: Session) -> Page[Attempt]:
         if delivery_id is not None:
             exists = session.scalar(
                 select(func.count()).where(
@@ -277,6 +291,8 @@ def list_attempts(
             if not exists:
                 raise NotFound(f"delivery {delivery_id} not found")
         return paginate(session, query, Attempt.started_at, Attempt.id, limit=limit, cursor=cursor)
+
+    return run_transaction(sessions, work)
 
 
 @dataclass(frozen=True)
@@ -324,7 +340,8 @@ def list_dead_letters(
             .exists()
         )
     query = window.apply(query, DeadLetter.created_at)
-    with sessions() as session:
+
+    def work(session: Session) -> Page[DeadLetterView]:
         page = paginate(
             session, query, DeadLetter.created_at, DeadLetter.id, limit=limit, cursor=cursor
         )
@@ -349,3 +366,5 @@ def list_dead_letters(
                 )
             )
         return Page(views, page.next_cursor)
+
+    return run_transaction(sessions, work)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from webhooks_core.db import run_transaction
 from webhooks_core.endpoints.health import EndpointCondition, endpoint_condition
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import Attempt, Endpoint
@@ -75,8 +76,11 @@ def endpoint_health(
         )
         .group_by(Attempt.endpoint_id)
     )
-    with sessions() as session:
-        counts = {row[0]: (int(row[1]), int(row[2])) for row in session.execute(query)}
+
+    def work(session: Session) -> dict[uuid.UUID, tuple[int, int]]:
+        return {row[0]: (int(row[1]), int(row[2])) for row in session.execute(query)}
+
+    counts = run_transaction(sessions, work)
     result = {}
     for endpoint in endpoints:
         attempts, successes = counts.get(endpoint.id, (0, 0))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.endpoints.disable import disable_endpoint
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import (
@@ -117,7 +117,8 @@ def upsert_endpoint(
         "retry_schedule": fields.get("retry_schedule"),
         "metadata": fields.get("metadata") or {},
     }
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> tuple[Endpoint, bool]:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
         _check_event_types(session, event_types)
@@ -138,13 +139,18 @@ def upsert_endpoint(
         session.flush()
         return _load(session, app_id, endpoint_id), bool(created)
 
+    return run_transaction(sessions, work)
+
 
 def get_endpoint(
     sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
 ) -> Endpoint:
     """One endpoint of an application."""
-    with sessions() as session:
+
+    def work(session: Session) -> Endpoint:
         return _load(session, app_id, endpoint_id)
+
+    return run_transaction(sessions, work)
 
 
 def list_endpoints(
@@ -169,12 +175,15 @@ def list_endpoints(
         )
     if enabled is not None:
         query = query.where(Endpoint.enabled.is_(enabled))
-    with sessions() as session:
+
+    def work(session: Session) -> Page[Endpoint]:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
         return paginate(
             session, query, Endpoint.created_at, Endpoint.id, limit=limit, cursor=cursor
         )
+
+    return run_transaction(sessions, work)
 
 
 def update_endpoint(
@@ -187,20 +196,23 @@ def update_endpoint(
     """Change some fields; moving onto another endpoint's (URL, event types) is a conflict."""
     if "url" in changes:
         _check_target(settings, changes["url"])
+
+    def work(session: Session) -> Endpoint:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        if "url" in changes:
+            endpoint.url = changes["url"]
+        if "event_types" in changes:
+            names = normalize_event_types(changes["event_types"] or [])
+            _check_event_types(session, names)
+            endpoint.event_types = names
+        for field in _MUTABLE:
+            if field in changes:
+                setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
+        session.flush()
+        return endpoint
+
     try:
-        with transaction(sessions) as session:
-            endpoint = _load(session, app_id, endpoint_id, lock=True)
-            if "url" in changes:
-                endpoint.url = changes["url"]
-            if "event_types" in changes:
-                names = normalize_event_types(changes["event_types"] or [])
-                _check_event_types(session, names)
-                endpoint.event_types = names
-            for field in _MUTABLE:
-                if field in changes:
-                    setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
-            session.flush()
-            return endpoint
+        return run_transaction(sessions, work)
     except IntegrityError:
         raise Conflict(
             "another endpoint of this application has this URL and these event types",
@@ -212,12 +224,15 @@ def delete_endpoint(
     sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
 ) -> None:
     """Delete an endpoint: it stops receiving, its open deliveries end cancelled."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> None:
         endpoint = _load(session, app_id, endpoint_id, lock=True)
         endpoint.deleted_at = utcnow()
         endpoint.enabled = False
         endpoint.disabled_reason = "deleted"
         session.execute(cancel_open_deliveries(endpoint.id, "endpoint deleted"))
+
+    run_transaction(sessions, work)
 
 
 def set_enabled(
@@ -235,7 +250,8 @@ def set_enabled(
     cleared, ``endpoint.disabled`` emitted.  Enabling resets its health (failures, failing
     since, breaker), so it starts healthy.
     """
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> Endpoint:
         endpoint = _load(session, app_id, endpoint_id, lock=True)
         if enabled:
             endpoint.enabled = True
@@ -251,6 +267,8 @@ def set_enabled(
             session.refresh(endpoint)
         session.flush()
         return endpoint
+
+    return run_transaction(sessions, work)
 
 
 def _active_secrets(session: Session, endpoint_id: uuid.UUID) -> list[EndpointSecret]:
@@ -275,9 +293,12 @@ def get_secret(
     sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
 ) -> SecretView:
     """The signing secrets of an endpoint (shown only through this call)."""
-    with sessions() as session:
+
+    def work(session: Session) -> SecretView:
         endpoint = _load(session, app_id, endpoint_id)
         return _view(_active_secrets(session, endpoint.id))
+
+    return run_transaction(sessions, work)
 
 
 def _rotate(
@@ -332,8 +353,11 @@ def rotate_secret(
     """
     if key is not None and not is_valid_secret(key):
         raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="key")
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> SecretView:
         endpoint = _load(session, app_id, endpoint_id, lock=True)
         _rotate(session, settings, endpoint.id, key, "key")
         session.flush()
         return _view(_active_secrets(session, endpoint.id))
+
+    return run_transaction(sessions, work)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.models import EventType
 
 # Resolves nothing but the schema itself: a "$ref" to a URL is never fetched (the API server
@@ -90,14 +90,15 @@ def create_event_type(
 ) -> EventType:
     """Add an event type; a taken name is a conflict."""
     check_schema(schema, example)
+
+    def work(session: Session) -> EventType:
+        event_type = EventType(name=name, description=description, schema=schema, example=example)
+        session.add(event_type)
+        session.flush()
+        return event_type
+
     try:
-        with transaction(sessions) as session:
-            event_type = EventType(
-                name=name, description=description, schema=schema, example=example
-            )
-            session.add(event_type)
-            session.flush()
-            return event_type
+        return run_transaction(sessions, work)
     except IntegrityError:
         raise Conflict(f"event type {name!r} exists", field="name") from None
 
@@ -108,20 +109,26 @@ def ensure_event_types(sessions: sessionmaker[Session], catalogue: dict[str, str
 
     if not catalogue:
         return
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> None:
         rows = [{"name": name, "description": text} for name, text in catalogue.items()]
         session.execute(
             insert(EventType).values(rows).on_conflict_do_nothing(index_elements=["name"])
         )
 
+    run_transaction(sessions, work)
+
 
 def get_event_type(sessions: sessionmaker[Session], name: str) -> EventType:
     """One event type by name."""
-    with sessions() as session:
+
+    def work(session: Session) -> EventType:
         event_type = session.scalar(select(EventType).where(EventType.name == name))
         if event_type is None:
             raise NotFound(f"event type {name!r} not found")
         return event_type
+
+    return run_transaction(sessions, work)
 
 
 def list_event_types(
@@ -131,17 +138,21 @@ def list_event_types(
     query = select(EventType)
     if not include_archived:
         query = query.where(EventType.archived.is_(False))
-    with sessions() as session:
+
+    def work(session: Session) -> Page[EventType]:
         return paginate(
             session, query, EventType.created_at, EventType.id, limit=limit, cursor=cursor
         )
+
+    return run_transaction(sessions, work)
 
 
 def update_event_type(
     sessions: sessionmaker[Session], name: str, changes: dict[str, Any]
 ) -> EventType:
     """Change description, schema, example or archived flag of an event type."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> EventType:
         event_type = session.scalar(
             select(EventType).where(EventType.name == name).with_for_update()
         )
@@ -155,3 +166,5 @@ def update_event_type(
                 setattr(event_type, field, changes[field])
         session.flush()
         return event_type
+
+    return run_transaction(sessions, work)

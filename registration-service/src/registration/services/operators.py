@@ -13,10 +13,11 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.applications import hash_token
+from webhooks_core.db import run_transaction
 from webhooks_core.models import ApiToken, Application
 
 
@@ -52,27 +53,36 @@ def sign_in(
         return None
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Operator(application_id=None, token_id=None)
-    with sessions() as session:
-        row = session.execute(
+
+    def work(session: Session) -> Row[uuid.UUID, uuid.UUID] | None:
+        return session.execute(
             select(ApiToken.id, ApiToken.application_id).where(
                 ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
             )
         ).first()
+
+    row = run_transaction(sessions, work)
     return Operator(application_id=row.application_id, token_id=row.id) if row else None
 
 
 def token_is_live(sessions: sessionmaker[Session], token_id: uuid.UUID) -> uuid.UUID | None:
     """The application of a token that is still valid, or None once it is revoked or gone."""
-    with sessions() as session:
+
+    def work(session: Session) -> uuid.UUID | None:
         return session.scalar(
             select(ApiToken.application_id).where(
                 ApiToken.id == token_id, ApiToken.revoked_at.is_(None)
             )
         )
 
+    return run_transaction(sessions, work)
+
 
 def application_names(sessions: sessionmaker[Session], limit: int = 500) -> list[Application]:
     """Applications by name, for the admin's application switcher."""
-    with sessions() as session:
+
+    def work(session: Session) -> list[Application]:
         query = select(Application).order_by(Application.name, Application.id).limit(limit)
         return list(session.scalars(query))
+
+    return run_transaction(sessions, work)

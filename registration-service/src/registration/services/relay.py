@@ -21,7 +21,7 @@ from registration.services.publishing import (
     known_event,
     require_application,
 )
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
@@ -73,17 +73,15 @@ def relay_message(
     )
     digest = request_hash(body if body is not None else {"url": url, "payload": payload})
 
-    with transaction(sessions) as session:
+    def work(session: Session) -> Accepted:
         require_application(session, app_id)
         if idempotency_key is not None:
             first = claim_key(session, settings, app_id, idempotency_key, digest)
             if first is not None:
-                MESSAGES_DUPLICATE.labels("relay").inc()
                 return _relay_view(session, first, duplicate=True)
         result = accept_message(session, envelope, source="relay", application_id=app_id)
         if not result.created:
             message = known_event(session, app_id, result)
-            MESSAGES_DUPLICATE.labels("relay").inc()
             return _relay_view(session, message, duplicate=True)
         endpoint = Endpoint(
             application_id=app_id,
@@ -111,7 +109,7 @@ def relay_message(
             remember_key(session, app_id, idempotency_key, digest, result.message_id)
         stored = session.get(Message, result.message_id)
         assert stored is not None
-        accepted = Accepted(
+        return Accepted(
             StoredMessage.of(stored),
             1,
             duplicate=False,
@@ -119,7 +117,14 @@ def relay_message(
             endpoint_id=endpoint.id,
             secret=generated,
         )
-    record_accepted(event_type, AcceptResult(stored.id, stored.event_id, True, 1), "relay")
+
+    # Counted after the commit: a transaction run again must not count twice.
+    accepted = run_transaction(sessions, work)
+    if accepted.duplicate:
+        MESSAGES_DUPLICATE.labels("relay").inc()
+    else:
+        stored = accepted.message
+        record_accepted(event_type, AcceptResult(stored.id, stored.event_id, True, 1), "relay")
     return accepted
 
 

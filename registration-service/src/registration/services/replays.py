@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.deliveries import find_message
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.deliveries.states import FAILED_STATES, REPLAYABLE_STATES
 from webhooks_core.models import (
     Application,
@@ -123,7 +123,8 @@ def resend_delivery(
     requested_by: str,
 ) -> Replay:
     """Send one delivery again (no-op while it is already pending or sending)."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> Replay:
         query = select(Delivery).where(Delivery.id == delivery_id, *_scope(application_id))
         delivery = session.scalar(query.with_for_update())
         if delivery is None:
@@ -141,6 +142,8 @@ def resend_delivery(
             requeued=len(requeued),
         )
 
+    return run_transaction(sessions, work)
+
 
 def resend_message(
     sessions: sessionmaker[Session],
@@ -150,7 +153,8 @@ def resend_message(
     requested_by: str,
 ) -> Replay:
     """Send every delivery of a message again (those of active endpoints, not already due)."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> Replay:
         message = find_message(session, application_id=application_id, event_id=event_id)
         message_id = message.id if message is not None else None
         visible = message_id is not None and session.scalar(
@@ -168,6 +172,8 @@ def resend_message(
             requeued=len(requeued),
         )
 
+    return run_transaction(sessions, work)
+
 
 def recover_endpoint(
     sessions: sessionmaker[Session],
@@ -179,7 +185,8 @@ def recover_endpoint(
     requested_by: str,
 ) -> Replay:
     """Resend every failed (dead or retrying) delivery of an endpoint created since ``since``."""
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> Replay:
         endpoint = session.scalar(
             select(Endpoint).where(
                 Endpoint.id == endpoint_id,
@@ -208,6 +215,8 @@ def recover_endpoint(
             requeued=len(requeued),
         )
 
+    return run_transaction(sessions, work)
+
 
 def redrive_dead_letters(
     sessions: sessionmaker[Session],
@@ -232,7 +241,8 @@ def redrive_dead_letters(
         conditions.append(DeadLetter.created_at >= since)
     if until is not None:
         conditions.append(DeadLetter.created_at < until)
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> Replay:
         _require_application(session, application_id)
         picked = select(DeadLetter.delivery_id).where(*conditions)
         if event_type is not None:
@@ -270,6 +280,8 @@ def redrive_dead_letters(
             requeued=len(requeued),
         )
 
+    return run_transaction(sessions, work)
+
 
 def list_replays(
     sessions: sessionmaker[Session],
@@ -282,5 +294,8 @@ def list_replays(
     query = select(Replay)
     if application_id is not None:
         query = query.where(Replay.application_id == application_id)
-    with sessions() as session:
+
+    def work(session: Session) -> Page[Replay]:
         return paginate(session, query, Replay.created_at, Replay.id, limit=limit, cursor=cursor)
+
+    return run_transaction(sessions, work)

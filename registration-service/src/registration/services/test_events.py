@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import InvalidField, NotFound
-from webhooks_core.db import transaction
+from webhooks_core.db import run_transaction
 from webhooks_core.envelope import utcnow
 from webhooks_core.ids import new_message_id
 from webhooks_core.models import Delivery, DeliveryState, Endpoint, EndpointKind, Message
@@ -37,7 +37,8 @@ def send_test_event(
 ) -> SentTestEvent:
     """Create a ``webhook.test`` message and its one delivery to ``endpoint_id``."""
     now = utcnow()
-    with transaction(sessions) as session:
+
+    def work(session: Session) -> SentTestEvent:
         endpoint = session.scalar(
             select(Endpoint).where(
                 Endpoint.id == endpoint_id,
@@ -76,3 +77,5 @@ def send_test_event(
         session.add(delivery)
         session.flush()
         return SentTestEvent(message.id, message.event_id, delivery.id)
+
+    return run_transaction(sessions, work)

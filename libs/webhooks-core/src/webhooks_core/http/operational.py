@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, redirect
 from flask_openapi3 import OpenAPI
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from webhooks_core.db import ping
 from webhooks_core.observability import metrics_response
 from webhooks_core.openapi_text import serve_plain_docs
 
@@ -27,8 +28,7 @@ def register_operational_routes(app: OpenAPI, database: Callable[[], Engine]) ->
     @app.get("/health", doc_ui=False)
     def health() -> tuple[Response, int]:
         try:
-            with database().connect() as conn:
-                conn.execute(text("SELECT 1"))
+            ping(database())
         except SQLAlchemyError as exc:
             return jsonify(status="unavailable", database=type(exc).__name__), 503
         return jsonify(status="ok", database="ok"), 200

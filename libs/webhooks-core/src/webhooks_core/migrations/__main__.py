@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from webhooks_core.db import check_database, make_engine
+from webhooks_core.db import make_engine
 from webhooks_core.migrations import upgrade
 from webhooks_core.settings import Settings, SettingsError
 
@@ -13,7 +13,7 @@ def main() -> int:
     """Entry point of ``python -m webhooks_core.migrations``."""
     try:
         settings = Settings.from_env()
-        check_database(make_engine(settings, check=False), settings)
+        make_engine(settings, pool_size=1).dispose()
     except SettingsError as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return 2
