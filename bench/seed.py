@@ -18,8 +18,8 @@ from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.exc import OperationalError
 
 from bench.receiver import derive_secret
-from webhooks_core.envelope import webhook_body
 from webhooks_core.ids import new_message_id
+from webhooks_core.messages.envelope import webhook_body
 from webhooks_core.models import Application, Endpoint, EndpointSecret, Message
 
 HOLD = "now() + interval '10 years'"

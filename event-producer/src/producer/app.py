@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from producer.api import ProducerRuntime, people_bp, runtime, uploads_bp
 from producer.catalogue import register_event_types
+from producer.config import ProducerSettings
 from webhooks_core.db import POOL_RECYCLE_SECONDS, make_session_factory
 from webhooks_core.errors import DomainError
 from webhooks_core.http.operational import register_operational_routes
@@ -27,12 +28,12 @@ from webhooks_core.problems import (
     register_problem_handlers,
     validation_problem,
 )
-from webhooks_core.settings import Settings, SettingsError, redact_url
+from webhooks_core.settings import SettingsError, redact_url
 
 
-def create_app(settings: Settings | None = None, *, register_types: bool = True) -> OpenAPI:
+def create_app(settings: ProducerSettings | None = None, *, register_types: bool = True) -> OpenAPI:
     """Build the producer app; an unreachable producer database fails here, naming the variable."""
-    settings = settings or Settings.from_env()
+    settings = settings or ProducerSettings.from_env()
     # No pre-ping (a round trip per request): writes run through run_transaction, which
     # retries one whose pooled connection died with a database restart; anything else a dead
     # connection meets is a 503 with Retry-After.

@@ -19,12 +19,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import BatchReport, Change, DeliveryRuntime
+from delivery.config import DeliverySettings
 from delivery.sending import EndpointRun
 from webhooks_core.db import transaction
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.settings import Settings
 
 logger = logging.getLogger("delivery.attempt")
 
@@ -329,7 +329,9 @@ def _dead_letter_body(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def update_health(session: Session, settings: Settings, run: EndpointRun, now: datetime) -> None:
+def update_health(
+    session: Session, settings: DeliverySettings, run: EndpointRun, now: datetime
+) -> None:
     """Consecutive failures, failing-since, breaker; disable on 410 or long failure."""
     endpoint = run.endpoint
     change = health_change(run.results)

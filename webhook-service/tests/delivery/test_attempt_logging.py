@@ -22,19 +22,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.celery_app import create_celery
+from delivery.config import DeliverySettings
 from delivery.engine import DeliveryRuntime, deliver_batch
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
 from webhooks_core.logging import JsonFormatter, RedactSecrets
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint, EndpointSecret
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 
 @pytest.fixture(scope="module")
-def runtime(settings: Settings) -> DeliveryRuntime:
+def runtime(settings: DeliverySettings) -> DeliveryRuntime:
     values = settings.model_dump()
     values.update(
         allowed_target_networks=["127.0.0.1/32"],
@@ -44,7 +44,7 @@ def runtime(settings: Settings) -> DeliveryRuntime:
         retry_schedule=[0, 60],
         retry_jitter=0,
     )
-    return runtime_for(create_celery(Settings.from_env(**values)))
+    return runtime_for(create_celery(DeliverySettings.from_env(**values)))
 
 
 @pytest.fixture

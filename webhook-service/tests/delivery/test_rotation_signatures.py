@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from delivery.config import DeliverySettings
 from registration.services import endpoints
 from registration.services.errors import Conflict
-from webhooks_core.settings import Settings
 
 
 def _v1_signatures(header: str) -> list[str]:
@@ -17,7 +17,7 @@ def _v1_signatures(header: str) -> list[str]:
 
 
 def test_rotations_within_the_grace_period_sign_with_two_secrets_at_most(
-    platform: Any, receiver: Any, wait_for: Any, settings: Settings
+    platform: Any, receiver: Any, wait_for: Any, settings: DeliverySettings
 ) -> None:
     server = receiver()
     endpoint_id, first = platform.endpoint(server.url)

@@ -7,14 +7,15 @@ import sys
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from producer.config import ProducerSettings
 from producer.migrations import upgrade
-from webhooks_core.settings import Settings, SettingsError, redact_url
+from webhooks_core.settings import SettingsError, redact_url
 
 
 def main() -> int:
     """Entry point of ``python -m producer.migrations``."""
     try:
-        settings = Settings.from_env()
+        settings = ProducerSettings.from_env()
     except SettingsError as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return 2

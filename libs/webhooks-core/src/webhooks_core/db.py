@@ -1,6 +1,6 @@
 """Database engine and sessions.
 
-One engine per process, built from :class:`~webhooks_core.settings.Settings`.  Domain
+One engine per process, built from :class:`~webhooks_core.settings.CoreSettings`.  Domain
 functions take a :class:`~sqlalchemy.orm.Session` and own the transaction they run in.
 """
 
@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.settings import ENV_PREFIX, Settings, SettingsError, redact_url
+from webhooks_core.settings import ENV_PREFIX, CoreSettings, SettingsError, redact_url
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ psycopg2.extensions.register_type(
 psycopg2.extensions.register_type(_tolerant("TOLERANT_TIMESTAMP", psycopg2.extensions.PYDATETIME))
 
 
-def make_engine(settings: Settings, *, check: bool = True, pre_ping: bool = True) -> Engine:
+def make_engine(settings: CoreSettings, *, check: bool = True, pre_ping: bool = True) -> Engine:
     """Create the engine; with ``check`` a missing or unreachable database fails now.
 
     ``pre_ping`` costs a ``SELECT 1`` round trip per checkout.  Request paths that run their
@@ -71,7 +71,7 @@ def make_engine(settings: Settings, *, check: bool = True, pre_ping: bool = True
     return engine
 
 
-def check_database(engine: Engine, settings: Settings) -> None:
+def check_database(engine: Engine, settings: CoreSettings) -> None:
     """Fail with a message naming the variable to set when the database cannot be reached."""
     try:
         with engine.connect() as conn:

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import cancel_open_deliveries
 from webhooks_core.observability import ENDPOINTS_DISABLED
 
@@ -65,7 +65,7 @@ def disable_endpoint(
     was already disabled (then whoever disabled it emitted the event).  The caller commits.
     """
     # Imported here: fan-out imports this package's matching rule.
-    from webhooks_core.fanout import accept_message
+    from webhooks_core.messages.fanout import accept_message
 
     words = disable_detail(reason, detail)
     if session.execute(_DISABLE, {"id": endpoint_id, "reason": words, "now": now}).first() is None:
