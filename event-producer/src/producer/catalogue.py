@@ -1,21 +1,20 @@
 """The event types the people demo fires, registered in the platform's catalogue at start.
 
-Registration writes the platform database directly (``WEBHOOKS_DATABASE_URL``) with
-``INSERT ... ON CONFLICT (name) DO NOTHING``: it needs no admin token, is safe to run from
-every worker at once, and never overwrites a type an operator has changed or archived.
+Registration writes the platform database directly (``WEBHOOKS_DATABASE_URL``) with the
+catalogue's rule for producers (:func:`webhooks_core.messages.catalogue.add_missing_event_types`):
+it needs no admin token, is safe to run from every worker at once, and never overwrites a type
+an operator has changed or archived.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from sqlalchemy import create_engine, pool
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhooks_core.models import EventType
+from webhooks_core.messages.catalogue import add_missing_event_types
 from webhooks_core.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -116,13 +115,7 @@ def register_event_types(platform_database_url: str) -> list[str]:
     engine = create_engine(platform_database_url, poolclass=pool.NullPool)
     try:
         with engine.begin() as conn:
-            added = conn.execute(
-                insert(EventType)
-                .values([{"id": uuid.uuid4(), **event_type} for event_type in EVENT_TYPES])
-                .on_conflict_do_nothing(index_elements=[EventType.name])
-                .returning(EventType.name)
-            ).scalars()
-            names = sorted(added)
+            names = add_missing_event_types(conn, EVENT_TYPES)
     except SQLAlchemyError as exc:
         log.warning(
             "could not register the demo event types in %s: %s",

@@ -5,7 +5,8 @@ The engine processes run once per session against the test database and vhost, w
 timeouts and a shared offset clock (``WEBHOOKS_CLOCK_OFFSET_FILE``) that tests move forward
 instead of sleeping: they are started through the test entry points of
 :mod:`delivery.testing`, the only ones that read that switch.  Only 127.0.0.1/32 is an
-allowed target, so other loopback addresses (127.0.0.2, ::1) exercise the SSRF guard against receivers that really listen there.
+allowed target, so other loopback addresses (127.0.0.2, ::1) exercise the SSRF guard against
+receivers that really listen there.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
+from webhooks_core.messages.catalogue import add_missing_event_types
 from webhooks_core.models import EventType
 
 # Resolves nothing but the schema itself: a "$ref" to a URL is never fetched (the API server
@@ -104,15 +105,9 @@ def create_event_type(
 
 def ensure_event_types(sessions: sessionmaker[Session], catalogue: dict[str, str]) -> None:
     """Create the named event types that are missing (used by producers at start)."""
-    from sqlalchemy.dialects.postgresql import insert
-
-    if not catalogue:
-        return
     with transaction(sessions) as session:
         rows = [{"name": name, "description": text} for name, text in catalogue.items()]
-        session.execute(
-            insert(EventType).values(rows).on_conflict_do_nothing(index_elements=["name"])
-        )
+        add_missing_event_types(session, rows)
 
 
 def get_event_type(sessions: sessionmaker[Session], name: str) -> EventType:

@@ -29,6 +29,7 @@ from webhooks_core.messages.fanout import (
     accept_message,
     deliver_to,
     record_accepted,
+    record_duplicate,
 )
 from webhooks_core.models import (
     Delivery,
@@ -37,7 +38,6 @@ from webhooks_core.models import (
     EndpointSecret,
     Message,
 )
-from webhooks_core.observability import MESSAGES_DUPLICATE
 from webhooks_core.signing import is_valid_secret, new_secret
 from webhooks_core.targets import TargetRefused, check_url
 
@@ -82,12 +82,12 @@ def relay_message(
         if idempotency_key is not None:
             first = claim_key(session, settings, app_id, idempotency_key, digest)
             if first is not None:
-                MESSAGES_DUPLICATE.labels("relay").inc()
+                record_duplicate("relay")
                 return _relay_view(session, first, duplicate=True)
         result = accept_message(session, envelope, source="relay", application_id=app_id)
         if not result.created:
             message = known_event(session, app_id, result)
-            MESSAGES_DUPLICATE.labels("relay").inc()
+            record_duplicate("relay")
             return _relay_view(session, message, duplicate=True)
         endpoint = Endpoint(
             application_id=app_id,

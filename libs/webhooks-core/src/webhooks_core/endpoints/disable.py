@@ -25,7 +25,6 @@ from webhooks_core.observability import ENDPOINTS_DISABLED
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "endpoint.disabled"
-REASONS = ("gone", "failing", "manual")
 MANUAL_DETAIL = "disabled by a user"
 
 _DISABLE = text(

@@ -283,4 +283,9 @@ def record_accepted(event_type: str, result: AcceptResult, path: str) -> None:
         MESSAGES_ACCEPTED.labels(event_type, path).inc()
         DELIVERIES_CREATED.inc(result.deliveries)
     else:
-        MESSAGES_DUPLICATE.labels(path).inc()
+        record_duplicate(path)
+
+
+def record_duplicate(path: str) -> None:
+    """Count a publish that stored nothing new (a repeated event id or idempotency key)."""
+    MESSAGES_DUPLICATE.labels(path).inc()
