@@ -9,8 +9,8 @@ from email.utils import format_datetime
 import pytest
 
 from delivery.config import DEFAULT_RETRY_SCHEDULE, DeliverySettings
-from delivery.policy import Verdict, judge, next_delay, parse_retry_after
 from delivery.sender import SendResult, outcome_of_status
+from webhooks_core.deliveries.outcomes import Verdict, judge, next_delay, parse_retry_after
 
 
 def result(status: int | None, outcome: str | None = None) -> SendResult:

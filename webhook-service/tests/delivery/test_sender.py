@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from delivery.config import DeliverySettings
-from delivery.policy import Verdict, judge
 from delivery.sender import HttpSender, OutboundRequest
+from webhooks_core.deliveries.outcomes import Verdict, judge
 
 
 def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
