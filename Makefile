@@ -10,8 +10,10 @@ PACKAGES := libs/webhooks-core registration-service webhook-service event-produc
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 # The local stack: project databases and vhost on 127.0.0.1, loopback targets allowed
-# for the demo receiver.  Override any of them in the environment.
+# for the demo receiver.  Override any of them in the environment.  The URLs have no default
+# in the settings: a process started without them stops, naming the variable to set.
 export WEBHOOKS_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/webhooks
+export WEBHOOKS_PRODUCER_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/webhooks_producer
 export WEBHOOKS_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/webhooks
 export WEBHOOKS_ADMIN_TOKEN ?= demo-admin-token-change-me
 # Signs console sessions; shared by every API worker process (else each would make its own).

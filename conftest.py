@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import Engine, text
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from webhooks_core.db import make_engine, make_session_factory
 from webhooks_core.migrations import upgrade
 from webhooks_core.models import Base
-from webhooks_core.settings import Settings
+from webhooks_core.settings import CoreSettings
 
 TEST_DATABASE_URL = os.environ.get(
     "WEBHOOKS_TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/webhooks_test"
@@ -31,8 +32,12 @@ TEST_BROKER_URL = os.environ.get(
 ADMIN_TOKEN = "test-admin-token-0123456789"  # noqa: S105
 
 
-def make_test_settings(**overrides: object) -> Settings:
-    """Settings of the test environment, loopback targets allowed."""
+SettingsT = TypeVar("SettingsT", bound=CoreSettings)
+
+
+def make_test_settings(kind: type[SettingsT], **overrides: object) -> SettingsT:
+    """Settings of kind ``kind`` in the test environment, loopback targets allowed (values a
+    kind has no field for are ignored)."""
     values: dict[str, object] = {
         "database_url": TEST_DATABASE_URL,
         "broker_url": TEST_BROKER_URL,
@@ -41,16 +46,23 @@ def make_test_settings(**overrides: object) -> Settings:
         "secret_rotation_grace_seconds": 3600,
     }
     values.update(overrides)
-    return Settings.from_env(**values)
+    return kind.from_env(**values)
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    return make_test_settings()
+def make_settings() -> Callable[..., CoreSettings]:
+    """:func:`make_test_settings`, for the conftest of each service (which overrides
+    ``settings`` with its process's kind)."""
+    return make_test_settings
 
 
 @pytest.fixture(scope="session")
-def engine(settings: Settings) -> Iterator[Engine]:
+def settings() -> CoreSettings:
+    return make_test_settings(CoreSettings)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: CoreSettings) -> Iterator[Engine]:
     # Pre-pinged: tests kill backends, and read through the engine without run_transaction.
     engine = make_engine(settings, pre_ping=True)
     with engine.begin() as conn:

@@ -24,7 +24,7 @@ from bench.load import json_request, run_load
 from bench.raw import send_raw
 from bench.receiver import RunningReceiver, endpoint_path
 from bench.stack import PYTHON, Managed, Stack, celery_bin, free_port
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 
 ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - the run's own throwaway token
 

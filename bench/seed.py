@@ -18,8 +18,9 @@ from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.exc import OperationalError
 
 from bench.receiver import derive_secret
-from webhooks_core.envelope import webhook_body
 from webhooks_core.ids import new_message_id
+from webhooks_core.messages.catalogue import add_missing_event_types
+from webhooks_core.messages.envelope import webhook_body
 from webhooks_core.models import Application, Endpoint, EndpointSecret, Message
 
 HOLD = "now() + interval '10 years'"
@@ -71,14 +72,7 @@ def create_application(engine: Engine, name: str) -> uuid.UUID:
 def ensure_event_types(engine: Engine, names: Sequence[str]) -> None:
     """Catalogue entries for ``names`` (HTTP ingestion refuses unknown types)."""
     with engine.begin() as conn:
-        for name in names:
-            conn.execute(
-                text(
-                    "INSERT INTO event_types (id, name, description) VALUES (:id, :name, 'bench') "
-                    "ON CONFLICT (name) DO NOTHING"
-                ),
-                {"id": uuid.uuid4(), "name": name},
-            )
+        add_missing_event_types(conn, [{"name": name, "description": "bench"} for name in names])
 
 
 @dataclass(frozen=True)

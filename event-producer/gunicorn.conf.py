@@ -6,10 +6,10 @@ A request spends most of its time waiting for PostgreSQL (its commit, then the r
 so threads, not processes, add throughput; the app's pool holds a connection per thread.
 """
 
+from producer.config import ProducerSettings
 from webhooks_core.logging import logging_config
-from webhooks_core.settings import Settings
 
-_settings = Settings.from_env()
+_settings = ProducerSettings.from_env()  # a missing URL stops the master at start
 
 wsgi_app = "producer.app:create_app()"
 bind = "127.0.0.1:8001"

@@ -12,11 +12,11 @@ The Procfile, the Dockerfile and the benchmark all read these settings from this
 thread needs a pooled database connection (``WEBHOOKS_DATABASE_POOL_SIZE``, 10 by default).
 """
 
+from registration.config import APISettings
 from webhooks_core.logging import logging_config
 from webhooks_core.monitoring import gunicorn_child_exit, gunicorn_on_starting
-from webhooks_core.settings import Settings
 
-_settings = Settings.from_env()
+_settings = APISettings.from_env()  # a missing URL stops the master at start
 
 wsgi_app = "registration.app:create_app()"
 on_starting = gunicorn_on_starting

@@ -26,7 +26,7 @@ from chaos.checker import (
     passed,
     receipts_at,
 )
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Base
 
 SEED = "chaos-test-seed"

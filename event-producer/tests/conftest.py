@@ -21,8 +21,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.topology import DECLARATIONS, EVENTS_EXCHANGE, INGEST_QUEUE
+from producer.config import ProducerSettings
 from producer.migrations import upgrade
-from webhooks_core.settings import Settings
 
 PRODUCER_DATABASE_URL = os.environ.get(
     "WEBHOOKS_TEST_PRODUCER_DATABASE_URL",
@@ -33,6 +33,12 @@ PRODUCER_DATABASE_URL = os.environ.get(
 @pytest.fixture(scope="session")
 def producer_database_url() -> str:
     return PRODUCER_DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def settings(make_settings: Callable[..., ProducerSettings]) -> ProducerSettings:
+    """The producer's settings on the test databases and vhost."""
+    return make_settings(ProducerSettings, producer_database_url=PRODUCER_DATABASE_URL)
 
 
 @pytest.fixture(scope="session")
@@ -132,7 +138,7 @@ class EventTap:
 
 
 @pytest.fixture
-def tap(settings: Settings) -> Iterator[EventTap]:
+def tap(settings: ProducerSettings) -> Iterator[EventTap]:
     tap = EventTap(settings.broker_url)
     yield tap
     tap.close()
@@ -161,7 +167,7 @@ StartRelay = Callable[..., RelayProcess]
 
 @pytest.fixture
 def start_relay(
-    settings: Settings, producer_database_url: str, tmp_path: Path
+    settings: ProducerSettings, producer_database_url: str, tmp_path: Path
 ) -> Iterator[StartRelay]:
     started: list[RelayProcess] = []
 
@@ -209,8 +215,8 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture
 def producer_settings(
-    settings: Settings, producer_database_url: str, tmp_path: Path, db: Any
-) -> Settings:
+    settings: ProducerSettings, producer_database_url: str, tmp_path: Path, db: Any
+) -> ProducerSettings:
     """Settings of a producer on the test databases (platform tables emptied by ``db``)."""
     return settings.model_copy(
         update={
@@ -222,7 +228,7 @@ def producer_settings(
 
 
 @pytest.fixture
-def producer_client(producer_settings: Settings, producer_db: sessionmaker[Session]) -> Any:
+def producer_client(producer_settings: ProducerSettings, producer_db: sessionmaker[Session]) -> Any:
     from producer.app import create_app
 
     return create_app(producer_settings).test_client()

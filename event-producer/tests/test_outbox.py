@@ -15,9 +15,9 @@ from delivery.ingest import ingest_body
 from outbox import OUTBOX, publish
 from outbox import topology as outbox_topology
 from outbox.relay import RabbitPublisher, Relay
-from webhooks_core.envelope import Envelope
+from producer.config import ProducerSettings
+from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Message
-from webhooks_core.settings import Settings
 
 
 def unsent(engine: Engine) -> int:
@@ -50,7 +50,7 @@ def commit_events(sessions: sessionmaker[Session], count: int, prefix: str = "ev
 
 
 @pytest.fixture
-def relay(producer_engine: Engine, settings: Settings) -> Any:
+def relay(producer_engine: Engine, settings: ProducerSettings) -> Any:
     publisher = RabbitPublisher(settings.broker_url)
     yield Relay(producer_engine, publisher, batch_size=50)
     publisher.close()

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from producer.catalogue import EVENT_TYPES, register_event_types
+from producer.config import ProducerSettings
 from webhooks_core.models import EventType
-from webhooks_core.settings import Settings
 
 Client = Any
 
@@ -136,7 +136,7 @@ def test_malformed_json_is_a_400_problem(producer_client: Client) -> None:
 
 
 def test_event_types_registered_in_the_catalogue_once(
-    producer_client: Client, producer_settings: Settings, db: sessionmaker[Session]
+    producer_client: Client, producer_settings: ProducerSettings, db: sessionmaker[Session]
 ) -> None:
     with db() as session:
         names = set(session.scalars(select(EventType.name)))

@@ -7,11 +7,11 @@ import io
 from pathlib import Path
 from typing import Any
 
-from webhooks_core.settings import Settings
+from producer.config import ProducerSettings
 
 
 def test_upload_stores_the_file_and_fires_file_uploaded(
-    producer_client: Any, producer_settings: Settings, outbox_events: Any
+    producer_client: Any, producer_settings: ProducerSettings, outbox_events: Any
 ) -> None:
     content = b"hello, webhooks\n" * 100
     response = producer_client.post(

@@ -33,8 +33,8 @@ import yaml
 from kombu import Connection
 from sqlalchemy import Engine, create_engine, text
 
+from registration.config import APISettings
 from webhooks_core.models import Base
-from webhooks_core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -287,9 +287,15 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
         receiver.stop()
 
 
+@pytest.fixture(scope="session")
+def settings(make_settings: Callable[..., APISettings]) -> APISettings:
+    """The API's settings (the admin token the stack is started with) on the test services."""
+    return make_settings(APISettings)
+
+
 @pytest.fixture(scope="module")
 def stack(
-    settings: Settings, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+    settings: APISettings, engine: Engine, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """Every process of the native stack, started once for the module."""
     prometheus_bin = shutil.which("prometheus")

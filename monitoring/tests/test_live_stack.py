@@ -27,7 +27,7 @@ import requests
 import yaml
 from sqlalchemy import Engine, text
 
-from webhooks_core.settings import Settings
+from registration.config import APISettings
 
 REPO = Path(__file__).resolve().parents[2]
 PEOPLE = ("Ada Lovelace", "Grace Hopper", "Katherine Johnson")
@@ -74,7 +74,7 @@ def eventually_equal(stack: Any, query: str, expected: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(stack: Any, receivers: Any, settings: Settings, engine: Engine) -> dict[str, Any]:
+def run(stack: Any, receivers: Any, settings: APISettings, engine: Engine) -> dict[str, Any]:
     """Drive the end-to-end run once; wait until every delivery is terminal."""
     admin = {"Authorization": f"Bearer {settings.admin_token}"}
     api = stack.url("api", "/api/v1/applications")
@@ -380,7 +380,7 @@ def load_renderer() -> Any:
     reason="renders the docs' dashboard images when WEBHOOKS_RENDER_DASHBOARDS names a directory",
 )
 def test_render_dashboards_for_the_docs(
-    stack: Any, run: dict[str, Any], settings: Settings, receiver_factory: Any
+    stack: Any, run: dict[str, Any], settings: APISettings, receiver_factory: Any
 ) -> None:
     """Not a check: a few minutes of mixed traffic, then every dashboard drawn as SVG."""
     seconds = float(os.environ.get("WEBHOOKS_RENDER_SECONDS", "150"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from flask_openapi3 import OpenAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.app import create_app
-from webhooks_core.settings import Settings
+from registration.config import APISettings
 
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
 
@@ -31,8 +32,14 @@ class Tenant:
         return f"/api/v1/applications/{self.id}{rest}"
 
 
+@pytest.fixture(scope="session")
+def settings(make_settings: Callable[..., APISettings]) -> APISettings:
+    """The API's settings on the test database and vhost."""
+    return make_settings(APISettings)
+
+
 @pytest.fixture
-def app(settings: Settings, db: sessionmaker[Session]) -> OpenAPI:
+def app(settings: APISettings, db: sessionmaker[Session]) -> OpenAPI:
     return create_app(settings)
 
 

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Delivery, Endpoint, Message
 
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}

@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from registration.app import create_app
+from registration.config import APISettings
 from webhooks_core.models import Delivery, DeliveryState, Message
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 HOOK = "http://127.0.0.1:9/hook"
@@ -92,9 +92,9 @@ def test_bad_urls_are_field_errors(
 
 
 def test_loopback_is_refused_unless_settings_allow_it(
-    settings: Settings, db, event_types, tenant, field_errors
+    settings: APISettings, db, event_types, tenant, field_errors
 ) -> None:
-    strict = Settings.from_env(**{**settings.model_dump(), "allowed_target_networks": []})
+    strict = APISettings.from_env(**{**settings.model_dump(), "allowed_target_networks": []})
     client = create_app(strict).test_client()
     for url in ("http://127.0.0.1:8002/webhook", "http://localhost/x", "http://[::1]/x"):
         response = client.post(
@@ -338,9 +338,11 @@ def test_upserting_again_with_the_same_secret_does_not_rotate(
     assert "previous secret" in field_errors(back)["secret"]
 
 
-def test_rotation_grace_zero_drops_old_secret(settings: Settings, db, tenant, event_types) -> None:
+def test_rotation_grace_zero_drops_old_secret(
+    settings: APISettings, db, tenant, event_types
+) -> None:
     client = create_app(
-        Settings.from_env(**{**settings.model_dump(), "secret_rotation_grace_seconds": 0})
+        APISettings.from_env(**{**settings.model_dump(), "secret_rotation_grace_seconds": 0})
     ).test_client()
     created = client.post(tenant.path("/endpoints"), json=body(), headers=tenant.headers).json
     rotated = client.post(

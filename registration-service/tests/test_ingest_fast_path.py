@@ -13,10 +13,10 @@ from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.app import create_app
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
+from registration.config import APISettings
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Delivery, Message
-from webhooks_core.settings import Settings
 
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
 
@@ -151,7 +151,7 @@ def restricted_role(engine: Engine) -> Iterator[str]:
 
 def test_dead_connections_are_retried_or_answered_503(
     engine: Engine,
-    settings: Settings,
+    settings: APISettings,
     tenant: Any,
     event_types: list[str],
     db: Any,

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from webhooks_core.db import transaction
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Attempt, Delivery
 
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}

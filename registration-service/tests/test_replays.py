@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from webhooks_core.db import transaction
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Delivery, Replay
 
 

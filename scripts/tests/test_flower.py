@@ -13,13 +13,13 @@ from pathlib import Path
 import requests
 from kombu.utils.url import url_to_parts
 
-from webhooks_core.settings import Settings
+from webhooks_core.settings import CoreSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _env(settings: Settings) -> dict[str, str]:
+def _env(settings: CoreSettings) -> dict[str, str]:
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -55,7 +55,7 @@ def _free_port() -> int:
 
 
 def test_flower_starts_after_the_worker_and_lists_its_queue(
-    settings: Settings, tmp_path: Path
+    settings: CoreSettings, tmp_path: Path
 ) -> None:
     env = _env(settings)
     port = _free_port()

@@ -3,7 +3,7 @@
 Any producer with a PostgreSQL database uses it in two steps:
 
 * include :data:`outbox.schema.metadata` (the ``outbox`` table) in its migrations;
-* call :func:`outbox.publish` with an :class:`~webhooks_core.envelope.Envelope` inside the
+* call :func:`outbox.publish` with an :class:`~webhooks_core.messages.envelope.Envelope` inside the
   transaction that changes its own data, and run ``python -m outbox.relay`` against the same
   database.
 """

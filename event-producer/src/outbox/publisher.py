@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from outbox.schema import NOTIFY_CHANNEL
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 
 # The row and the notification in one round trip (the CTE runs whether or not its result is
 # read).  The notification wakes the relays at commit time; PostgreSQL folds repeated

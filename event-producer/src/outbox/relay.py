@@ -41,13 +41,14 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from outbox.config import RelaySettings
 from outbox.schema import NOTIFY_CHANNEL, OUTBOX
 from outbox.topology import DECLARATIONS, EVENTS_EXCHANGE
 from webhooks_core.db import Backoff, make_engine, make_session_factory, run_transaction
 from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.observability import OUTBOX_PUBLISHED
-from webhooks_core.settings import Settings, SettingsError, redact_url
+from webhooks_core.settings import SettingsError, redact_url
 
 log = logging.getLogger("outbox.relay")
 
@@ -292,18 +293,20 @@ class Relay:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m outbox.relay``."""
     parser = argparse.ArgumentParser(prog="python -m outbox.relay", description=__doc__)
-    parser.add_argument("--database-url", help="the producer database (default: settings)")
+    parser.add_argument(
+        "--database-url", help="the producer database (default: WEBHOOKS_PRODUCER_DATABASE_URL)"
+    )
     parser.add_argument("--broker-url", help="RabbitMQ (default: WEBHOOKS_BROKER_URL)")
     parser.add_argument("--metrics-port", type=int, help="0 picks a free port; -1 serves none")
     args = parser.parse_args(argv)
+    given = {"producer_database_url": args.database_url, "broker_url": args.broker_url}
     try:
-        settings = Settings.from_env()
+        settings = RelaySettings.from_env(**{name: url for name, url in given.items() if url})
     except SettingsError as exc:
         print(f"outbox relay: {exc}", file=sys.stderr)
         return 2
     configure_logging("outbox-relay", log_format=settings.log_format, level=settings.log_level)
-    database_url = args.database_url or settings.producer_database_url
-    broker_url = args.broker_url or settings.broker_url
+    database_url, broker_url = settings.producer_database_url, settings.broker_url
     port = args.metrics_port
     if port is None:
         port = settings.metrics_port if settings.metrics_port is not None else DEFAULT_METRICS_PORT

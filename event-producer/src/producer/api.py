@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from producer.config import ProducerSettings
 from producer.schemas import (
     PersonChange,
     PersonIn,
@@ -28,14 +29,13 @@ from producer.schemas import (
 )
 from producer.services import people, uploads
 from webhooks_core.problems import Problem
-from webhooks_core.settings import Settings
 
 
 @dataclass(frozen=True)
 class ProducerRuntime:
     """What a running producer holds; built once by ``create_app``."""
 
-    settings: Settings
+    settings: ProducerSettings
     engine: Engine
     sessions: sessionmaker[Session]
     upload_dir: Path

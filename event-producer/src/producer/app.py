@@ -15,6 +15,7 @@ from flask_openapi3 import Info, OpenAPI
 
 from producer.api import ProducerRuntime, people_bp, runtime, uploads_bp
 from producer.catalogue import register_event_types
+from producer.config import ProducerSettings
 from webhooks_core.db import make_engine, make_session_factory
 from webhooks_core.errors import DomainError
 from webhooks_core.http.operational import register_operational_routes
@@ -25,12 +26,11 @@ from webhooks_core.problems import (
     register_problem_handlers,
     validation_problem,
 )
-from webhooks_core.settings import Settings
 
 
-def create_app(settings: Settings | None = None, *, register_types: bool = True) -> OpenAPI:
+def create_app(settings: ProducerSettings | None = None, *, register_types: bool = True) -> OpenAPI:
     """Build the producer app; an unreachable producer database fails here, naming the variable."""
-    settings = settings or Settings.from_env()
+    settings = settings or ProducerSettings.from_env()
     # Every transaction runs through run_transaction (webhooks_core.db); what a dead
     # connection still meets is a 503 with Retry-After.
     engine = make_engine(

@@ -1,22 +1,21 @@
 """The event types the people demo fires, registered in the platform's catalogue at start.
 
-Registration writes the platform database directly (``WEBHOOKS_DATABASE_URL``) with
-``INSERT ... ON CONFLICT (name) DO NOTHING``: it needs no admin token, is safe to run from
-every worker at once, and never overwrites a type an operator has changed or archived.
+Registration writes the platform database directly (``WEBHOOKS_DATABASE_URL``) with the
+catalogue's rule for producers (:func:`webhooks_core.messages.catalogue.add_missing_event_types`):
+it needs no admin token, is safe to run from every worker at once, and never overwrites a type
+an operator has changed or archived.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from sqlalchemy import create_engine, pool
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhooks_core.db import make_session_factory, run_transaction
-from webhooks_core.models import EventType
+from webhooks_core.messages.catalogue import add_missing_event_types
 from webhooks_core.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -115,16 +114,10 @@ def register_event_types(platform_database_url: str) -> list[str]:
     (its events wait in RabbitMQ's ingest queue like any other).
     """
     engine = create_engine(platform_database_url, poolclass=pool.NullPool)
-    statement = (
-        insert(EventType)
-        .values([{"id": uuid.uuid4(), **event_type} for event_type in EVENT_TYPES])
-        .on_conflict_do_nothing(index_elements=[EventType.name])
-        .returning(EventType.name)
-    )
     try:
         names = run_transaction(
             make_session_factory(engine),
-            lambda session: sorted(session.execute(statement).scalars()),
+            lambda session: add_missing_event_types(session, EVENT_TYPES),
         )
     except SQLAlchemyError as exc:
         log.warning(

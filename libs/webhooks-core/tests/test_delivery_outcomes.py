@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 
@@ -16,11 +17,24 @@ from webhooks_core.deliveries.outcomes import (
     health_change,
 )
 from webhooks_core.deliveries.states import DeliveryState
-from webhooks_core.settings import Settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 REAL_NOW = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
 SCHEDULE = (0, 60, 3600)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The retry policy the decisions read, at the delivery settings' defaults."""
+
+    other_status_policy: Literal["retry", "dead"] = "retry"
+    retry_jitter: float = 0.2
+    retry_after_max_seconds: int = 3600
+
+
+@pytest.fixture
+def settings() -> Policy:
+    return Policy()
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class Result:
         return self.outcome == "success"
 
 
-def test_a_2xx_is_delivered(settings: Settings) -> None:
+def test_a_2xx_is_delivered(settings: Policy) -> None:
     decision = decide(
         Result("success", 204), 1, SCHEDULE, settings, now=lambda: NOW, real_now=lambda: REAL_NOW
     )
@@ -46,7 +60,7 @@ def test_a_2xx_is_delivered(settings: Settings) -> None:
     assert not decision.gone
 
 
-def test_a_success_reads_no_clock(settings: Settings) -> None:
+def test_a_success_reads_no_clock(settings: Policy) -> None:
     def no_clock() -> datetime:
         raise AssertionError("a delivered attempt needs no next time")
 
@@ -57,9 +71,9 @@ def test_a_success_reads_no_clock(settings: Settings) -> None:
 
 
 def test_a_5xx_retries_after_the_schedules_next_wait_with_injected_jitter(
-    settings: Settings,
+    settings: Policy,
 ) -> None:
-    jittered = settings.model_copy(update={"retry_jitter": 0.2})
+    jittered = replace(settings, retry_jitter=0.2)
     waits = set()
     for seed in range(5):
         decision = decide(
@@ -90,7 +104,7 @@ def test_a_5xx_retries_after_the_schedules_next_wait_with_injected_jitter(
     assert len(waits) > 1
 
 
-def test_the_last_scheduled_attempt_failing_is_dead(settings: Settings) -> None:
+def test_the_last_scheduled_attempt_failing_is_dead(settings: Policy) -> None:
     decision = decide(
         Result("connect_error", error="refused"),
         3,
@@ -104,7 +118,7 @@ def test_the_last_scheduled_attempt_failing_is_dead(settings: Settings) -> None:
     assert decision.error == "refused"
 
 
-def test_410_cancels_disables_and_stops_the_batch(settings: Settings) -> None:
+def test_410_cancels_disables_and_stops_the_batch(settings: Policy) -> None:
     decision = decide(
         Result("http_4xx", 410), 1, SCHEDULE, settings, now=lambda: NOW, real_now=lambda: NOW
     )
@@ -114,7 +128,7 @@ def test_410_cancels_disables_and_stops_the_batch(settings: Settings) -> None:
     assert decision.stop
 
 
-def test_a_timeout_retries_and_stops_the_batch(settings: Settings) -> None:
+def test_a_timeout_retries_and_stops_the_batch(settings: Policy) -> None:
     decision = decide(
         Result("timeout", error="no answer"),
         1,
@@ -128,22 +142,22 @@ def test_a_timeout_retries_and_stops_the_batch(settings: Settings) -> None:
     assert not decision.gone
 
 
-def test_other_4xx_follow_the_status_policy(settings: Settings) -> None:
+def test_other_4xx_follow_the_status_policy(settings: Policy) -> None:
     result = Result("http_4xx", 404)
     assert (
         decide(result, 1, SCHEDULE, settings, now=lambda: NOW, real_now=lambda: NOW).state
         == "retrying"
     )
-    strict = settings.model_copy(update={"other_status_policy": "dead"})
+    strict = replace(settings, other_status_policy="dead")
     decision = decide(result, 1, SCHEDULE, strict, now=lambda: NOW, real_now=lambda: NOW)
     assert decision.state is DeliveryState.DEAD
     assert decision.error == "HTTP 404"
 
 
 def test_retry_after_date_is_read_on_the_real_clock_and_timed_on_the_scheduling_one(
-    settings: Settings,
+    settings: Policy,
 ) -> None:
-    calm = settings.model_copy(update={"retry_jitter": 0.0, "retry_after_max_seconds": 3600})
+    calm = replace(settings, retry_jitter=0.0, retry_after_max_seconds=3600)
     header = "Mon, 23 Nov 2026 12:10:30 GMT"  # ten minutes after REAL_NOW
     decision = decide(
         Result("http_4xx", 429, retry_after=header),

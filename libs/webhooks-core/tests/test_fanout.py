@@ -13,8 +13,8 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message, accept_messages
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message, accept_messages
 from webhooks_core.models import Application, Delivery, Endpoint, Message
 
 MakeEndpoint = Callable[..., uuid.UUID]

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from webhooks_core.envelope import Envelope
 from webhooks_core.json_input import (
     MAX_DEPTH,
     JSONRejected,
@@ -16,6 +15,7 @@ from webhooks_core.json_input import (
     loads,
     problems,
 )
+from webhooks_core.messages.envelope import Envelope
 
 
 def nested(depth: int) -> str:

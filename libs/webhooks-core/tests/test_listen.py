@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from webhooks_core.listen import Listener, libpq_dsn
-from webhooks_core.settings import Settings
+from webhooks_core.settings import CoreSettings
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def channel() -> str:
 
 
 @pytest.fixture
-def listener(settings: Settings, channel: str) -> Iterator[Listener]:
+def listener(settings: CoreSettings, channel: str) -> Iterator[Listener]:
     listener = Listener(libpq_dsn(settings.database_url), [channel], connect_timeout=5)
     yield listener
     listener.close()

@@ -28,7 +28,7 @@ from webhooks_core.db import (
     retry_lost_connection,
     run_transaction,
 )
-from webhooks_core.settings import Settings
+from webhooks_core.settings import CoreSettings
 
 
 def lost() -> OperationalError:
@@ -179,7 +179,7 @@ def test_backoff_jitter_stays_within_half_and_whole_of_the_pause() -> None:
 
 
 @pytest.fixture
-def own_engine(settings: Settings) -> Iterator[tuple[Engine, str]]:
+def own_engine(settings: CoreSettings) -> Iterator[tuple[Engine, str]]:
     """A pool of its own (no pre-ping, as the services'), known by its application_name."""
     name = f"lost_connection_{uuid.uuid4().hex[:8]}"
     url = make_url(settings.database_url).update_query_dict({"application_name": name})

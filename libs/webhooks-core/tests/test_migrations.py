@@ -13,11 +13,11 @@ from sqlalchemy.exc import IntegrityError
 
 from webhooks_core.migrations import downgrade, upgrade
 from webhooks_core.models import Base
-from webhooks_core.settings import Settings
+from webhooks_core.settings import CoreSettings
 
 
 @pytest.fixture
-def scratch_settings(settings: Settings) -> Iterator[Settings]:
+def scratch_settings(settings: CoreSettings) -> Iterator[CoreSettings]:
     scratch = f"{make_url(settings.database_url).database}_migrations"
     admin = create_engine(
         make_url(settings.database_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
@@ -32,7 +32,7 @@ def scratch_settings(settings: Settings) -> Iterator[Settings]:
     admin.dispose()
 
 
-def test_upgrade_from_empty_matches_models_and_downgrades(scratch_settings: Settings) -> None:
+def test_upgrade_from_empty_matches_models_and_downgrades(scratch_settings: CoreSettings) -> None:
     upgrade(scratch_settings)
     engine = create_engine(scratch_settings.database_url)
     with engine.connect() as conn:
@@ -50,7 +50,7 @@ EVENT_IDS_PER_APPLICATION = "0004_event_ids_per_application"
 
 
 def test_event_ids_per_application_upgrade_and_downgrade_with_rows(
-    scratch_settings: Settings,
+    scratch_settings: CoreSettings,
 ) -> None:
     upgrade(scratch_settings, "0003")
     engine = create_engine(scratch_settings.database_url)

@@ -1,57 +1,44 @@
-"""Test switches (a fake sender, a moved clock) are refused unless the process is a test."""
+"""The settings every process shares: a missing URL stops a process at start, saying what to
+set; nothing only tests use is among them."""
 
 from __future__ import annotations
 
 import pytest
 
-from webhooks_core.settings import FIELD_GROUPS, Settings, SettingsError
+from webhooks_core.settings import CoreSettings, EndpointSettings, LogSettings, SettingsError
+
+TEST_SWITCHES = ("testing", "delivery_sender", "clock_offset_file")
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WEBHOOKS_TESTING", "WEBHOOKS_DELIVERY_SENDER", "WEBHOOKS_CLOCK_OFFSET_FILE"):
+    for name in ("WEBHOOKS_DATABASE_URL", "WEBHOOKS_BROKER_URL"):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_production_settings_have_no_test_switch_on() -> None:
-    settings = Settings.from_env()
-    assert (settings.testing, settings.delivery_sender, settings.clock_offset_file) == (
-        False,
-        "http",
-        None,
+def test_a_missing_url_fails_at_start_naming_what_to_set() -> None:
+    with pytest.raises(SettingsError) as raised:
+        CoreSettings.from_env()
+    message = str(raised.value)
+    assert "WEBHOOKS_DATABASE_URL is not set: set it to the platform's PostgreSQL" in message
+    assert "WEBHOOKS_BROKER_URL is not set: set it to the RabbitMQ vhost" in message
+
+
+def test_the_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_DATABASE_URL", "postgresql+psycopg2://db.example/webhooks")
+    monkeypatch.setenv("WEBHOOKS_BROKER_URL", "amqp://mq.example/webhooks")
+    settings = CoreSettings.from_env()
+    assert (settings.database_url, settings.broker_url) == (
+        "postgresql+psycopg2://db.example/webhooks",
+        "amqp://mq.example/webhooks",
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [("WEBHOOKS_DELIVERY_SENDER", "fake"), ("WEBHOOKS_CLOCK_OFFSET_FILE", "/tmp/offset")],
-)
-def test_a_test_switch_outside_tests_is_refused_at_start_naming_what_to_do(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
-) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as raised:
-        Settings.from_env()
-    message = str(raised.value)
-    assert f"{name}={value} is only for tests" in message
-    assert "set WEBHOOKS_TESTING=1" in message
+def test_logging_reads_its_settings_without_the_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOKS_LOG_LEVEL", "WARNING")
+    assert LogSettings.from_env().log_level == "WARNING"
 
 
-def test_the_test_switches_work_when_the_process_is_a_test(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("WEBHOOKS_TESTING", "1")
-    monkeypatch.setenv("WEBHOOKS_DELIVERY_SENDER", "fake")
-    monkeypatch.setenv("WEBHOOKS_CLOCK_OFFSET_FILE", "/tmp/offset")
-    settings = Settings.from_env()
-    assert (settings.delivery_sender, settings.clock_offset_file) == ("fake", "/tmp/offset")
-    # Overrides passed by a test fixture follow the same rule.
-    monkeypatch.delenv("WEBHOOKS_TESTING")
-    with pytest.raises(SettingsError, match="WEBHOOKS_DELIVERY_SENDER=fake"):
-        Settings.from_env(clock_offset_file=None)
-    assert Settings.from_env(testing=True).delivery_sender == "fake"
-
-
-def test_every_field_belongs_to_exactly_one_process_group() -> None:
-    grouped = [name for names in FIELD_GROUPS.values() for name in names]
-    assert sorted(grouped) == sorted(Settings.model_fields)
+def test_no_shared_settings_hold_a_test_switch() -> None:
+    for kind in (LogSettings, CoreSettings, EndpointSettings):
+        assert not set(TEST_SWITCHES) & set(kind.model_fields)

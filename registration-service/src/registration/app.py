@@ -13,11 +13,11 @@ from registration.api.auth import register_authentication
 from registration.api.health import register_operational_routes
 from registration.api.openapi import ManagementAPI
 from registration.api.problems import Problem, register_error_handlers, validation_problem
+from registration.config import APISettings
 from registration.console import register_console
 from registration.runtime import Runtime
 from webhooks_core.db import make_engine, make_session_factory
 from webhooks_core.observability import instrument_flask
-from webhooks_core.settings import Settings
 
 API_DESCRIPTION = """Manage applications, event types, endpoints and messages of the webhook
 platform.  Authenticate with `Authorization: Bearer <token>`: the admin token from
@@ -25,9 +25,9 @@ platform.  Authenticate with `Authorization: Bearer <token>`: the admin token fr
 `application/problem+json` with an `errors` list naming each invalid field."""
 
 
-def create_app(settings: Settings | None = None) -> ManagementAPI:
+def create_app(settings: APISettings | None = None) -> ManagementAPI:
     """Build the Flask app; a missing or unreachable database fails here, naming the variable."""
-    settings = settings or Settings.from_env()
+    settings = settings or APISettings.from_env()
     engine = make_engine(settings)
     app = ManagementAPI(
         __name__,

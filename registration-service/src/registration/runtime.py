@@ -8,14 +8,14 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.settings import Settings
+from registration.config import APISettings
 
 
 @dataclass(frozen=True)
 class Runtime:
     """Built once by ``create_app``; views reach it through :func:`runtime`."""
 
-    settings: Settings
+    settings: APISettings
     engine: Engine
     sessions: sessionmaker[Session]
 

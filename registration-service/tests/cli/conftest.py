@@ -14,8 +14,8 @@ from werkzeug.serving import make_server
 
 from registration.app import create_app
 from registration.cli.main import cli
+from registration.config import APISettings
 from registration.services import applications
-from webhooks_core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Tenant:
 
 
 @pytest.fixture
-def api_url(settings: Settings, db: sessionmaker[Session]) -> Iterator[str]:
+def api_url(settings: APISettings, db: sessionmaker[Session]) -> Iterator[str]:
     """The registration service on an ephemeral port, for this test."""
     server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -60,7 +60,7 @@ def webhooks(api_url: str, tenant: Tenant) -> Callable[..., Result]:
 
 
 @pytest.fixture
-def endpoint_for(db: sessionmaker[Session], settings: Settings) -> Callable[..., uuid.UUID]:
+def endpoint_for(db: sessionmaker[Session], settings: APISettings) -> Callable[..., uuid.UUID]:
     """An endpoint of the tenant subscribed to ``person.created`` (catalogue included)."""
     from registration.services import endpoints, event_types
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services import endpoints, event_types
 from webhooks_core.db import transaction
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Endpoint
 
 

@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
 from registration.app import create_app
+from registration.config import APISettings
 from registration.services import applications
-from webhooks_core.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -71,7 +71,7 @@ def make_tenant(db: sessionmaker[Session]) -> Callable[[str], Tenant]:
 
 
 @pytest.fixture
-def live_url(settings: Settings, db: sessionmaker[Session]) -> Iterator[str]:
+def live_url(settings: APISettings, db: sessionmaker[Session]) -> Iterator[str]:
     """The registration service (API and console) on an ephemeral port, for this test."""
     console_settings = settings.model_copy(
         update={"console_secret_key": "console-test-secret-key-0123456789"}
@@ -249,8 +249,8 @@ def record_delivery(db: sessionmaker[Session]) -> Callable[..., RecordedDelivery
     from sqlalchemy import select
 
     from webhooks_core.db import transaction
-    from webhooks_core.envelope import Envelope, utcnow
-    from webhooks_core.fanout import accept_message
+    from webhooks_core.messages.envelope import Envelope, utcnow
+    from webhooks_core.messages.fanout import accept_message
     from webhooks_core.models import Attempt, DeadLetter, Delivery
 
     def record(

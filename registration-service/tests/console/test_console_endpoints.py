@@ -10,8 +10,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.config import APISettings
 from registration.services import endpoints, event_types
-from webhooks_core.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 STALE = (StaleElementReferenceException, NoSuchElementException)
@@ -137,7 +137,7 @@ def test_endpoint_create_edit_reveal_rotate_disable(
 
 
 def test_an_application_sees_only_its_own_endpoints(
-    browser, live_url, make_tenant, ui, db, settings: Settings
+    browser, live_url, make_tenant, ui, db, settings: APISettings
 ) -> None:
     acme, globex = make_tenant("Acme"), make_tenant("Globex")
     theirs, _ = endpoints.upsert_endpoint(

@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from registration.services import endpoints, event_types
 from webhooks_core.db import transaction
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Delivery, Endpoint
 
 OK = (200, "success", None, '{"received": true}')

@@ -23,7 +23,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from webhooks_core.settings import Settings
+from registration.config import APISettings
 
 BIN = Path(sys.executable).parent
 
@@ -60,7 +60,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def delivery_engine(settings: Settings, db: object) -> Iterator[None]:
+def delivery_engine(settings: APISettings, db: object) -> Iterator[None]:
     """The scheduler and a thread-pool worker, on this test's database and vhost."""
     env = {
         **os.environ,

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from delivery.clock import Clock
+from delivery.config import DeliverySettings
 from delivery.sender import Sender
-from webhooks_core.settings import Settings
 
 
 class DeadLetterPublisher(Protocol):
@@ -28,7 +28,7 @@ class DeadLetterPublisher(Protocol):
 class DeliveryRuntime:
     """What delivering needs, built once per worker process."""
 
-    settings: Settings
+    settings: DeliverySettings
     engine: Engine
     sender: Sender
     clock: Clock

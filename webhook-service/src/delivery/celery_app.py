@@ -1,4 +1,4 @@
-"""The Celery application, built from the same :class:`Settings` as every other process.
+"""The Celery application, built from the delivery side's :class:`DeliverySettings`.
 
 Worker settings lose nothing: late acks, reject on a lost worker, prefetch one, publisher
 confirms, persistent messages.  Tasks declare their own options where they are defined.
@@ -8,17 +8,28 @@ from __future__ import annotations
 
 from celery import Celery
 
-from webhooks_core.settings import Settings
+from delivery.clock import Clock, SystemClock
+from delivery.config import DeliverySettings
+from delivery.sender import Sender
 
 TASK_MODULES = ["delivery.tasks", "delivery.tasks.deliver"]
 
 
-def create_celery(settings: Settings | None = None, *, ingest: bool = False) -> Celery:
+def create_celery(
+    settings: DeliverySettings | None = None,
+    *,
+    ingest: bool = False,
+    sender: Sender | None = None,
+    clock: Clock | None = None,
+) -> Celery:
     """Build the Celery app for ``settings`` (read from the environment when omitted).
 
-    With ``ingest`` its workers also consume ``webhooks.ingest`` (broker ingestion).
+    With ``ingest`` its workers also consume ``webhooks.ingest`` (broker ingestion).  Its
+    tasks send with ``sender`` and time their decisions with ``clock``: by default an
+    :class:`~delivery.sender.HttpSender` of the settings and the system clock; only
+    :mod:`delivery.testing` passes others.
     """
-    settings = settings or Settings.from_env()
+    settings = settings or DeliverySettings.from_env()
     app = Celery("webhooks", broker=settings.broker_url, include=TASK_MODULES)
     app.conf.update(
         task_acks_late=True,
@@ -38,6 +49,8 @@ def create_celery(settings: Settings | None = None, *, ingest: bool = False) -> 
         enable_utc=True,
     )
     app.conf.webhooks_settings = settings
+    app.conf.webhooks_sender = sender  # None: an HttpSender, built in each worker process
+    app.conf.webhooks_clock = clock or SystemClock()
     if ingest:
         from delivery.ingest_step import IngestStep
 
@@ -45,6 +58,6 @@ def create_celery(settings: Settings | None = None, *, ingest: bool = False) -> 
     return app
 
 
-def settings_of(app: Celery) -> Settings:
+def settings_of(app: Celery) -> DeliverySettings:
     """The settings a Celery app was built from."""
     return app.conf.webhooks_settings  # type: ignore[no-any-return]

@@ -1,8 +1,8 @@
 """Broker ingestion: turn messages of the ``webhooks.ingest`` queue into stored messages.
 
 :func:`ingest_batch` parses envelopes, stores them with
-:func:`~webhooks_core.fanout.accept_messages` (one delivery per message and matching endpoint)
-in one transaction and commits; only then may the caller acknowledge the broker messages
+:func:`~webhooks_core.messages.fanout.accept_messages` (one delivery per message and matching
+endpoint) in one transaction and commits; only then may the caller acknowledge the broker messages
 (:func:`ingest_body` does one).  A body that cannot be parsed gets an :class:`Unparseable`
 outcome, which the consumer answers with a reject (no requeue) so RabbitMQ dead-letters it to
 ``webhooks.ingest.dead``.  Ingesting the same envelope twice stores one message (an event id
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core import json_input
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import AcceptResult, accept_messages, record_accepted
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import AcceptResult, accept_messages, record_accepted
 from webhooks_core.models import Application
 from webhooks_core.observability import MESSAGES_REJECTED
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import signals
 
+from delivery.config import DeliverySettings
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import (
     mark_process_dead,
@@ -29,7 +30,6 @@ from webhooks_core.monitoring import (
     serve_process_metrics,
 )
 from webhooks_core.observability import IN_FLIGHT
-from webhooks_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if not logging.getLogger().handlers:  # Celery sets logging up after this signal
         configure_logging("worker")
     app = getattr(sender, "app", None)
-    settings: Settings | None = getattr(getattr(app, "conf", None), "webhooks_settings", None)
+    settings: DeliverySettings | None = getattr(
+        getattr(app, "conf", None), "webhooks_settings", None
+    )
     if multiprocess_dir():
         prepare_multiprocess_dir()
     elif "prefork" in str(getattr(getattr(sender, "pool_cls", None), "__module__", "")):

@@ -33,7 +33,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from webhooks_core.settings import Settings
 from webhooks_core.signing import verify
 
 TOLERANCE_SECONDS = 300
@@ -249,15 +248,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secret", default=os.environ.get("WEBHOOKS_RECEIVER_SECRET"))
     parser.add_argument("--secret-file", type=Path, default=Path("var/demo/endpoint-secret"))
     parser.add_argument("--api", default="http://127.0.0.1:8000")
+    # The operator's token, to read the endpoint's secret from the API (the API's own
+    # WEBHOOKS_ADMIN_TOKEN, as ``make run`` and docker-compose set it for every process).
+    parser.add_argument("--admin-token", default=os.environ.get("WEBHOOKS_ADMIN_TOKEN"))
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
     server = ThreadingHTTPServer((args.host, args.port), BaseHTTPRequestHandler)
     url = f"http://{args.host}:{server.server_address[1]}{args.path}"
     source = SecretSource(
         secret=args.secret,
         secret_file=args.secret_file,
         api=args.api,
-        admin_token=settings.admin_token,
+        admin_token=args.admin_token,
         url=url,
     )
     server.RequestHandlerClass = make_handler(source, args.path)

@@ -19,12 +19,12 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import BatchReport, Change, DeliveryRuntime
+from delivery.config import DeliverySettings
 from delivery.sending import EndpointRun
 from webhooks_core.db import connection_lost, run_transaction
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.settings import Settings
 
 logger = logging.getLogger("delivery.attempt")
 
@@ -180,7 +180,7 @@ def _record_each(
 
 
 def _record_health(
-    sessions: sessionmaker[Session], settings: Settings, run: EndpointRun, now: datetime
+    sessions: sessionmaker[Session], settings: DeliverySettings, run: EndpointRun, now: datetime
 ) -> None:
     """One endpoint's health in a transaction of its own."""
     run_transaction(
@@ -357,7 +357,9 @@ def _dead_letter_body(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def update_health(session: Session, settings: Settings, run: EndpointRun, now: datetime) -> None:
+def update_health(
+    session: Session, settings: DeliverySettings, run: EndpointRun, now: datetime
+) -> None:
     """Consecutive failures, failing-since, breaker; disable on 410 or long failure."""
     endpoint = run.endpoint
     change = health_change(run.results)

@@ -14,9 +14,8 @@ from celery import Celery
 
 from delivery.broker import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from delivery.celery_app import settings_of
-from delivery.clock import make_clock
 from delivery.engine import DeliveryRuntime
-from delivery.sender import make_sender
+from delivery.sender import HttpSender
 from webhooks_core.db import make_engine
 
 _lock = threading.Lock()
@@ -58,8 +57,8 @@ def runtime_for(app: Celery) -> DeliveryRuntime:
                 settings=settings,
                 # No pre-ping round trip per batch: deliver_batch replaces a dead connection.
                 engine=make_engine(settings),
-                sender=make_sender(settings),
-                clock=make_clock(settings),
+                sender=app.conf.webhooks_sender or HttpSender(settings),
+                clock=app.conf.webhooks_clock,
                 dead_letters=BrokerDeadLetterPublisher(app),
             )
             _runtimes[id(app)] = runtime

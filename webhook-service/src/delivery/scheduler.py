@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
-from delivery.clock import Clock, make_clock
+from delivery.clock import Clock, SystemClock
+from delivery.config import DeliverySettings
 from delivery.engine import DeadLetterPublisher
 from delivery.runtime import BrokerDeadLetterPublisher
 from delivery.scheduling import (
@@ -44,7 +45,6 @@ from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
 from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
-from webhooks_core.settings import Settings
 
 logger = logging.getLogger("delivery.scheduler")
 
@@ -87,7 +87,7 @@ class Scheduler:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DeliverySettings,
         sessions: sessionmaker[Session],
         publisher: ClaimPublisher,
         clock: Clock,
@@ -227,9 +227,10 @@ class Scheduler:
             self._listener.close()
 
 
-def main() -> None:
-    """Run a scheduler until SIGTERM or SIGINT."""
-    settings = Settings.from_env()
+def main(settings: DeliverySettings | None = None, clock: Clock | None = None) -> None:
+    """Run a scheduler until SIGTERM or SIGINT (settings from the environment, the system
+    clock, unless :mod:`delivery.testing` passes others)."""
+    settings = settings or DeliverySettings.from_env()
     configure_logging("scheduler", log_format=settings.log_format, level=settings.log_level)
     engine = make_engine(settings)  # the database gauges' (apart: a slow scrape waits alone)
     claims_engine = make_engine(settings, check=False)
@@ -246,7 +247,7 @@ def main() -> None:
         settings,
         make_session_factory(claims_engine),
         CeleryClaimPublisher(celery_app),
-        make_clock(settings),
+        clock or SystemClock(),
         BrokerDeadLetterPublisher(celery_app),
     )
     stop = threading.Event()

@@ -41,6 +41,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
+from delivery.config import DeliverySettings
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
 from webhooks_core.deliveries.planning import (
     Allowance,
@@ -57,7 +58,6 @@ from webhooks_core.deliveries.states import (
 )
 from webhooks_core.endpoints.health import is_half_open
 from webhooks_core.models import DeliveryState
-from webhooks_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +226,12 @@ _EXPIRE = text(
 )
 
 
-def claim_due(session: Session, settings: Settings, now: datetime) -> list[Claim]:
+def claim_due(session: Session, settings: DeliverySettings, now: datetime) -> list[Claim]:
     """Lease due deliveries into batches (see the module doc); the caller commits."""
     return claim_cycle(session, settings, now).claims
 
 
-def _due_row(row: Sequence[Any], settings: Settings, now: datetime) -> DueRow:
+def _due_row(row: Sequence[Any], settings: DeliverySettings, now: datetime) -> DueRow:
     delivery_id, endpoint_id, application_id, expiries, limit, failures, open_until, rate = row
     return DueRow(
         delivery_id,
@@ -246,7 +246,7 @@ def _due_row(row: Sequence[Any], settings: Settings, now: datetime) -> DueRow:
 
 
 def claim_cycle(
-    session: Session, settings: Settings, now: datetime, limiter: Allowance | None = None
+    session: Session, settings: DeliverySettings, now: datetime, limiter: Allowance | None = None
 ) -> ClaimResult:
     """:func:`claim_due`, also telling whether endpoints at their limit held work back.
 
@@ -284,7 +284,9 @@ def claim_cycle(
     return ClaimResult(_lease(session, claims, settings, now), plan.saturated, plan.wake_in)
 
 
-def _lease(session: Session, claims: list[Claim], settings: Settings, now: datetime) -> list[Claim]:
+def _lease(
+    session: Session, claims: list[Claim], settings: DeliverySettings, now: datetime
+) -> list[Claim]:
     """Lease the claims' rows in one round trip; the claims of the rows that were leased."""
     if not claims:
         return claims
@@ -304,7 +306,7 @@ def _lease(session: Session, claims: list[Claim], settings: Settings, now: datet
     return [c for c in kept if c.delivery_ids]
 
 
-def expire_leases(session: Session, settings: Settings, now: datetime) -> Expiry:
+def expire_leases(session: Session, settings: DeliverySettings, now: datetime) -> Expiry:
     """Make deliveries whose lease ran out due again; the caller commits, then publishes
     the returned dead letters.
 

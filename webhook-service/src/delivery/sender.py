@@ -16,8 +16,8 @@
   alone would take the headers read so far, then read an empty body to the close, and the
   attempt would look delivered.
 
-:class:`FakeSender` answers 200 without any network, for tests of the engine's bookkeeping
-and for measuring the platform's own overhead (``WEBHOOKS_DELIVERY_SENDER=fake``).
+:mod:`delivery.testing` holds a fake sender that answers 200 without any network, for tests
+of the engine's bookkeeping.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,7 +46,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util.response import assert_header_parsing
 
-from webhooks_core.settings import Settings
+from delivery.config import DeliverySettings
 from webhooks_core.targets import IPAddress, blocked_reason
 
 USER_AGENT = "webhooks-platform/1.0"
@@ -299,7 +298,7 @@ def _shown(response: urllib3.BaseHTTPResponse, excerpt: bytes) -> str | None:
 class HttpSender:
     """POSTs with pooled keep-alive connections to the checked address (see module doc)."""
 
-    settings: Settings
+    settings: DeliverySettings
     resolver: Resolver = system_resolver
     _pools: dict[tuple[str, str, int, str], HTTPConnectionPool] = field(default_factory=dict)
     _dns: dict[tuple[str, int], _Resolved] = field(default_factory=dict)
@@ -582,26 +581,3 @@ def _dns_failure(host: str, exc: OSError) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-# --- the test sender ---------------------------------------------------------------------
-
-
-@dataclass
-class FakeSender:
-    """Answers every request with ``status`` at once and remembers the last requests."""
-
-    status: int = 200
-    sent: deque[OutboundRequest] = field(default_factory=lambda: deque(maxlen=10_000))
-
-    def send(self, request: OutboundRequest) -> SendResult:
-        """Record the request and answer ``status``."""
-        self.sent.append(request)
-        return SendResult(outcome_of_status(self.status), 0.0, status_code=self.status)
-
-
-def make_sender(settings: Settings) -> Sender:
-    """The sender the settings ask for."""
-    if settings.delivery_sender == "fake":
-        return FakeSender()
-    return HttpSender(settings)

@@ -21,7 +21,7 @@ from delivery.batch_take import FIELD_VALUE
 from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
-from webhooks_core.envelope import utcnow, webhook_body
+from webhooks_core.messages.envelope import utcnow, webhook_body
 from webhooks_core.signing import signature_header
 
 logger = logging.getLogger("delivery.attempt")

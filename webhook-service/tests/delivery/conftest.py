@@ -3,8 +3,10 @@ real HTTP receivers on 127.0.0.1, and helpers to create endpoints and publish me
 
 The engine processes run once per session against the test database and vhost, with small
 timeouts and a shared offset clock (``WEBHOOKS_CLOCK_OFFSET_FILE``) that tests move forward
-instead of sleeping.  Only 127.0.0.1/32 is an allowed target, so other loopback addresses
-(127.0.0.2, ::1) exercise the SSRF guard against receivers that really listen there.
+instead of sleeping: they are started through the test entry points of
+:mod:`delivery.testing`, the only ones that read that switch.  Only 127.0.0.1/32 is an
+allowed target, so other loopback addresses (127.0.0.2, ::1) exercise the SSRF guard against
+receivers that really listen there.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from delivery.clock import OffsetClock
+from delivery.config import DeliverySettings
+from delivery.testing import EngineTestSettings, OffsetClock
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope, utcnow
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope, utcnow
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint, EndpointSecret
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 REPO = Path(__file__).resolve().parents[3]
@@ -57,7 +59,6 @@ ENGINE_ENV = {
     "WEBHOOKS_METRICS_PORT": "0",
     # Every successful attempt logged (the default is a sample): the tests read each line.
     "WEBHOOKS_LOG_SUCCESSFUL_ATTEMPTS": "1",
-    "WEBHOOKS_TESTING": "1",  # the offset clock below is a test switch
 }
 
 
@@ -86,7 +87,9 @@ class EngineProcesses:
         )
 
     def start_scheduler(self) -> None:
-        self.scheduler = self._spawn("scheduler", [sys.executable, "-m", "delivery.scheduler"])
+        self.scheduler = self._spawn(
+            "scheduler", [sys.executable, "-m", "delivery.testing.scheduler"]
+        )
 
     def start_worker(self) -> None:
         self.worker = self._spawn(
@@ -94,7 +97,7 @@ class EngineProcesses:
             [
                 str(BIN / "celery"),
                 "-A",
-                "delivery.worker",
+                "delivery.testing.worker",
                 "worker",
                 "--pool",
                 "threads",
@@ -145,14 +148,16 @@ class EngineProcesses:
 
 
 @pytest.fixture(scope="session")
-def engine_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def engine_settings(
+    settings: DeliverySettings, tmp_path_factory: pytest.TempPathFactory
+) -> EngineTestSettings:
     """The settings the engine processes run with (same database and vhost as the tests)."""
     clock_file = tmp_path_factory.mktemp("clock") / "offset"
     clock_file.write_text("0")
     values = settings.model_dump()
     values.update({key[len("WEBHOOKS_") :].lower(): value for key, value in ENGINE_ENV.items()})
     values["clock_offset_file"] = str(clock_file)
-    return Settings.from_env(**values)
+    return EngineTestSettings.from_env(**values)
 
 
 # Module scope: the engine stops when a module's tests end, so it never claims deliveries
@@ -161,7 +166,7 @@ def engine_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory
 def processes(
     request: pytest.FixtureRequest,
     engine: Any,
-    engine_settings: Settings,
+    engine_settings: EngineTestSettings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EngineProcesses]:
     """A scheduler and a thread-pool worker for these tests (started after migration).
@@ -191,7 +196,7 @@ def processes(
     procs.stop()
 
 
-def _purge_deliver_queue(settings: Settings) -> None:
+def _purge_deliver_queue(settings: DeliverySettings) -> None:
     """Forget tasks a previous run left in the test vhost, and events other suites published.
 
     The worker here also ingests (``delivery.worker``): events that the outbox tests left in
@@ -209,7 +214,7 @@ def _purge_deliver_queue(settings: Settings) -> None:
 
 
 @pytest.fixture
-def clock(processes: EngineProcesses, engine_settings: Settings) -> Iterator[OffsetClock]:
+def clock(processes: EngineProcesses, engine_settings: EngineTestSettings) -> Iterator[OffsetClock]:
     """The engine's scheduling clock, back at the wall clock for every test."""
     Path(str(engine_settings.clock_offset_file)).write_text("0")
     yield processes.clock

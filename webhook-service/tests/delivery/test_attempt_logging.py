@@ -22,18 +22,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.celery_app import create_celery
+from delivery.config import DeliverySettings
 from delivery.engine import DeliveryRuntime, deliver_batch
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
 from webhooks_core.logging import JsonFormatter, RedactSecrets
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint, EndpointSecret
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 
-def runtime_logging(settings: Settings, successes: float) -> DeliveryRuntime:
+def runtime_logging(settings: DeliverySettings, successes: float) -> DeliveryRuntime:
     """A runtime that logs ``successes`` of the successful attempts (and every failed one)."""
     values = settings.model_dump()
     values.update(
@@ -45,11 +45,11 @@ def runtime_logging(settings: Settings, successes: float) -> DeliveryRuntime:
         retry_jitter=0,
         log_successful_attempts=successes,
     )
-    return runtime_for(create_celery(Settings.from_env(**values)))
+    return runtime_for(create_celery(DeliverySettings.from_env(**values)))
 
 
 @pytest.fixture(scope="module")
-def runtime(settings: Settings) -> DeliveryRuntime:
+def runtime(settings: DeliverySettings) -> DeliveryRuntime:
     return runtime_logging(settings, 1.0)
 
 
@@ -157,7 +157,7 @@ def test_each_attempt_logs_one_line_with_the_fields_operators_search_by(
 
 def test_successful_attempts_are_sampled_failed_ones_never(
     db: sessionmaker[Session],
-    settings: Settings,
+    settings: DeliverySettings,
     receiver: Callable[..., Any],
     attempt_log: io.StringIO,
     lease_rows: Any,

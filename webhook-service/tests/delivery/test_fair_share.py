@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
+from delivery.config import DeliverySettings
 from delivery.scheduling import claim_cycle
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Attempt, Delivery
-from webhooks_core.settings import Settings
 
 APPLICATION_MAX_IN_FLIGHT = 4
 ENGINE_ENV_EXTRA = {
@@ -106,7 +106,7 @@ def test_hanging_endpoints_of_one_application_leave_workers_to_another(
 
 
 def test_claim_never_mixes_applications_in_one_batch(
-    platform: Any, receiver: Any, clock: Any, engine_settings: Settings
+    platform: Any, receiver: Any, clock: Any, engine_settings: DeliverySettings
 ) -> None:
     server = receiver()
     hog = platform
@@ -134,7 +134,7 @@ def test_claim_never_mixes_applications_in_one_batch(
 
 
 def test_claim_holds_an_application_to_its_share_and_scans_past_its_backlog(
-    platform: Any, receiver: Any, clock: Any, engine_settings: Settings
+    platform: Any, receiver: Any, clock: Any, engine_settings: DeliverySettings
 ) -> None:
     server = receiver()
     hog = platform

@@ -26,10 +26,12 @@ from sqlalchemy import select, text
 
 from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
+from delivery.config import DeliverySettings
 from delivery.scheduling import DELIVER_TASK
+from delivery.testing import create_test_celery
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import (
     Application,
     Attempt,
@@ -39,7 +41,6 @@ from webhooks_core.models import (
     EndpointSecret,
     Message,
 )
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 LEASE = timedelta(minutes=5)
@@ -72,7 +73,7 @@ def raw(reply: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
 
 @pytest.fixture
 def lease_batch(
-    engine_settings: Settings, lease_rows: Callable[[Any, list[int]], uuid.UUID]
+    engine_settings: DeliverySettings, lease_rows: Callable[[Any, list[int]], uuid.UUID]
 ) -> Iterator[Callable[[Any, list[int]], uuid.UUID]]:
     """``lease_batch(session, ids)`` leases the rows as one batch; then ``publish``."""
     app = create_celery(engine_settings)
@@ -393,12 +394,12 @@ class ExplodingSender:
 
 
 def test_a_sender_that_raises_fails_only_its_own_delivery(
-    platform: Any, receiver: Any, lease_batch: Any, engine_settings: Settings
+    platform: Any, receiver: Any, lease_batch: Any, engine_settings: DeliverySettings
 ) -> None:
     from delivery.engine import deliver_batch
     from delivery.runtime import runtime_for
 
-    real = runtime_for(create_celery(engine_settings))
+    real = runtime_for(create_test_celery(engine_settings))
     runtime = dataclasses.replace(real, sender=ExplodingSender(real.sender))
     server = receiver()
     with transaction(platform.sessions) as session:

@@ -15,11 +15,11 @@ from sqlalchemy import select, text, update
 from standardwebhooks import Webhook
 
 from delivery.broker import DEAD_LETTER_QUEUE
+from delivery.config import DeliverySettings
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope, utcnow
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope, utcnow
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Attempt, DeadLetter, Endpoint, EndpointSecret, Message
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 
@@ -145,7 +145,7 @@ def test_two_batches_answered_410_at_once_record_every_attempt(
 
 
 def test_exhausted_retries_dead_letter_then_redrive_delivers(
-    platform: Any, receiver: Any, wait_for: Any, engine_settings: Settings
+    platform: Any, receiver: Any, wait_for: Any, engine_settings: DeliverySettings
 ) -> None:
     from registration.services import replays
 
@@ -291,7 +291,7 @@ def test_dead_pooled_connection_is_replaced_before_sending(
 
 
 def test_lost_task_comes_back_when_its_lease_expires(
-    platform: Any, receiver: Any, wait_for: Any, clock: Any, engine_settings: Settings
+    platform: Any, receiver: Any, wait_for: Any, clock: Any, engine_settings: DeliverySettings
 ) -> None:
     from delivery.scheduling import claim_due
 

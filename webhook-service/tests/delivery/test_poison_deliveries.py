@@ -16,14 +16,13 @@ from kombu import Connection
 from sqlalchemy import select, text
 
 from delivery.broker import DEAD_LETTER_QUEUE
-from delivery.clock import make_clock
+from delivery.config import DeliverySettings
 from delivery.engine import DeliveryRuntime, deliver_batch
-from delivery.sender import make_sender
+from delivery.sender import HttpSender
 from webhooks_core.db import make_engine, transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import DeadLetter, Delivery
-from webhooks_core.settings import Settings
 
 ENGINE_WORKER = False
 MAX_EXPIRIES = 3
@@ -71,7 +70,7 @@ def test_a_lease_that_keeps_running_out_ends_dead_with_its_reason(
     wait_for: Any,
     clock: Any,
     processes: Any,
-    engine_settings: Settings,
+    engine_settings: DeliverySettings,
 ) -> None:
     from registration.services import replays
 
@@ -129,7 +128,7 @@ def test_batch_mates_are_leased_apart_and_a_recorded_attempt_resets_the_count(
     receiver: Any,
     wait_for: Any,
     clock: Any,
-    engine_settings: Settings,
+    engine_settings: DeliverySettings,
 ) -> None:
     server = receiver()
     # One slot: both deliveries go in one batch, as the mates of a poison delivery do.
@@ -158,8 +157,8 @@ def test_batch_mates_are_leased_apart_and_a_recorded_attempt_resets_the_count(
     rt = DeliveryRuntime(
         settings=engine_settings,
         engine=make_engine(engine_settings),
-        sender=make_sender(engine_settings),
-        clock=make_clock(engine_settings),
+        sender=engine_settings.sender() or HttpSender(engine_settings),
+        clock=engine_settings.clock(),
         dead_letters=_NoDeadLetters(),
     )
     assert alone.lease_token is not None

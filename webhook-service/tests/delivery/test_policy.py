@@ -8,9 +8,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from delivery.policy import Verdict, judge, next_delay, parse_retry_after
+from delivery.config import DEFAULT_RETRY_SCHEDULE, DeliverySettings
 from delivery.sender import SendResult, outcome_of_status
-from webhooks_core.settings import DEFAULT_RETRY_SCHEDULE, Settings
+from webhooks_core.deliveries.outcomes import Verdict, judge, next_delay, parse_retry_after
 
 
 def result(status: int | None, outcome: str | None = None) -> SendResult:
@@ -37,13 +37,15 @@ def result(status: int | None, outcome: str | None = None) -> SendResult:
     ],
 )
 def test_verdicts(
-    settings: Settings, status: int | None, outcome: str | None, verdict: Verdict
+    settings: DeliverySettings, status: int | None, outcome: str | None, verdict: Verdict
 ) -> None:
     assert judge(result(status, outcome), settings) is verdict
 
 
 @pytest.mark.parametrize("status", [301, 302, 400, 401, 403, 404, 422])
-def test_other_statuses_follow_the_configured_policy(settings: Settings, status: int) -> None:
+def test_other_statuses_follow_the_configured_policy(
+    settings: DeliverySettings, status: int
+) -> None:
     assert judge(result(status), settings) is Verdict.RETRY
     strict = settings.model_copy(update={"other_status_policy": "dead"})
     assert judge(result(status), strict) is Verdict.DEAD

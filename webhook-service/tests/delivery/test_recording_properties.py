@@ -25,6 +25,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.celery_app import create_celery
+from delivery.config import DeliverySettings
 from delivery.engine import (
     BatchReport,
     DeliveryRuntime,
@@ -35,10 +36,9 @@ from delivery.engine import (
 )
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope, utcnow
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope, utcnow
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Attempt, Delivery, Endpoint, EndpointSecret
-from webhooks_core.settings import Settings
 from webhooks_core.signing import new_secret
 
 PROPERTY = hypothesis_settings(
@@ -87,7 +87,7 @@ def raw_receiver() -> Iterator[RawReceiver]:
 
 
 @pytest.fixture(scope="module")
-def runtime(settings: Settings) -> DeliveryRuntime:
+def runtime(settings: DeliverySettings) -> DeliveryRuntime:
     values = settings.model_dump()
     values.update(
         allowed_target_networks=["127.0.0.1/32"],
@@ -97,7 +97,7 @@ def runtime(settings: Settings) -> DeliveryRuntime:
         retry_schedule=[0, 60],
         response_body_max_bytes=1024,
     )
-    return runtime_for(create_celery(Settings.from_env(**values)))
+    return runtime_for(create_celery(DeliverySettings.from_env(**values)))
 
 
 def new_leased_delivery(

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from registration.config import APISettings
 from registration.services import endpoints
 from registration.services.errors import Conflict
-from webhooks_core.settings import Settings
+
+
+@pytest.fixture
+def api_settings(make_settings: Callable[..., APISettings]) -> APISettings:
+    """The API's settings: the rotations are the API's (its grace period)."""
+    return make_settings(APISettings)
 
 
 def _v1_signatures(header: str) -> list[str]:
@@ -17,20 +24,20 @@ def _v1_signatures(header: str) -> list[str]:
 
 
 def test_rotations_within_the_grace_period_sign_with_two_secrets_at_most(
-    platform: Any, receiver: Any, wait_for: Any, settings: Settings
+    platform: Any, receiver: Any, wait_for: Any, api_settings: APISettings
 ) -> None:
     server = receiver()
     endpoint_id, first = platform.endpoint(server.url)
     app_id = platform.application()
-    assert settings.secret_rotation_grace_seconds > 0
+    assert api_settings.secret_rotation_grace_seconds > 0
     secrets = [first]
     for _ in range(3):
-        view = endpoints.rotate_secret(platform.sessions, settings, app_id, endpoint_id, None)
+        view = endpoints.rotate_secret(platform.sessions, api_settings, app_id, endpoint_id, None)
         secrets.append(view.key)
     # Rotating to the current secret again changes nothing; back to the previous is refused.
-    endpoints.rotate_secret(platform.sessions, settings, app_id, endpoint_id, secrets[-1])
+    endpoints.rotate_secret(platform.sessions, api_settings, app_id, endpoint_id, secrets[-1])
     with pytest.raises(Conflict):
-        endpoints.rotate_secret(platform.sessions, settings, app_id, endpoint_id, secrets[-2])
+        endpoints.rotate_secret(platform.sessions, api_settings, app_id, endpoint_id, secrets[-2])
 
     platform.publish()
     wait_for(lambda: len(server.received) == 1, message="one delivery")

@@ -14,12 +14,12 @@ from sqlalchemy import select, text
 
 from delivery.celery_app import create_celery
 from delivery.clock import SystemClock
+from delivery.config import DeliverySettings
 from delivery.scheduler import CeleryClaimPublisher, Scheduler
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import accept_message
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint
-from webhooks_core.settings import Settings
 
 
 def _closed_port() -> int:
@@ -28,7 +28,9 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_unpublished_batches_are_due_again_and_not_counted(db: Any, settings: Settings) -> None:
+def test_unpublished_batches_are_due_again_and_not_counted(
+    db: Any, settings: DeliverySettings
+) -> None:
     with transaction(db) as session:
         app = Application(name="broker down")
         session.add(app)

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from delivery.policy import Verdict, judge
+from delivery.config import DeliverySettings
 from delivery.sender import HttpSender, OutboundRequest
-from webhooks_core.settings import Settings
+from webhooks_core.deliveries.outcomes import Verdict, judge
 
 
-def make_sender(settings: Settings, **resolver: Any) -> HttpSender:
+def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
     values = settings.model_dump()
     values.update(
         allowed_target_networks=["127.0.0.1/32"],
@@ -27,11 +27,11 @@ def make_sender(settings: Settings, **resolver: Any) -> HttpSender:
         total_timeout_seconds=1.0,
         response_body_max_bytes=1024,
     )
-    return HttpSender(Settings.from_env(**values), **resolver)
+    return HttpSender(DeliverySettings.from_env(**values), **resolver)
 
 
 @pytest.fixture
-def sender(settings: Settings) -> HttpSender:
+def sender(settings: DeliverySettings) -> HttpSender:
     return make_sender(settings)
 
 
@@ -199,7 +199,7 @@ def test_every_blocked_range_is_refused(sender: HttpSender, url: str, reason: st
 
 
 def test_a_name_resolving_to_a_blocked_address_is_refused(
-    settings: Settings, receiver: Any
+    settings: DeliverySettings, receiver: Any
 ) -> None:
     server = receiver(host="127.0.0.2")
     port = server.server.server_address[1]
@@ -211,7 +211,7 @@ def test_a_name_resolving_to_a_blocked_address_is_refused(
 
 
 def test_connects_to_the_checked_address_without_a_second_lookup(
-    settings: Settings, receiver: Any
+    settings: DeliverySettings, receiver: Any
 ) -> None:
     lookups: list[str] = []
 
@@ -272,7 +272,7 @@ def raw_receiver(head: bytes) -> tuple[socket.socket, str]:
     ],
 )
 def test_a_response_cut_off_or_malformed_in_its_head_is_a_failed_attempt(
-    sender: HttpSender, settings: Settings, head: bytes, error: str
+    sender: HttpSender, settings: DeliverySettings, head: bytes, error: str
 ) -> None:
     listener, url = raw_receiver(head)
     try:
@@ -294,7 +294,7 @@ def test_a_complete_head_with_an_empty_body_still_succeeds(sender: HttpSender) -
 
 
 def test_a_2xx_whose_body_is_cut_off_is_retried_whatever_the_status_policy(
-    sender: HttpSender, settings: Settings
+    sender: HttpSender, settings: DeliverySettings
 ) -> None:
     listener, url = raw_receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     try:
@@ -360,7 +360,7 @@ def test_a_tls_handshake_failure_is_said_plainly(sender: HttpSender, receiver: A
         (socket.EAI_AGAIN, "DNS: temporary failure resolving hooks.example.test"),
     ],
 )
-def test_a_failed_lookup_is_said_plainly(settings: Settings, code: int, error: str) -> None:
+def test_a_failed_lookup_is_said_plainly(settings: DeliverySettings, code: int, error: str) -> None:
     def resolver(_host: str, _port: int) -> list[str]:
         raise socket.gaierror(code, "from the resolver")
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from delivery.config import DeliverySettings
 from delivery.sender import HttpSender, OutboundRequest
-from webhooks_core.settings import Settings
 
 
-def make_sender(settings: Settings, **resolver: Any) -> HttpSender:
+def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
     values = settings.model_dump()
     values.update(
         allowed_target_networks=["127.0.0.1/32"],
@@ -23,7 +23,7 @@ def make_sender(settings: Settings, **resolver: Any) -> HttpSender:
         read_timeout_seconds=0.6,
         total_timeout_seconds=1.0,
     )
-    return HttpSender(Settings.from_env(**values), **resolver)
+    return HttpSender(DeliverySettings.from_env(**values), **resolver)
 
 
 def post(sender: HttpSender, url: str) -> Any:
@@ -41,7 +41,7 @@ def post(sender: HttpSender, url: str) -> Any:
     ],
 )
 def test_a_name_resolving_to_an_embedded_loopback_is_refused(
-    settings: Settings, receiver: Any, address: str, kind: str
+    settings: DeliverySettings, receiver: Any, address: str, kind: str
 ) -> None:
     server = receiver(host="127.0.0.2")
     port = server.server.server_address[1]
@@ -54,7 +54,7 @@ def test_a_name_resolving_to_an_embedded_loopback_is_refused(
     assert server.received == []
 
 
-def test_a_literal_6to4_url_of_a_private_address_is_refused(settings: Settings) -> None:
+def test_a_literal_6to4_url_of_a_private_address_is_refused(settings: DeliverySettings) -> None:
     result = post(make_sender(settings), "http://[2002:a00:1::1]:8080/hook")
     assert result.outcome == "blocked"
     assert "private address embedded in a 6to4 address" in (result.error or "")

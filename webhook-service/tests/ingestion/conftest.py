@@ -18,8 +18,9 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.broker import EVENTS_EXCHANGE, INGEST_DEAD_QUEUE, INGEST_QUEUE
+from delivery.config import DeliverySettings
+from producer.config import ProducerSettings
 from webhooks_core.models import Message
-from webhooks_core.settings import Settings
 
 PRODUCER_DATABASE_URL = os.environ.get(
     "WEBHOOKS_TEST_PRODUCER_DATABASE_URL",
@@ -28,7 +29,7 @@ PRODUCER_DATABASE_URL = os.environ.get(
 
 
 @pytest.fixture(scope="session")
-def broker_connection(settings: Settings) -> Iterator[Connection]:
+def broker_connection(settings: DeliverySettings) -> Iterator[Connection]:
     connection = Connection(settings.broker_url, transport_options={"confirm_publish": True})
     channel = connection.default_channel
     for entity in (EVENTS_EXCHANGE, INGEST_QUEUE, INGEST_DEAD_QUEUE):
@@ -44,7 +45,7 @@ class IngestWorker:
     ingests: nothing in these tests is ever sent anywhere.
     """
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: DeliverySettings, log: Path) -> None:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
@@ -96,7 +97,7 @@ class IngestWorker:
 # events that later suites (monitoring's live stack) publish to the same vhost.
 @pytest.fixture(scope="module")
 def ingest_worker(
-    settings: Settings, engine: Engine, broker_connection: Connection, tmp_path_factory: Any
+    settings: DeliverySettings, engine: Engine, broker_connection: Connection, tmp_path_factory: Any
 ) -> Iterator[IngestWorker]:
     """One ingesting worker for the module's tests (they may kill and restart it)."""
     channel = broker_connection.default_channel
@@ -183,13 +184,15 @@ def producer_engine() -> Iterator[Engine]:
 
 @pytest.fixture
 def producer_settings(
-    settings: Settings, producer_engine: Engine, tmp_path: Path, db: Any
-) -> Settings:
+    make_settings: Callable[..., ProducerSettings],
+    producer_engine: Engine,
+    tmp_path: Path,
+    db: Any,
+) -> ProducerSettings:
     with producer_engine.begin() as conn:
         conn.execute(text("TRUNCATE people, uploads, outbox RESTART IDENTITY"))
-    return settings.model_copy(
-        update={
-            "producer_database_url": PRODUCER_DATABASE_URL,
-            "upload_dir": str(tmp_path / "uploads"),
-        }
+    return make_settings(
+        ProducerSettings,
+        producer_database_url=PRODUCER_DATABASE_URL,
+        upload_dir=str(tmp_path / "uploads"),
     )

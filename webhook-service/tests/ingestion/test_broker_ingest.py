@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from outbox.relay import RabbitPublisher, Relay
 from producer.app import create_app as create_producer
+from producer.config import ProducerSettings
 from webhooks_core.db import transaction
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Application, Delivery, Endpoint, EventType
-from webhooks_core.settings import Settings
 
 
 def add_endpoint(sessions: sessionmaker[Session], app: uuid.UUID, **fields: Any) -> uuid.UUID:
@@ -133,7 +133,7 @@ def test_unparseable_messages_are_dead_lettered_not_dropped(
 
 def test_person_created_through_the_demo_api_becomes_a_message_with_deliveries(
     db: sessionmaker[Session],
-    producer_settings: Settings,
+    producer_settings: ProducerSettings,
     ingest_worker: Any,
     wait_for_messages: Any,
 ) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sys
 
+from producer.config import ProducerSettings
 from producer.migrations import upgrade
 from webhooks_core.db import make_engine
-from webhooks_core.settings import Settings, SettingsError
+from webhooks_core.settings import SettingsError
 
 
 def main() -> int:
     """Entry point of ``python -m producer.migrations``."""
     try:
-        settings = Settings.from_env()
+        settings = ProducerSettings.from_env()
         url = settings.producer_database_url
         make_engine(settings, url=url, variable="PRODUCER_DATABASE_URL", pool_size=1).dispose()
     except SettingsError as exc:

@@ -22,8 +22,8 @@ from outbox import publish
 from producer.models import Person
 from producer.schemas import PersonOut
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import Envelope
 from webhooks_core.errors import InvalidField, NotFound
+from webhooks_core.messages.envelope import Envelope
 
 FIELDS = ("name", "email", "phone")
 

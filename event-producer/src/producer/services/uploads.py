@@ -15,8 +15,8 @@ from outbox import publish
 from producer.models import Upload
 from producer.schemas import UploadOut
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import Envelope
 from webhooks_core.errors import InvalidField
+from webhooks_core.messages.envelope import Envelope
 
 CHUNK = 64 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"

@@ -42,7 +42,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.settings import ENV_PREFIX, Settings, SettingsError, redact_url
+from webhooks_core.settings import ENV_PREFIX, CoreSettings, SettingsError, redact_url
 
 T = TypeVar("T")
 
@@ -80,7 +80,7 @@ psycopg2.extensions.register_type(_tolerant("TOLERANT_TIMESTAMP", psycopg2.exten
 
 
 def make_engine(
-    settings: Settings,
+    settings: CoreSettings,
     *,
     url: str | None = None,
     variable: str = "DATABASE_URL",

@@ -3,8 +3,8 @@
 Every JSON body of the management API is parsed by :func:`loads` and checked by
 :func:`problems` before any view, model or database sees it (see
 ``webhooks_core.problems``); message envelopes from producers go through :func:`problems` too
-(``webhooks_core.envelope``).  The rules are what PostgreSQL ``jsonb`` and ``timestamptz``, the
-delivery workers and every receiver can hold without surprise:
+(``webhooks_core.messages.envelope``).  The rules are what PostgreSQL ``jsonb`` and
+``timestamptz``, the delivery workers and every receiver can hold without surprise:
 
 * nesting at most :data:`MAX_DEPTH` levels (the outermost object or array is level 1);
 * no NUL character (U+0000) and no lone UTF-16 surrogate (U+D800..U+DFFF) in any string or

@@ -221,9 +221,9 @@ def configure_logging(
     ``log_format`` and ``level`` default to ``WEBHOOKS_LOG_FORMAT`` / ``WEBHOOKS_LOG_LEVEL``.
     """
     if log_format is None or level is None:
-        from webhooks_core.settings import Settings
+        from webhooks_core.settings import LogSettings
 
-        settings = Settings.from_env()
+        settings = LogSettings.from_env()
         log_format = log_format or settings.log_format
         level = level or settings.log_level
     logging.config.dictConfig(

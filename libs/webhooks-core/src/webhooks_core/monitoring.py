@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from webhooks_core.db import make_session_factory, run_transaction
 from webhooks_core.deliveries.states import DUE_SQL, OPEN_SQL, OPEN_STATES
 from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
-from webhooks_core.settings import Settings
+from webhooks_core.settings import EndpointSettings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -50,8 +50,10 @@ DATABASE_GAUGES_TIMEOUT_MS = 2000
 NON_TERMINAL_STATES = OPEN_STATES
 CIRCUIT_STATES = ("closed", "open", "half_open")
 # The settings' defaults, for gauges built without the process's settings.
-DEFAULT_BREAKER_THRESHOLD: int = Settings.model_fields["circuit_breaker_threshold"].default
-DEFAULT_AUTO_DISABLE_SECONDS: int = Settings.model_fields["auto_disable_after_seconds"].default
+DEFAULT_BREAKER_THRESHOLD: int = EndpointSettings.model_fields["circuit_breaker_threshold"].default
+DEFAULT_AUTO_DISABLE_SECONDS: int = EndpointSettings.model_fields[
+    "auto_disable_after_seconds"
+].default
 
 
 def multiprocess_dir() -> str | None:
@@ -330,7 +332,7 @@ class DatabaseGauges(Collector):
 
 
 def exposition_registry(
-    *, database_gauges_engine: Engine | None = None, settings: Settings | None = None
+    *, database_gauges_engine: Engine | None = None, settings: EndpointSettings | None = None
 ) -> CollectorRegistry:
     """The registry a metrics server of this process exposes.
 
@@ -365,7 +367,7 @@ def serve_process_metrics(
     *,
     host: str = "127.0.0.1",
     database_gauges_engine: Engine | None = None,
-    settings: Settings | None = None,
+    settings: EndpointSettings | None = None,
 ) -> int:
     """Serve ``/metrics`` of a non-HTTP process on ``host:port`` from a daemon thread.
 

@@ -4,7 +4,7 @@ Registration checks the URL's shape and any literal address (DNS may not answer 
 time); the delivery engine resolves the host and checks every address again before it
 connects, to the address it checked.  Loopback, private, link-local, CGNAT, multicast,
 reserved, IPv4-mapped IPv6 and cloud metadata addresses are refused unless a range in
-``Settings.allowed_target_networks`` contains them.
+``EndpointSettings.allowed_target_networks`` contains them.
 
 An IPv6 address that carries an IPv4 address (IPv4-mapped ``::ffff:0:0/96``, IPv4-compatible
 ``::/96``, 6to4 ``2002::/16``, Teredo ``2001::/32`` with its server and its obfuscated client,

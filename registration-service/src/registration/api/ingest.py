@@ -28,12 +28,12 @@ from registration.api.schemas import (
     _check_headers,
 )
 from registration.api.serialize import BEARER
+from registration.config import APISettings
 from registration.runtime import runtime
 from registration.services import ingest
 from registration.services.errors import DomainError, InvalidField
 from webhooks_core import json_input
 from webhooks_core.json_input import Timestamp
-from webhooks_core.settings import Settings
 
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
 IDEMPOTENCY_KEY_MAX = 256
@@ -254,7 +254,7 @@ class InvalidItem(InvalidField):
         self.errors = errors
 
 
-def _prepare_batch_item(settings: Settings, raw: Any) -> ingest.Publication:
+def _prepare_batch_item(settings: APISettings, raw: Any) -> ingest.Publication:
     json_problems = json_input.problems(raw)
     if json_problems:
         raise InvalidItem([FieldError(field=p.field, message=p.message) for p in json_problems])

@@ -20,7 +20,7 @@ from pydantic import (
 
 from registration.runtime import runtime
 from webhooks_core.endpoints.health import endpoint_condition
-from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN, utcnow
+from webhooks_core.messages.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN, utcnow
 
 T = TypeVar("T")
 

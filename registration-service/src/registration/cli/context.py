@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from registration.cli.client import ApiClient
-from webhooks_core.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
+from webhooks_core.messages.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
 
 EXIT_REFUSED = 1  # 2 is click's own, for a usage error
 EXIT_UNREACHABLE = 3

@@ -15,20 +15,20 @@ from datetime import timedelta
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
+from registration.config import APISettings
 from registration.console import (  # noqa: F401 - importing registers the routes
     endpoint_views,
     message_views,
     session_views,
 )
 from registration.console.blueprint import bp
-from webhooks_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SESSION_LIFETIME = timedelta(hours=12)
 
 
-def register_console(app: Flask, settings: Settings) -> None:
+def register_console(app: Flask, settings: APISettings) -> None:
     """Mount the console on ``app`` and configure its cookie and CSRF protection."""
     secret_key = settings.console_secret_key
     if secret_key is None:

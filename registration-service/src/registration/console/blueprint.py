@@ -29,7 +29,7 @@ from registration.runtime import runtime
 from registration.services import operators
 from registration.services.applications import get_application
 from registration.services.errors import DomainError
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Application
 
 bp = Blueprint(

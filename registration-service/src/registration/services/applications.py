@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import ApiToken, Application
 
 TOKEN_PREFIX = "wh_"  # noqa: S105 - a prefix, not a secret

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.errors import NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import (
     TERMINAL_STATES,
     Attempt,

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.config import APISettings
 from webhooks_core.db import run_transaction
 from webhooks_core.endpoints.health import EndpointCondition, endpoint_condition
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Attempt, Endpoint
-from webhooks_core.settings import Settings
 
 WINDOW = timedelta(hours=24)
 
@@ -43,7 +43,7 @@ class EndpointHealth:
 
 
 def condition_of(
-    settings: Settings, endpoint: Endpoint, now: datetime | None = None
+    settings: APISettings, endpoint: Endpoint, now: datetime | None = None
 ) -> EndpointCondition:
     """The shared health reading of one endpoint with this service's settings."""
     return endpoint_condition(
@@ -55,7 +55,7 @@ def condition_of(
 
 
 def endpoint_health(
-    sessions: sessionmaker[Session], settings: Settings, endpoints: Iterable[Endpoint]
+    sessions: sessionmaker[Session], settings: APISettings, endpoints: Iterable[Endpoint]
 ) -> dict[uuid.UUID, EndpointHealth]:
     """Health of each endpoint, from one grouped query over its recent attempts."""
     endpoints = list(endpoints)

@@ -13,11 +13,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.config import APISettings
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import (
     Application,
     Endpoint,
@@ -26,7 +27,6 @@ from webhooks_core.models import (
     EventType,
     cancel_open_deliveries,
 )
-from webhooks_core.settings import Settings
 from webhooks_core.signing import is_valid_secret, new_secret, secret_key
 from webhooks_core.targets import TargetRefused, check_url
 
@@ -68,7 +68,7 @@ def _check_event_types(session: Session, names: list[str]) -> None:
         raise InvalidField(f"archived event types: {', '.join(archived)}", field="event_types")
 
 
-def _check_target(settings: Settings, url: str) -> None:
+def _check_target(settings: APISettings, url: str) -> None:
     try:
         check_url(url, settings.allowed_networks)
     except TargetRefused as exc:
@@ -93,7 +93,10 @@ def _load(
 
 
 def upsert_endpoint(
-    sessions: sessionmaker[Session], settings: Settings, app_id: uuid.UUID, fields: dict[str, Any]
+    sessions: sessionmaker[Session],
+    settings: APISettings,
+    app_id: uuid.UUID,
+    fields: dict[str, Any],
 ) -> tuple[Endpoint, bool]:
     """Create an endpoint, or update the one with the same URL and event types.
 
@@ -188,7 +191,7 @@ def list_endpoints(
 
 def update_endpoint(
     sessions: sessionmaker[Session],
-    settings: Settings,
+    settings: APISettings,
     app_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     changes: dict[str, Any],
@@ -302,7 +305,7 @@ def get_secret(
 
 
 def _rotate(
-    session: Session, settings: Settings, endpoint_id: uuid.UUID, key: str | None, field: str
+    session: Session, settings: APISettings, endpoint_id: uuid.UUID, key: str | None, field: str
 ) -> None:
     """Make ``key`` (or a fresh secret) current; keep at most one previous secret signing.
 
@@ -342,7 +345,7 @@ def _rotate(
 
 def rotate_secret(
     sessions: sessionmaker[Session],
-    settings: Settings,
+    settings: APISettings,
     app_id: uuid.UUID,
     endpoint_id: uuid.UUID,
     key: str | None,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
+from webhooks_core.messages.catalogue import add_missing_event_types
 from webhooks_core.models import EventType
 
 # Resolves nothing but the schema itself: a "$ref" to a URL is never fetched (the API server
@@ -105,16 +106,10 @@ def create_event_type(
 
 def ensure_event_types(sessions: sessionmaker[Session], catalogue: dict[str, str]) -> None:
     """Create the named event types that are missing (used by producers at start)."""
-    from sqlalchemy.dialects.postgresql import insert
-
-    if not catalogue:
-        return
 
     def work(session: Session) -> None:
         rows = [{"name": name, "description": text} for name, text in catalogue.items()]
-        session.execute(
-            insert(EventType).values(rows).on_conflict_do_nothing(index_elements=["name"])
-        )
+        add_missing_event_types(session, rows)
 
     run_transaction(sessions, work)
 

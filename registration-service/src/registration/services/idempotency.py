@@ -1,7 +1,7 @@
 """Idempotency keys of ingestion requests (publish and relay).
 
 The first request with an ``Idempotency-Key`` stores its message; a repeat within
-``Settings.idempotency_window_seconds`` with the same body gets the first result back (no
+``APISettings.idempotency_window_seconds`` with the same body gets the first result back (no
 second message), and a repeat with a different body is refused with 422, as the IETF
 ``Idempotency-Key`` draft recommends.  A transaction-scoped advisory lock on the key makes
 concurrent repeats wait for the first instead of racing it.
@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from registration.config import APISettings
 from registration.services.errors import InvalidField
-from webhooks_core.envelope import utcnow
+from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import (
     IdempotencyKey,
     Message,
 )
-from webhooks_core.settings import Settings
 
 IDEMPOTENCY_FIELD = "Idempotency-Key"
 
@@ -36,7 +36,7 @@ def request_hash(body: dict[str, Any]) -> str:
 
 
 def claim_key(
-    session: Session, settings: Settings, app_id: uuid.UUID, key: str, digest: str
+    session: Session, settings: APISettings, app_id: uuid.UUID, key: str, digest: str
 ) -> Message | None:
     """Lock the key for this transaction; return the first request's message if it is known."""
     session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{app_id}:{key}", 0))))

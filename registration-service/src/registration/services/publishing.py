@@ -1,7 +1,7 @@
 """Publishing a message of an application over HTTP, one or a batch.
 
-The message is stored with :func:`webhooks_core.fanout.accept_message` in one transaction (the
-delivery engine picks up the delivery rows), honouring an ``Idempotency-Key``
+The message is stored with :func:`webhooks_core.messages.fanout.accept_message` in one
+transaction (the delivery engine picks up the delivery rows), honouring an ``Idempotency-Key``
 (:mod:`.idempotency`) and the type's schema (:mod:`.catalogue`).
 
 The common case (a known, unarchived type; a new key; no client-chosen event id) takes the
@@ -21,13 +21,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.config import APISettings
 from registration.services.catalogue import catalogue, check_against_catalogue, validate_payload
 from registration.services.errors import DomainError, InvalidField, NotFound
 from registration.services.idempotency import claim_key, remember_key, request_hash
 from registration.services.publish_statement import FAST_PUBLISH, FAST_PUBLISH_WITH_KEY
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
     Application,
     Delivery,
@@ -35,11 +36,10 @@ from webhooks_core.models import (
     EndpointKind,
     Message,
 )
-from webhooks_core.settings import Settings
 
 
 class PayloadTooLarge(DomainError):
-    """The payload is larger than ``Settings.max_payload_bytes``."""
+    """The payload is larger than ``APISettings.max_payload_bytes``."""
 
     status = 413
     title = "Payload too large"
@@ -80,7 +80,7 @@ class Accepted:
     secret: str | None = None
 
 
-def check_payload_size(settings: Settings, payload: dict[str, Any]) -> None:
+def check_payload_size(settings: APISettings, payload: dict[str, Any]) -> None:
     """Refuse a payload whose compact JSON exceeds the configured limit (413)."""
     size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
     if size > settings.max_payload_bytes:
@@ -134,7 +134,7 @@ class Publication:
 
 
 def prepare_publication(
-    settings: Settings,
+    settings: APISettings,
     *,
     event_type: str,
     payload: dict[str, Any],
@@ -161,7 +161,7 @@ def prepare_publication(
 
 def publish_message(
     sessions: sessionmaker[Session],
-    settings: Settings,
+    settings: APISettings,
     app_id: uuid.UUID,
     publication: Publication,
 ) -> Accepted:
@@ -175,7 +175,7 @@ def publish_message(
 
 def publish_messages(
     sessions: sessionmaker[Session],
-    settings: Settings,
+    settings: APISettings,
     app_id: uuid.UUID,
     publications: Sequence[Publication | DomainError],
 ) -> list[Accepted | DomainError]:
@@ -222,7 +222,7 @@ def _record(accepted: Accepted) -> None:
 
 
 def _publish(
-    session: Session, settings: Settings, app_id: uuid.UUID, publication: Publication
+    session: Session, settings: APISettings, app_id: uuid.UUID, publication: Publication
 ) -> Accepted:
     """Store one publication in ``session``'s transaction: the fast path, else the general."""
     fast = _publish_fast(session, app_id, publication)
@@ -262,7 +262,7 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
 
 
 def _publish_general(
-    session: Session, settings: Settings, app_id: uuid.UUID, publication: Publication
+    session: Session, settings: APISettings, app_id: uuid.UUID, publication: Publication
 ) -> Accepted:
     envelope = publication.envelope
     key = publication.idempotency_key

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.config import APISettings
 from registration.services.errors import InvalidField
 from registration.services.idempotency import (
     claim_key,
@@ -22,18 +23,21 @@ from registration.services.publishing import (
     require_application,
 )
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import Envelope
-from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import (
+    AcceptResult,
+    accept_message,
+    deliver_to,
+    record_accepted,
+    record_duplicate,
+)
 from webhooks_core.models import (
     Delivery,
-    DeliveryState,
     Endpoint,
     EndpointKind,
     EndpointSecret,
     Message,
 )
-from webhooks_core.observability import MESSAGES_DUPLICATE
-from webhooks_core.settings import Settings
 from webhooks_core.signing import is_valid_secret, new_secret
 from webhooks_core.targets import TargetRefused, check_url
 
@@ -42,7 +46,7 @@ RELAY_EVENT_TYPE = "relay.message"
 
 def relay_message(
     sessions: sessionmaker[Session],
-    settings: Settings,
+    settings: APISettings,
     app_id: uuid.UUID,
     *,
     url: str,
@@ -95,16 +99,7 @@ def relay_message(
         session.flush()
         generated = None if secret is not None else new_secret()
         session.add(EndpointSecret(endpoint_id=endpoint.id, secret=secret or generated))
-        delivery = Delivery(
-            message_id=result.message_id,
-            endpoint_id=endpoint.id,
-            application_id=app_id,
-            event_type=event_type,
-            state=DeliveryState.PENDING.value,
-            next_attempt_at=func.now(),
-        )
-        session.add(delivery)
-        session.flush()
+        delivery_id = deliver_to(session, result.message_id, endpoint, event_type)
         if idempotency_key is not None:
             remember_key(session, app_id, idempotency_key, digest, result.message_id)
         stored = session.get(Message, result.message_id)
@@ -113,7 +108,7 @@ def relay_message(
             StoredMessage.of(stored),
             1,
             duplicate=False,
-            delivery_id=delivery.id,
+            delivery_id=delivery_id,
             endpoint_id=endpoint.id,
             secret=generated,
         )
@@ -121,7 +116,7 @@ def relay_message(
     # Counted after the commit: a transaction run again must not count twice.
     accepted = run_transaction(sessions, work)
     if accepted.duplicate:
-        MESSAGES_DUPLICATE.labels("relay").inc()
+        record_duplicate("relay")
     else:
         stored = accepted.message
         record_accepted(event_type, AcceptResult(stored.id, stored.event_id, True, 1), "relay")

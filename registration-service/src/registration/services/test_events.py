@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registration.services.errors import InvalidField, NotFound
 from webhooks_core.db import run_transaction
-from webhooks_core.envelope import utcnow
 from webhooks_core.ids import new_message_id
-from webhooks_core.models import Delivery, DeliveryState, Endpoint, EndpointKind, Message
+from webhooks_core.messages.envelope import utcnow
+from webhooks_core.messages.fanout import deliver_to
+from webhooks_core.models import Endpoint, EndpointKind, Message
 
 TEST_EVENT_TYPE = "webhook.test"
 TEST_SOURCE = "console"
@@ -66,16 +67,7 @@ def send_test_event(
         )
         session.add(message)
         session.flush()
-        delivery = Delivery(
-            message_id=message.id,
-            endpoint_id=endpoint_id,
-            application_id=app_id,
-            event_type=TEST_EVENT_TYPE,
-            state=DeliveryState.PENDING.value,
-            next_attempt_at=now,
-        )
-        session.add(delivery)
-        session.flush()
-        return SentTestEvent(message.id, message.event_id, delivery.id)
+        delivery_id = deliver_to(session, message.id, endpoint, TEST_EVENT_TYPE)
+        return SentTestEvent(message.id, message.event_id, delivery_id)
 
     return run_transaction(sessions, work)

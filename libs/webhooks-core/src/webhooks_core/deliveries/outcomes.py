@@ -27,10 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from webhooks_core.deliveries.states import DeliveryState
-from webhooks_core.settings import Settings
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 GONE_ERROR = "endpoint answered 410 Gone"
@@ -65,6 +64,25 @@ class AttemptResult(Protocol):
         ...
 
 
+class RetryPolicy(Protocol):
+    """The settings the decisions read (the delivery side's ``DeliverySettings`` is one)."""
+
+    @property
+    def other_status_policy(self) -> Literal["retry", "dead"]:
+        """What a status that is neither success, retryable nor 410 means."""
+        ...
+
+    @property
+    def retry_jitter(self) -> float:
+        """The fraction a retry's wait may move either way."""
+        ...
+
+    @property
+    def retry_after_max_seconds(self) -> int:
+        """The longest wait a ``Retry-After`` header may ask for."""
+        ...
+
+
 class Verdict(enum.StrEnum):
     """What to do with a delivery after one attempt."""
 
@@ -74,7 +92,7 @@ class Verdict(enum.StrEnum):
     GONE = "gone"  # 410: disable the endpoint
 
 
-def judge(result: AttemptResult, settings: Settings) -> Verdict:
+def judge(result: AttemptResult, settings: RetryPolicy) -> Verdict:
     """Classify one attempt's result."""
     if result.succeeded:
         return Verdict.DELIVERED
@@ -154,7 +172,7 @@ def decide(
     result: AttemptResult,
     attempts_made: int,
     schedule: Sequence[int],
-    settings: Settings,
+    settings: RetryPolicy,
     *,
     now: Callable[[], datetime],
     real_now: Callable[[], datetime],

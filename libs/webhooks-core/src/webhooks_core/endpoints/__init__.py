@@ -5,6 +5,6 @@
 * :mod:`.disable`: disabling an endpoint, by the engine (410, auto-disable) or an operator.
 
 The submodules are imported by name (``webhooks_core.endpoints.matching``); this package
-imports none of them, so that :mod:`webhooks_core.fanout` and :mod:`.disable` (which stores
+imports none of them, so that :mod:`webhooks_core.messages.fanout` and :mod:`.disable` (which stores
 the ``endpoint.disabled`` message through fan-out) can import each other's module.
 """

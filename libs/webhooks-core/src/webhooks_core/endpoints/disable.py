@@ -18,14 +18,13 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import cancel_open_deliveries
 from webhooks_core.observability import ENDPOINTS_DISABLED
 
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "endpoint.disabled"
-REASONS = ("gone", "failing", "manual")
 MANUAL_DETAIL = "disabled by a user"
 
 _DISABLE = text(
@@ -65,7 +64,7 @@ def disable_endpoint(
     was already disabled (then whoever disabled it emitted the event).  The caller commits.
     """
     # Imported here: fan-out imports this package's matching rule.
-    from webhooks_core.fanout import accept_message
+    from webhooks_core.messages.fanout import accept_message
 
     words = disable_detail(reason, detail)
     if session.execute(_DISABLE, {"id": endpoint_id, "reason": words, "now": now}).first() is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from webhooks_core.settings import Settings
+from webhooks_core.settings import CoreSettings
 
 HERE = Path(__file__).parent
 
@@ -24,11 +24,11 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(settings: Settings, revision: str = "head") -> None:
+def upgrade(settings: CoreSettings, revision: str = "head") -> None:
     """Migrate the settings' database up to ``revision``."""
     command.upgrade(alembic_config(settings.database_url), revision)
 
 
-def downgrade(settings: Settings, revision: str = "base") -> None:
+def downgrade(settings: CoreSettings, revision: str = "base") -> None:
     """Migrate the settings' database down to ``revision``."""
     command.downgrade(alembic_config(settings.database_url), revision)

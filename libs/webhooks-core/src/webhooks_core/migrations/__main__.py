@@ -6,13 +6,13 @@ import sys
 
 from webhooks_core.db import make_engine
 from webhooks_core.migrations import upgrade
-from webhooks_core.settings import Settings, SettingsError
+from webhooks_core.settings import CoreSettings, SettingsError
 
 
 def main() -> int:
     """Entry point of ``python -m webhooks_core.migrations``."""
     try:
-        settings = Settings.from_env()
+        settings = CoreSettings.from_env()
         make_engine(settings, pool_size=1).dispose()
     except SettingsError as exc:
         print(f"migrate: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import TEXT, insert
 from sqlalchemy.orm import Session, aliased
 
 from webhooks_core.endpoints.matching import MAY_BROADCAST, receives, receives_values
-from webhooks_core.envelope import Envelope
+from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Delivery, DeliveryState, Endpoint, Message
 from webhooks_core.observability import (
     DELIVERIES_CREATED,
@@ -138,6 +138,25 @@ def fan_out(
         .on_conflict_do_nothing(constraint="uq_deliveries_message_endpoint")
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def deliver_to(session: Session, message_id: int, endpoint: Endpoint, event_type: str) -> int:
+    """Create the one pending delivery of a message to ``endpoint``, due now; return its id.
+
+    For the paths that choose the endpoint themselves instead of fanning out (relay mode,
+    test events); the caller owns the transaction.
+    """
+    delivery = Delivery(
+        message_id=message_id,
+        endpoint_id=endpoint.id,
+        application_id=endpoint.application_id,
+        event_type=event_type,
+        state=DeliveryState.PENDING.value,
+        next_attempt_at=func.now(),
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery.id
 
 
 def accept_messages(
@@ -264,4 +283,9 @@ def record_accepted(event_type: str, result: AcceptResult, path: str) -> None:
         MESSAGES_ACCEPTED.labels(event_type, path).inc()
         DELIVERIES_CREATED.inc(result.deliveries)
     else:
-        MESSAGES_DUPLICATE.labels(path).inc()
+        record_duplicate(path)
+
+
+def record_duplicate(path: str) -> None:
+    """Count a publish that stored nothing new (a repeated event id or idempotency key)."""
+    MESSAGES_DUPLICATE.labels(path).inc()

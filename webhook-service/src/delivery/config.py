@@ -1,0 +1,73 @@
+"""The settings of the delivery side (``WEBHOOKS_*``, read once at start): the scheduler, the
+Celery workers that deliver, and the broker ingestion step they run.
+
+:class:`DeliverySettings` extends the shared endpoint rules (allowed targets, breaker and
+auto-disable windows) with what only delivery reads.  A new setting of sending, retrying or
+scheduling goes here.  The switches only tests use (a fake sender, a moved clock) are not
+here: :mod:`delivery.testing` holds them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import NoDecode
+
+from webhooks_core.settings import EndpointSettings, split_csv
+
+DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+class DeliverySettings(EndpointSettings):
+    """What the scheduler and the delivery workers may be configured with."""
+
+    retry_schedule: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE)
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=15.0, gt=0)
+    total_timeout_seconds: float = Field(default=30.0, gt=0)
+    response_body_max_bytes: int = Field(default=1024, ge=0)
+    endpoint_max_in_flight: int = Field(default=4, ge=1)
+    # Batches (worker task slots) one application may hold at once, whatever its endpoints:
+    # below the worker slots (one worker of --concurrency 16 by default), so one tenant's
+    # slow endpoints always leave slots to the others.  docs/delivery.md sizes it.
+    application_max_in_flight: int = Field(default=12, ge=1)
+    lease_seconds: int = Field(default=120, ge=5)
+    # A delivery whose lease runs out this many times in a row with nothing recorded (it
+    # kills or wedges every worker that takes it) is dead-lettered as a poison delivery.
+    max_lease_expiries: int = Field(default=5, ge=1, le=1000)
+    # The share of successful attempts that get a log line of their own (every failed one
+    # does, and every attempt has its row): one line per success cost the workers 15-20 %.
+    log_successful_attempts: float = Field(default=0.01, ge=0, le=1)
+    # Delivery engine tuning (docs/delivery.md explains each).
+    retry_after_max_seconds: int = Field(default=3600, ge=0)
+    other_status_policy: Literal["retry", "dead"] = "retry"
+    delivery_batch_size: int = Field(default=50, ge=1, le=1000)
+    scheduler_claim_limit: int = Field(default=1000, ge=1)
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _schedule_from_csv(cls, value: object) -> object:
+        return split_csv(value)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule_not_negative(cls, value: list[int]) -> list[int]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("must be a non-empty list of non-negative seconds")
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_outlasts_a_request(cls, value: int, info: ValidationInfo) -> int:
+        # A lease shorter than one request's deadline would be released before every send.
+        deadline = info.data.get("total_timeout_seconds")
+        if deadline is not None and value <= deadline + 1:
+            raise ValueError(
+                f"must be more than WEBHOOKS_TOTAL_TIMEOUT_SECONDS + 1 ({deadline + 1:g} s)"
+            )
+        return value
