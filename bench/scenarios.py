@@ -494,7 +494,7 @@ def scenario_e2e(bench: Bench) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     # Warm each client's connection and the API's workers on a type nobody subscribes to.
     publisher.publish_batches(
-        "bench.e2e.warm", seed.sample_payload, events=cfg.e2e_clients * 2, batch=1, tag=tag
+        "bench.e2e.warm", seed.sample_payload, events=cfg.e2e_clients * 2, batch=1, tag=f"{tag}w"
     )
     ok_before = bench.receiver.stats()["ok"]
     profilers = _start_profiles(bench, "e2e") if cfg.profile else []
@@ -503,6 +503,8 @@ def scenario_e2e(bench: Bench) -> dict[str, Any]:
         event_type, seed.sample_payload, events=cfg.e2e_events, batch=cfg.e2e_batch, tag=tag
     )
     publisher.close()
+    if run.refused or run.failed_requests:
+        print(f"bench: e2e: {run.refused} messages refused, {run.failed_requests} requests failed")
     expected = len(run.published) * len(rows)
     finished = _wait(
         lambda: bench.receiver.stats()["ok"] - ok_before >= expected,
@@ -980,64 +982,90 @@ def _tree_cpu(pid: int | None) -> float:
     return total
 
 
-def _named_cpu(names: set[str]) -> float:
-    total = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        times = proc.info.get("cpu_times")
-        if proc.info.get("name") in names and times is not None:
-            total += times.user + times.system
-    return total
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def _named_cpu(group: str, name: str, skip: str | None = None) -> dict[str, float]:
+    """CPU seconds of every process called ``name`` (its command line without ``skip``),
+    one ``group#pid`` entry each, so that two snapshots compare process by process."""
+    found = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info.get("name") != name:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if skip and any(skip in part for part in proc.cmdline()):
+                continue
+            found[f"{group}#{proc.pid}"] = _cpu_seconds(proc)
+    return found
 
 
 RUN_DATABASE = "postgresql (this run's database)"
+ALL_DATABASES = "postgresql (all databases)"
 
 
-def _database_cpu(engine: Any) -> float:
-    """CPU seconds of the PostgreSQL backends connected to the run's database now.
+def _database_cpu(engine: Any) -> dict[str, float]:
+    """CPU seconds of each PostgreSQL backend connected to the run's database now.
 
     Other helpers' tests share the server: this leaves their backends (and the server's shared
     background processes) out.  A backend that exits between two snapshots takes its time
-    with it, so a difference of two snapshots is a lower bound (the engine's processes keep
+    with it, so the difference of two snapshots is a lower bound (the engine's processes keep
     their pooled connections, so few exit during a scenario).
     """
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        pids = conn.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-        ).scalars()
-        total = 0.0
-        for pid in pids:
-            with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                total += times.user + times.system
-    return total
+        pids = list(
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            ).scalars()
+        )
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found[f"{RUN_DATABASE}#{pid}"] = _cpu_seconds(psutil.Process(pid))
+    return found
 
 
 def cpu_snapshot(bench: Bench) -> dict[str, float]:
-    """CPU seconds used so far by each process group that shares the machine."""
+    """CPU seconds used so far by each process group that shares the machine (the groups
+    of shared servers, PostgreSQL and RabbitMQ, as one ``group#pid`` entry per process)."""
     snapshot = {name: _tree_cpu(m.pid) for name, m in bench.stack.processes.items() if m.alive()}
     snapshot["receiver"] = _tree_cpu(bench.receiver.pid)
-    own = psutil.Process().cpu_times()
-    snapshot["harness"] = own.user + own.system
-    snapshot["postgresql (all databases)"] = _named_cpu({"postgres"})
-    snapshot[RUN_DATABASE] = _database_cpu(bench.engine)
-    snapshot["rabbitmq"] = _named_cpu({"beam.smp"})
+    snapshot["harness"] = _cpu_seconds(psutil.Process())
+    snapshot.update(_named_cpu(ALL_DATABASES, "postgres"))
+    snapshot.update(_database_cpu(bench.engine))
+    # The broker, not the command-line tools (rabbitmqctl runs as an escript on beam.smp too).
+    snapshot.update(_named_cpu("rabbitmq", "beam.smp", skip="escript"))
     machine = psutil.cpu_times()
     snapshot["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
     snapshot["at"] = time.monotonic()
     return snapshot
 
 
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds used by each group between two snapshots.
+
+    A process that exited in between takes its CPU time with it (never below zero); one that
+    started in between counts from its start.  Per-process entries (``group#pid``) add up into
+    their group, so a shared server's short-lived processes cannot turn its sum negative.
+    """
+    used: dict[str, float] = {}
+    for key, seconds in after.items():
+        if key == "at":
+            continue
+        group = key.split("#", 1)[0]
+        used[group] = used.get(group, 0.0) + max(seconds - before.get(key, 0.0), 0.0)
+    for group in (ALL_DATABASES, RUN_DATABASE, "rabbitmq"):
+        used.setdefault(group, 0.0)
+    return used
+
+
 def cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Cores used by each group between two snapshots (2.0 = the whole machine)."""
     seconds = max(after["at"] - before["at"], 1e-6)
-    # A process that exited in between takes its CPU time with it: never below zero.
-    cores = {
-        name: round(max(after[name] - before.get(name, 0.0), 0.0) / seconds, 2)
-        for name in after
-        if name != "at"
-    }
+    cores = {name: round(used / seconds, 2) for name, used in cpu_used(before, after).items()}
     # The run database's backends are already counted in "all databases".
     ours = sum(v for k, v in cores.items() if k not in {"machine", RUN_DATABASE})
     cores["everything else on the machine"] = round(max(cores["machine"] - ours, 0.0), 2)
@@ -1050,7 +1078,7 @@ CPU_COMPONENTS: dict[str, Callable[[str], bool]] = {
     "scheduler_ms": lambda group: group == "scheduler",
     "api_ms": lambda group: group == "api",
     "postgres_ms": lambda group: group == RUN_DATABASE,
-    "postgres_all_databases_ms": lambda group: group == "postgresql (all databases)",
+    "postgres_all_databases_ms": lambda group: group == ALL_DATABASES,
     "rabbitmq_ms": lambda group: group == "rabbitmq",
     "receiver_ms": lambda group: group == "receiver",
     "harness_ms": lambda group: group == "harness",
@@ -1066,11 +1094,7 @@ def cpu_ms_per(before: dict[str, float], after: dict[str, float], count: int) ->
     broker, every vhost), ``receiver_ms`` and ``harness_ms``."""
     if count <= 0:
         return {}
-    used = {
-        group: max(after[group] - before.get(group, 0.0), 0.0)
-        for group in after
-        if group not in {"at", "machine"}
-    }
+    used = cpu_used(before, after)
     return {
         name: round(sum(s for g, s in used.items() if belongs(g)) * 1000 / count, 3)
         for name, belongs in CPU_COMPONENTS.items()

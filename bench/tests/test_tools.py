@@ -9,7 +9,7 @@ from bench.load import json_request, run_load
 from bench.profiles import summarise
 from bench.receiver import RunningReceiver
 from bench.report import bench_line, cpu_line, write_chart
-from bench.scenarios import cpu_ms_per
+from bench.scenarios import cpu_ms_per, cpu_used
 
 
 def test_load_generator_stops_at_its_count(tmp_path: Path) -> None:
@@ -145,3 +145,15 @@ def test_profile_summary_reads_collapsed_stacks(tmp_path: Path) -> None:
     assert "4 samples" in summary
     assert "75.0%  recv (socket.py:1)" in summary
     assert "100.0%  deliver (delivery/tasks/deliver.py:36)" in summary
+
+
+def test_cpu_of_shared_servers_is_compared_process_by_process() -> None:
+    # A postgres backend of someone else's test exits between the snapshots: the group's
+    # sum falls, but the backends that stayed still count what they used.
+    before = {"at": 0.0, "machine": 1.0, "postgresql (all databases)#10": 5.0}
+    before["postgresql (all databases)#11"] = 50.0
+    after = {"at": 1.0, "machine": 2.0, "postgresql (all databases)#10": 5.5}
+    after["postgresql (all databases)#12"] = 0.25  # started in between
+    used = cpu_used(before, after)
+    assert used["postgresql (all databases)"] == 0.75
+    assert cpu_ms_per(before, after, 100)["postgres_all_databases_ms"] == 7.5
