@@ -614,7 +614,7 @@ def _latency_round(
     expected = total * len(rows)
 
     # Count with the receiver's counters (cheap); read its logs once, at the end.
-    _wait(
+    finished = _wait(
         lambda: bench.receiver.stats()["ok"] - ok_before >= expected,
         min(cfg.max_wait_seconds, 60 + expected / 100),
         poll=0.2,
@@ -636,6 +636,7 @@ def _latency_round(
         "late_publishes": late,
         "deliveries": expected,
         "received": len(latencies),
+        "finished": finished,
         "p50_ms": round(_percentile(latencies, 0.50), 1),
         "p95_ms": round(_percentile(latencies, 0.95), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1),
