@@ -113,6 +113,11 @@ class RecoverIn(Strict, TimeWindow):
     """Resend every failed (dead or retrying) delivery created since ``since``."""
 
     since: Timestamp
+    include_cancelled: bool = Field(
+        default=False,
+        description="also resend the deliveries that were cancelled (the endpoint was"
+        " disabled, or answered 410) in the window; the endpoint must be enabled again",
+    )
 
 
 class RedriveIn(Strict, TimeWindow):

@@ -256,6 +256,22 @@ def endpoint_enable(endpoint_id: uuid.UUID) -> BaseResponse:
     return back("console.endpoint_detail", endpoint_id=endpoint_id)
 
 
+@bp.post("/endpoints/<uuid:endpoint_id>/pause")
+def endpoint_pause(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Hold deliveries: messages keep arriving, nothing is sent until resumed."""
+    endpoints.set_paused(runtime().sessions, viewer().app_id, endpoint_id, paused=True)
+    flash("Endpoint paused. New messages are held, none is sent, until you resume.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/resume")
+def endpoint_resume(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Send the held deliveries, oldest first."""
+    endpoints.set_paused(runtime().sessions, viewer().app_id, endpoint_id, paused=False)
+    flash("Endpoint resumed. Held messages are being sent, oldest first.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
 @bp.post("/endpoints/<uuid:endpoint_id>/test")
 def endpoint_test(endpoint_id: uuid.UUID) -> BaseResponse:
     """Send a ``webhook.test`` message to this endpoint only."""
@@ -280,9 +296,11 @@ def endpoint_recover(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, 
         since=since,
         until=None,
         requested_by=viewer().operator.label,
+        include_cancelled=bool(form.include_cancelled.data),
     )
     flash(
-        f"Recover requeued {replay.deliveries_requeued} failed "
+        f"Recover requeued {replay.deliveries_requeued} "
+        f"{'failed or cancelled' if form.include_cancelled.data else 'failed'} "
         f"deliver{'y' if replay.deliveries_requeued == 1 else 'ies'} since "
         f"{since:%Y-%m-%d %H:%M} UTC.",
         "success",
