@@ -29,6 +29,7 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 
 # Bucket widths kept, in seconds: minutes for the last hours, hours for days and weeks.
 MINUTE, HOUR = 60, 3600
 WIDTHS = (MINUTE, HOUR)
+# Writers per key; the trigger of migration 0008 on ``messages`` uses the same 8.
 SHARDS = 8
 
 _BOUNDS_SQL = "ARRAY[" + ", ".join(f"{b}::float8" for b in LATENCY_BOUNDS_MS) + "]"
@@ -77,20 +78,6 @@ _SUMMARISE = text(
                            WITH ORDINALITY AS t(a, b, i))
     """  # noqa: S608 - constants only
 )
-
-# The body of the trigger function on ``messages`` (migration 0008 installs it).
-COUNT_MESSAGES_SQL = f"""
-    INSERT INTO message_stats AS s (application_id, width, bucket, event_type, shard, messages)
-    SELECT m.application_id, w.width,
-           date_bin(make_interval(secs => w.width), m.created_at, TIMESTAMPTZ '2000-01-01'),
-           m.event_type, pg_backend_pid() % {SHARDS}, count(*)
-    FROM new_messages m CROSS JOIN (VALUES {_WIDTHS_SQL}) AS w(width)
-    GROUP BY 1, 2, 3, 4, 5
-    ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (application_id, width, bucket, event_type, shard)
-    DO UPDATE SET messages = s.messages + EXCLUDED.messages
-"""
-
 
 def summarise_attempts(session: Session, attempts: Sequence[dict[str, Any]]) -> None:
     """Count recorded attempts in ``attempt_stats``: one statement, in the caller's

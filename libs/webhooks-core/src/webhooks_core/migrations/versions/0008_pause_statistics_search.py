@@ -28,8 +28,8 @@ down_revision = '0005_lease_expiries'
 branch_labels = None
 depends_on = None
 
-# Kept here as text (a migration does not change when the code does); the same statement
-# as webhooks_core.statistics.COUNT_MESSAGES_SQL at the time of writing.
+# Kept here as text (a migration does not change when the code does): buckets and shards as
+# webhooks_core.statistics (WIDTHS, SHARDS) at the time of writing.
 COUNT_MESSAGES = """
 CREATE FUNCTION webhooks_count_messages() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
