@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from registration.cli import events
+from registration.cli import stats as statistics
 from registration.cli import verify as verification
 from registration.cli.client import ApiError, Unreachable
 from registration.cli.context import (
@@ -389,7 +390,14 @@ def verify(
     sys.exit(EXIT_REFUSED)
 
 
-for command in (events.send, events.relay, events.tail, events.replay, events.dead_letters):
+for command in (
+    events.send,
+    events.relay,
+    events.tail,
+    events.replay,
+    events.dead_letters,
+    statistics.stats,
+):
     cli.add_command(command)
 
 
