@@ -27,7 +27,7 @@ def test_paused_endpoint_receives_nothing_and_resume_sends_all_in_order(
     held, control = receiver(), receiver()
     # One batch in flight at a time: the receiver sees the batches' order too.
     held_id, _ = platform.endpoint(held.url, max_in_flight=1)
-    control_id, _ = platform.endpoint(control.url)
+    platform.endpoint(control.url)
     _pause(platform, held_id, paused=True)
 
     event_ids = [platform.publish({"n": n}) for n in range(25)]
@@ -39,7 +39,9 @@ def test_paused_endpoint_receives_nothing_and_resume_sends_all_in_order(
     assert len(deliveries) == 25
     assert {(d.state, d.attempt_count) for d in deliveries} == {("pending", 0)}
     row = platform.endpoint_row(held_id)
-    assert row.consecutive_failures == 0 and row.enabled and row.paused_at is not None
+    assert row.consecutive_failures == 0
+    assert row.enabled
+    assert row.paused_at is not None
 
     _pause(platform, held_id, paused=False)
 

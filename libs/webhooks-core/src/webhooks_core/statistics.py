@@ -79,6 +79,7 @@ _SUMMARISE = text(
     """  # noqa: S608 - constants only
 )
 
+
 def summarise_attempts(session: Session, attempts: Sequence[dict[str, Any]]) -> None:
     """Count recorded attempts in ``attempt_stats``: one statement, in the caller's
     transaction, after the deliveries' new states were written.

@@ -228,3 +228,38 @@ def _assemble(
         series=series,
         event_types=[{"event_type": name, **counts} for name, counts in sorted(types.items())],
     )
+
+
+_TRENDS = text(
+    """
+    SELECT s.endpoint_id, s.bucket, sum(s.attempts)::bigint AS attempts,
+           sum(s.attempts) FILTER (WHERE s.status_class = '2xx')::bigint AS successes
+    FROM attempt_stats s
+    WHERE s.endpoint_id = ANY(CAST(:ids AS uuid[])) AND s.width = :width
+      AND s.bucket >= :since
+    GROUP BY 1, 2
+    """
+)
+
+
+def success_trends(
+    sessions: sessionmaker[Session], endpoint_ids: Iterable[uuid.UUID], hours: int = 24
+) -> dict[uuid.UUID, list[float | None]]:
+    """Each endpoint's success rate per hour over the last ``hours`` (None: no attempt).
+
+    One query over the hour summaries of all the endpoints (the console's endpoint list).
+    """
+    ids = [str(i) for i in endpoint_ids]
+    now = utcnow()
+    first = (
+        _ORIGIN
+        + ((now - timedelta(hours=hours - 1) - _ORIGIN) // BUCKETS["hour"]) * BUCKETS["hour"]
+    )
+    starts = [first + timedelta(hours=n) for n in range(hours)]
+    trends: dict[uuid.UUID, dict[datetime, float]] = defaultdict(dict)
+    if ids:
+        with sessions() as session:
+            rows = session.execute(_TRENDS, {"ids": ids, "width": HOUR, "since": first})
+            for endpoint_id, start, attempts, successes in rows:
+                trends[endpoint_id][start] = (successes or 0) / attempts
+    return {uuid.UUID(i): [trends[uuid.UUID(i)].get(s) for s in starts] for i in ids}
