@@ -36,7 +36,7 @@ _BOUNDS_SQL = "ARRAY[" + ", ".join(f"{b}::float8" for b in LATENCY_BOUNDS_MS) + 
 _HISTOGRAM_SQL = (
     "ARRAY["
     + ", ".join(
-        f"count(*) FILTER (WHERE width_bucket(v.latency_ms, {_BOUNDS_SQL}) = {i})::int"
+        f"count(*) FILTER (WHERE v.latency_bucket = {i})::int"
         for i in range(len(LATENCY_BOUNDS_MS) + 1)
     )
     + "]"
@@ -61,9 +61,11 @@ _SUMMARISE = text(
            d.event_type, v.outcome, {STATUS_CLASS_SQL}, d.state,
            pg_backend_pid() % {SHARDS}, d.application_id,
            count(*), sum(v.latency_ms), {_HISTOGRAM_SQL}
-    FROM unnest(CAST(:delivery_ids AS bigint[]), CAST(:started AS timestamptz[]),
-                CAST(:latencies AS float8[]), CAST(:codes AS int[]), CAST(:outcomes AS text[]))
-         AS v(delivery_id, started_at, latency_ms, status_code, outcome)
+    FROM (SELECT a.*, width_bucket(a.latency_ms, {_BOUNDS_SQL}) AS latency_bucket
+          FROM unnest(CAST(:delivery_ids AS bigint[]), CAST(:started AS timestamptz[]),
+                      CAST(:latencies AS float8[]), CAST(:codes AS int[]),
+                      CAST(:outcomes AS text[]))
+               AS a(delivery_id, started_at, latency_ms, status_code, outcome)) AS v
     JOIN deliveries d ON d.id = v.delivery_id
     CROSS JOIN (VALUES {_WIDTHS_SQL}) AS w(width)
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
