@@ -12,9 +12,9 @@ Create Date: 2026-12-01 13:10:00
 * ``message_stats``: messages counted per application and event type per bucket, by a
   statement-level trigger on ``messages`` (one aggregated upsert per INSERT statement).
   Existing messages and attempts are counted into both tables once, here.
-* Search indexes: attempts by status code and by outcome in time order, deliveries by event
-  type and by state in time order, and a GIN index on the messages' payload (jsonb_path_ops,
-  for containment ``@>``).
+* Search indexes: an endpoint's attempts by status code in time order, and a GIN index on the
+  messages' payload (jsonb_path_ops, for containment ``@>``).  Both tables are insert-only:
+  neither index is touched again by the engine's updates of deliveries.
 """
 
 from __future__ import annotations
@@ -148,6 +148,14 @@ def upgrade() -> None:
     op.create_index(
         'ix_message_stats_width_bucket', 'message_stats', ['width', 'bucket'], unique=False
     )
+    op.create_index(
+        'ix_messages_payload', 'messages', ['payload'], unique=False,
+        postgresql_using='gin', postgresql_ops={'payload': 'jsonb_path_ops'},
+    )
+    op.create_index(
+        'ix_attempts_endpoint_status_started', 'attempts',
+        ['endpoint_id', 'status_code', 'started_at'], unique=False,
+    )
     op.execute(BACKFILL_MESSAGES)
     op.execute(BACKFILL_ATTEMPTS)
     op.execute(COUNT_MESSAGES)
@@ -155,6 +163,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_attempts_endpoint_status_started', table_name='attempts')
+    op.drop_index('ix_messages_payload', table_name='messages')
     op.execute('DROP TRIGGER messages_count ON messages')
     op.execute('DROP FUNCTION webhooks_count_messages()')
     op.drop_index('ix_message_stats_width_bucket', table_name='message_stats')
