@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from registration.cli import events
+from registration.cli import search as searching
 from registration.cli import stats as statistics
 from registration.cli import verify as verification
 from registration.cli.client import ApiError, Unreachable
@@ -397,6 +398,7 @@ for command in (
     events.replay,
     events.dead_letters,
     statistics.stats,
+    searching.search,
 ):
     cli.add_command(command)
 
