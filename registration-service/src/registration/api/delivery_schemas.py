@@ -16,6 +16,7 @@ from registration.api.schemas import (
     Out,
     Strict,
 )
+from registration.services.deliveries import PAYLOAD_FIELD_PATTERN
 from webhooks_core.json_input import Timestamp
 
 DELIVERY_STATES = r"^(pending|sending|retrying|delivered|dead|cancelled)$"
@@ -83,7 +84,7 @@ class DeliveryQuery(ListQuery, TimeWindow):
     payload_field: str | None = Field(
         default=None,
         max_length=256,
-        pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$",
+        pattern=PAYLOAD_FIELD_PATTERN,
         description="a dotted path into the message's data, e.g. data.person.id (with"
         " payload_value: deliveries whose message has that value there)",
     )

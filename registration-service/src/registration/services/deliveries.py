@@ -9,6 +9,7 @@ the ``webhook-id`` users see in their receivers' logs.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,6 +80,10 @@ class DeliverySearch:
         return query
 
 
+# A payload field path: dotted names (``data.person.id``).
+PAYLOAD_FIELD_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+
+
 def payload_containment(field: str, value: str) -> dict[str, Any]:
     """``data.person.id`` and ``42`` as ``{"person": {"id": 42}}``.
 
@@ -89,7 +94,7 @@ def payload_containment(field: str, value: str) -> dict[str, Any]:
     parts = field.split(".")
     if parts and parts[0] == "data":
         parts = parts[1:]
-    if not parts or not all(parts):
+    if not parts or not re.fullmatch(PAYLOAD_FIELD_PATTERN, field):
         raise InvalidField(
             "must be a dotted path into the data, e.g. data.person.id", field="payload_field"
         )
