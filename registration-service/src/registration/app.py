@@ -6,7 +6,14 @@ import logging
 
 from flask_openapi3 import Info
 
-from registration.api import applications, dead_letters, endpoints, event_types, ingest
+from registration.api import (
+    applications,
+    dead_letters,
+    endpoints,
+    event_types,
+    ingest,
+    statistics,
+)
 from registration.api import messages as message_views
 from registration.api import replays as replay_views
 from registration.api.auth import register_authentication
@@ -53,6 +60,7 @@ def create_app(settings: APISettings | None = None) -> ManagementAPI:
         app.register_api(blueprint)
     app.register_api(dead_letters.bp)
     app.register_api(dead_letters.admin_bp)
+    app.register_api(statistics.bp)
     ingest.register(app)  # last: it keeps other operations on the paths it shares
     register_console(app, settings)  # /console: session auth of its own, not bearer
     logging.getLogger(__name__).info("registration service ready")

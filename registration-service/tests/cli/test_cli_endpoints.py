@@ -121,3 +121,20 @@ def test_applications_list_needs_the_admin_token(webhooks, tenant) -> None:
     refused = webhooks("applications", "list")
     assert refused.exit_code == 1
     assert "403 Forbidden" in refused.stderr
+
+
+def test_pause_and_resume(webhooks, tenant, db) -> None:
+    created = webhooks("endpoints", "create", "http://127.0.0.1:9/hook", "--json")
+    assert created.exit_code == 0, created.output
+    endpoint_id = json.loads(created.stdout)["id"]
+
+    paused = webhooks("endpoints", "pause", endpoint_id)
+    assert paused.exit_code == 0, paused.output
+    assert "paused" in paused.stdout
+    assert endpoints.get_endpoint(db, tenant.id, endpoint_id).paused_at is not None
+    assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[3] == "paused"
+
+    resumed = webhooks("endpoints", "resume", endpoint_id)
+    assert resumed.exit_code == 0, resumed.output
+    assert endpoints.get_endpoint(db, tenant.id, endpoint_id).paused_at is None
+    assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[3] == "enabled"

@@ -252,6 +252,7 @@ def record_delivery(db: sessionmaker[Session]) -> Callable[..., RecordedDelivery
     from webhooks_core.messages.envelope import Envelope, utcnow
     from webhooks_core.messages.fanout import accept_message
     from webhooks_core.models import Attempt, DeadLetter, Delivery
+    from webhooks_core.statistics import summarise_attempts
 
     def record(
         application_id: uuid.UUID,
@@ -287,7 +288,20 @@ def record_delivery(db: sessionmaker[Session]) -> Callable[..., RecordedDelivery
                         trigger="scheduled",
                     )
                 )
+            # Counted in the statistics summaries as the engine's records count them: each
+            # attempt with the state it left the delivery in (retrying, then the last one's).
+            shapes = [
+                {"delivery_id": delivery.id, "started_at": start + timedelta(seconds=10 * n),
+                 "latency_ms": 12.5 + n, "status_code": status, "outcome": outcome}
+                for n, (status, outcome, _error, _body) in enumerate(attempts)
+            ]  # fmt: skip
+            if len(shapes) > 1:
+                delivery.state = "retrying"
+                session.flush()
+                summarise_attempts(session, shapes[:-1])
             delivery.state = state
+            session.flush()
+            summarise_attempts(session, shapes[-1:])
             delivery.attempt_count = len(attempts)
             if attempts:
                 last = attempts[-1]

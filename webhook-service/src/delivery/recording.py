@@ -1,4 +1,5 @@
-"""Recording a batch: endpoint health, the deliveries' new states, attempts, dead letters.
+"""Recording a batch: endpoint health, the deliveries' new states, attempts, dead letters,
+and the attempts' statistics (one aggregated upsert, :mod:`webhooks_core.statistics`).
 
 One transaction per batch (endpoint rows locked before delivery rows everywhere); should it
 fail, each delivery is recorded in a transaction of its own, the culprit with a minimal
@@ -25,6 +26,7 @@ from webhooks_core.db import connection_lost, run_transaction
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
+from webhooks_core.statistics import summarise_attempts
 
 logger = logging.getLogger("delivery.attempt")
 
@@ -259,7 +261,10 @@ def _write(
     for endpoint_id in sorted(runs):
         update_health(session, settings, runs[endpoint_id], now)
     updated = _write_changes(session, token, changes)
-    _insert_attempts(session, [a for a in attempts if a["delivery_id"] in updated])
+    recorded = [a for a in attempts if a["delivery_id"] in updated]
+    _insert_attempts(session, recorded)
+    # One aggregated upsert per batch (after the new states: it reads them).
+    summarise_attempts(session, recorded)
     dead_ids = [i for i, state in updated.items() if state == DeliveryState.DEAD]
     dead_records: list[dict[str, Any]] = []
     if dead_ids:

@@ -57,6 +57,7 @@ from webhooks_core.deliveries.states import (
     SENDING_SQL,
 )
 from webhooks_core.endpoints.health import is_half_open
+from webhooks_core.endpoints.pause import PAUSED_SQL
 from webhooks_core.models import DeliveryState
 
 logger = logging.getLogger(__name__)
@@ -118,12 +119,13 @@ class PublishFailed(Exception):
 
 
 # One round trip: take the claim lock (the CTE runs first and once), then read the batches
-# in flight per endpoint, per application, and the endpoints whose breaker is open.
+# in flight per endpoint, per application, and the endpoints whose breaker is open or that
+# are paused (webhooks_core.endpoints.pause: held like an open breaker's).
 # The claim commits without waiting for its WAL flush (synchronous_commit off, this
 # transaction only): a claim lost in a crash leaves its rows due and its task finds no lease
 # to send, and a worker's record of the batch, which does wait, flushes the claim first.
 _IN_FLIGHT = text(
-    """
+    f"""
     WITH claim_lock AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true))
     SELECT 'endpoint' AS kind, l.endpoint_id AS id, count(*) AS batches,
@@ -136,8 +138,9 @@ _IN_FLIGHT = text(
     FROM claim_lock, delivery_leases l
     GROUP BY l.application_id
     UNION ALL
-    SELECT 'open', e.id, 0, 0 FROM claim_lock, endpoints e WHERE e.circuit_open_until > :now
-    """
+    SELECT 'open', e.id, 0, 0 FROM claim_lock, endpoints e
+    WHERE e.circuit_open_until > :now OR {PAUSED_SQL}
+    """  # noqa: S608 - a constant fragment
 )
 _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 # The due rows are read first, alone, in the due index's order and cut at the limit; only

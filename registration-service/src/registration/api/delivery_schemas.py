@@ -8,7 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from registration.api.schemas import EventTypeName, ListQuery, ListResponse, Out, Strict
+from registration.api.schemas import (
+    ChannelName,
+    EventTypeName,
+    ListQuery,
+    ListResponse,
+    Out,
+    Strict,
+)
+from registration.services.deliveries import PAYLOAD_FIELD_PATTERN
 from webhooks_core.json_input import Timestamp
 
 DELIVERY_STATES = r"^(pending|sending|retrying|delivered|dead|cancelled)$"
@@ -69,6 +77,29 @@ class DeliveryQuery(ListQuery, TimeWindow):
     state: str | None = Field(default=None, pattern=DELIVERY_STATES)
     event_type: EventTypeName | None = None
     event_id: str | None = Field(default=None, pattern=EVENT_ID)
+    status_code: int | None = Field(
+        default=None, ge=100, le=599, description="the last attempt's HTTP status code"
+    )
+    channel: ChannelName | None = Field(default=None, description="one of the message's channels")
+    payload_field: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=PAYLOAD_FIELD_PATTERN,
+        description="a dotted path into the message's data, e.g. data.person.id (with"
+        " payload_value: deliveries whose message has that value there)",
+    )
+    payload_value: str | None = Field(
+        default=None,
+        max_length=1024,
+        description='the value at payload_field: JSON when it parses (42, true, "42"),'
+        " else a string",
+    )
+
+    @model_validator(mode="after")
+    def _field_and_value(self) -> DeliveryQuery:
+        if (self.payload_field is None) != (self.payload_value is None):
+            raise ValueError("payload_field and payload_value go together")
+        return self
 
 
 class AdminDeliveryQuery(DeliveryQuery):
@@ -86,6 +117,8 @@ class AdminUndeliveredQuery(UndeliveredQuery):
 class AttemptQuery(ListQuery, TimeWindow):
     endpoint_id: uuid.UUID | None = None
     outcome: str | None = Field(default=None, pattern=OUTCOMES)
+    status_code: int | None = Field(default=None, ge=100, le=599, description="HTTP status")
+    event_type: EventTypeName | None = None
 
 
 class DeliveryAttemptQuery(ListQuery):
@@ -113,6 +146,11 @@ class RecoverIn(Strict, TimeWindow):
     """Resend every failed (dead or retrying) delivery created since ``since``."""
 
     since: Timestamp
+    include_cancelled: bool = Field(
+        default=False,
+        description="also resend the deliveries that were cancelled (the endpoint was"
+        " disabled, or answered 410) in the window; the endpoint must be enabled again",
+    )
 
 
 class RedriveIn(Strict, TimeWindow):

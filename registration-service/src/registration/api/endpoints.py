@@ -117,6 +117,26 @@ def enable_endpoint(path: EndpointPath) -> tuple[Response, int]:
     return one(EndpointOut, endpoint)
 
 
+@bp.post("/<endpoint_id>/pause", responses={200: EndpointOut})
+def pause_endpoint(path: EndpointPath) -> tuple[Response, int]:
+    """Hold deliveries: messages keep arriving, nothing is sent until resumed.
+
+    Unlike disable nothing is cancelled: held deliveries are not attempted, so they neither
+    fail nor spend their retry schedule.  Pausing a paused endpoint changes nothing.
+    """
+    app_id = authorize_application(path.app_id)
+    endpoint = endpoints.set_paused(runtime().sessions, app_id, path.endpoint_id, paused=True)
+    return one(EndpointOut, endpoint)
+
+
+@bp.post("/<endpoint_id>/resume", responses={200: EndpointOut})
+def resume_endpoint(path: EndpointPath) -> tuple[Response, int]:
+    """Send the held deliveries, in acceptance order, and whatever arrives from now on."""
+    app_id = authorize_application(path.app_id)
+    endpoint = endpoints.set_paused(runtime().sessions, app_id, path.endpoint_id, paused=False)
+    return one(EndpointOut, endpoint)
+
+
 @bp.get("/<endpoint_id>/secret", responses={200: SecretOut})
 def get_secret(path: EndpointPath) -> tuple[Response, int]:
     """Reveal the signing secret, and any rotated-out secret still signing."""

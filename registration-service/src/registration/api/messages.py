@@ -37,7 +37,12 @@ from registration.api.problems import Problem
 from registration.api.serialize import BEARER, one, page
 from registration.runtime import runtime
 from registration.services import deliveries
-from registration.services.deliveries import DeliveryView, Window
+from registration.services.deliveries import (
+    DeliverySearch,
+    DeliveryView,
+    Window,
+    payload_containment,
+)
 from registration.services.pagination import Page
 
 tag = Tag(name="deliveries", description="Messages, deliveries and attempts, as they happened")
@@ -88,7 +93,9 @@ def get_message(path: MessagePath) -> tuple[Response, int]:
 
 @bp.get("/deliveries", responses={200: DeliveryList})
 def list_deliveries(path: AppPath, query: DeliveryQuery) -> tuple[Response, int]:
-    """Deliveries, newest first; filter by endpoint, state, event type, message and time."""
+    """Deliveries, newest first; filter by endpoint, state, event type, message, time, the
+    last status code, a channel, or a field of the payload (``payload_field`` =
+    ``payload_value``, e.g. ``data.person.id`` = ``42``)."""
     app_id = authorize_application(path.app_id)
     return page(DeliveryOut, _deliveries(app_id, query))
 
@@ -102,6 +109,15 @@ def _deliveries(app_id: uuid.UUID | None, query: DeliveryQuery) -> Page[Delivery
         event_type=query.event_type,
         event_id=query.event_id,
         window=Window(query.since, query.until),
+        search=DeliverySearch(
+            status_code=query.status_code,
+            channel=query.channel,
+            payload=(
+                None
+                if query.payload_field is None or query.payload_value is None
+                else payload_containment(query.payload_field, query.payload_value)
+            ),
+        ),
         limit=query.limit,
         cursor=query.iterator,
     )
@@ -133,13 +149,16 @@ def list_delivery_attempts(path: DeliveryPath, query: DeliveryAttemptQuery) -> t
 
 @bp.get("/attempts", responses={200: AttemptList})
 def list_attempts(path: AppPath, query: AttemptQuery) -> tuple[Response, int]:
-    """Attempts of the application's deliveries; filter by endpoint, outcome and time."""
+    """Attempts of the application's deliveries; filter by endpoint, outcome, status code,
+    event type and time."""
     app_id = authorize_application(path.app_id)
     result = deliveries.list_attempts(
         runtime().sessions,
         application_id=app_id,
         endpoint_id=query.endpoint_id,
         outcome=query.outcome,
+        status_code=query.status_code,
+        event_type=query.event_type,
         window=Window(query.since, query.until),
         limit=query.limit,
         cursor=query.iterator,

@@ -61,7 +61,11 @@ def resend_message(path: MessagePath) -> tuple[Response, int]:
 
 @bp.post("/endpoints/<endpoint_id>/recover", responses={202: ReplayOut})
 def recover_endpoint(path: EndpointRecoverPath, body: RecoverIn) -> tuple[Response, int]:
-    """Resend every dead or retrying delivery of the endpoint created since ``since``."""
+    """Resend every dead or retrying delivery of the endpoint created since ``since``.
+
+    With ``include_cancelled``, also the deliveries cancelled when the endpoint was disabled:
+    enable it, then recover them (409 while it is still disabled).
+    """
     app_id = authorize_application(path.app_id)
     replay = replays.recover_endpoint(
         runtime().sessions,
@@ -70,6 +74,7 @@ def recover_endpoint(path: EndpointRecoverPath, body: RecoverIn) -> tuple[Respon
         since=body.since,
         until=body.until,
         requested_by=principal().label,
+        include_cancelled=body.include_cancelled,
     )
     return one(ReplayOut, replay, 202)
 

@@ -298,6 +298,10 @@ class EndpointOut(Out):
     enabled: bool
     disabled_reason: str | None
     disabled_at: datetime | None
+    paused_at: datetime | None = Field(
+        description="set while paused: deliveries are accepted and held, none is sent,"
+        " until POST .../resume sends them in acceptance order"
+    )
     metadata: StoredObject = Field(validation_alias="metadata_")
     consecutive_failures: int
     failing_since: datetime | None

@@ -268,6 +268,11 @@ _ALREADY_PENDING = "already pending, or its endpoint is disabled (enable it firs
 @click.option("--until", help="...and before this time (optional).")
 @click.option("--delivery", "delivery_id", type=int, help="Or: resend this one delivery.")
 @click.option("--message", "event_id", help="Or: resend every delivery of this message.")
+@click.option(
+    "--include-cancelled",
+    is_flag=True,
+    help="With --endpoint: also the deliveries cancelled when it was disabled.",
+)
 @pass_context
 def replay(
     context: Context,
@@ -276,6 +281,7 @@ def replay(
     until: str | None,
     delivery_id: int | None,
     event_id: str | None,
+    include_cancelled: bool,
 ) -> None:
     """Send again: an endpoint's failures since a time, one delivery, or one message.
 
@@ -296,6 +302,8 @@ def replay(
             fail_usage("--endpoint needs --since (e.g. --since 2h)")
         start = parse_since(since)
         body: dict[str, Any] = {"since": start.isoformat()}
+        if include_cancelled:
+            body["include_cancelled"] = True
         if until is not None:
             body["until"] = parse_since(until).isoformat()
         result = client.post(context.app_path(f"/endpoints/{endpoint_id}/recover"), body)

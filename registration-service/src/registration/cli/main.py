@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from registration.cli import events
+from registration.cli import search as searching
+from registration.cli import stats as statistics
 from registration.cli import verify as verification
 from registration.cli.client import ApiError, Unreachable
 from registration.cli.context import (
@@ -153,11 +155,13 @@ def applications_list(context: Context, as_json: bool) -> None:
 
 @cli.group()
 def endpoints() -> None:
-    """List, create, disable and enable endpoints; rotate their secrets."""
+    """List, create, disable, enable, pause and resume endpoints; rotate their secrets."""
 
 
 def _endpoint_row(item: dict[str, Any]) -> list[Any]:
     state = "enabled" if item["enabled"] else f"disabled ({item.get('disabled_reason') or '-'})"
+    if item.get("paused_at"):
+        state = "paused" if item["enabled"] else f"{state},paused"
     # The API's health reading, the same states as the console and the metrics.
     health = (item.get("health") or {}).get("state", "-").replace("_", "-")
     return [
@@ -303,6 +307,24 @@ def endpoints_enable(context: Context, endpoint_id: str) -> None:
     click.echo(f"endpoint {endpoint['id']} enabled")
 
 
+@endpoints.command("pause")
+@click.argument("endpoint_id")
+@pass_context
+def endpoints_pause(context: Context, endpoint_id: str) -> None:
+    """Hold deliveries: messages keep arriving, none is sent until resumed."""
+    endpoint = context.client().post(context.app_path(f"/endpoints/{endpoint_id}/pause"))
+    click.echo(f"endpoint {endpoint['id']} paused (new messages are held)")
+
+
+@endpoints.command("resume")
+@click.argument("endpoint_id")
+@pass_context
+def endpoints_resume(context: Context, endpoint_id: str) -> None:
+    """Send the held deliveries, oldest first, and whatever arrives from now on."""
+    endpoint = context.client().post(context.app_path(f"/endpoints/{endpoint_id}/resume"))
+    click.echo(f"endpoint {endpoint['id']} resumed")
+
+
 # Verify ---------------------------------------------------------------------------------
 
 
@@ -369,7 +391,15 @@ def verify(
     sys.exit(EXIT_REFUSED)
 
 
-for command in (events.send, events.relay, events.tail, events.replay, events.dead_letters):
+for command in (
+    events.send,
+    events.relay,
+    events.tail,
+    events.replay,
+    events.dead_letters,
+    statistics.stats,
+    searching.search,
+):
     cli.add_command(command)
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
 from registration.api.schemas import EndpointIn, EndpointPatch
-from registration.console import message_views
+from registration.console import charts, message_views
 from registration.console.blueprint import back, bp, flash_problem, viewer
 from registration.console.forms import (
     ActionForm,
@@ -21,7 +21,7 @@ from registration.console.forms import (
     headers_text,
 )
 from registration.runtime import runtime
-from registration.services import endpoints, event_types, replays, test_events
+from registration.services import endpoints, event_types, replays, statistics, test_events
 from registration.services.endpoint_health import endpoint_health
 from registration.services.endpoints import SecretView
 from registration.services.errors import DomainError, InvalidField
@@ -113,8 +113,15 @@ def endpoints_list() -> str:
         cursor=request.args.get("after") or None,
     )
     health = endpoint_health(runtime().sessions, runtime().settings, page.items)
+    trends = statistics.success_trends(runtime().sessions, [e.id for e in page.items])
     return render_template(
-        "console/endpoints.html", page=page, health=health, state=state, nav="endpoints"
+        "console/endpoints.html",
+        page=page,
+        health=health,
+        trends=trends,
+        sparkline=charts.sparkline,
+        state=state,
+        nav="endpoints",
     )
 
 
@@ -188,8 +195,43 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
     ), status
 
 
+def _charts(endpoint: Endpoint, window: str) -> dict[str, Any]:
+    """The endpoint's success rate and latency over the window, as SVG charts."""
+    stats = statistics.statistics(
+        runtime().sessions,
+        window=window,
+        application_id=endpoint.application_id,
+        endpoint_id=endpoint.id,
+    )
+    rate = [(p["start"], p["success_rate"]) for p in stats.series]
+    p50 = [(p["start"], p["latency_ms"]["p50"]) for p in stats.series]
+    p99 = [(p["start"], p["latency_ms"]["p99"]) for p in stats.series]
+    return {
+        "window": window,
+        "totals": stats.totals,
+        "success": charts.line_chart(
+            rate, label=f"Success rate per {stats.bucket}, last {window}", unit="%", top=1
+        ),
+        "latency_p50": charts.line_chart(
+            p50,
+            label=f"Median latency per {stats.bucket}, last {window}",
+            unit="ms",
+            css="latency",
+        ),
+        "latency_p99": charts.line_chart(
+            p99,
+            label=f"99th percentile latency per {stats.bucket}, last {window}",
+            unit="ms",
+            css="latency",
+        ),
+    }
+
+
 def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
     health = endpoint_health(runtime().sessions, runtime().settings, [endpoint])[endpoint.id]
+    window = request.args.get("window") or "24h"
+    if window not in statistics.WINDOWS:
+        window = "24h"
     return render_template(
         "console/endpoint.html",
         endpoint=endpoint,
@@ -199,6 +241,7 @@ def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
         disable=DisableForm(),
         recover=RecoverForm(),
         recent=_recent_deliveries(endpoint.id),
+        stats=_charts(endpoint, window),
         hide_endpoint=True,
         nav="endpoints",
     )
@@ -256,6 +299,22 @@ def endpoint_enable(endpoint_id: uuid.UUID) -> BaseResponse:
     return back("console.endpoint_detail", endpoint_id=endpoint_id)
 
 
+@bp.post("/endpoints/<uuid:endpoint_id>/pause")
+def endpoint_pause(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Hold deliveries: messages keep arriving, nothing is sent until resumed."""
+    endpoints.set_paused(runtime().sessions, viewer().app_id, endpoint_id, paused=True)
+    flash("Endpoint paused. New messages are held, none is sent, until you resume.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/resume")
+def endpoint_resume(endpoint_id: uuid.UUID) -> BaseResponse:
+    """Send the held deliveries, oldest first."""
+    endpoints.set_paused(runtime().sessions, viewer().app_id, endpoint_id, paused=False)
+    flash("Endpoint resumed. Held messages are being sent, oldest first.", "success")
+    return back("console.endpoint_detail", endpoint_id=endpoint_id)
+
+
 @bp.post("/endpoints/<uuid:endpoint_id>/test")
 def endpoint_test(endpoint_id: uuid.UUID) -> BaseResponse:
     """Send a ``webhook.test`` message to this endpoint only."""
@@ -280,9 +339,11 @@ def endpoint_recover(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, 
         since=since,
         until=None,
         requested_by=viewer().operator.label,
+        include_cancelled=bool(form.include_cancelled.data),
     )
     flash(
-        f"Recover requeued {replay.deliveries_requeued} failed "
+        f"Recover requeued {replay.deliveries_requeued} "
+        f"{'failed or cancelled' if form.include_cancelled.data else 'failed'} "
         f"deliver{'y' if replay.deliveries_requeued == 1 else 'ies'} since "
         f"{since:%Y-%m-%d %H:%M} UTC.",
         "success",
@@ -306,9 +367,19 @@ def event_type_catalogue() -> str:
         runtime().sessions, include_archived=include_archived, limit=250, cursor=None
     )
     items = sorted(page.items, key=lambda item: item.name)
+    volume = None
+    if viewer().application is not None:
+        stats = statistics.statistics(
+            runtime().sessions, window="24h", application_id=viewer().app_id
+        )
+        volume = charts.bar_chart(
+            [(t["event_type"], t["messages"]) for t in stats.event_types if t["messages"]],
+            label="Messages accepted per event type, last 24 hours",
+        )
     return render_template(
         "console/event_types.html",
         items=items,
         include_archived=include_archived,
+        volume=volume,
         nav="event_types",
     )

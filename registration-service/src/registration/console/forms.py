@@ -6,6 +6,7 @@ from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateTimeLocalField,
     IntegerField,
     PasswordField,
@@ -119,6 +120,7 @@ class RecoverForm(FlaskForm):
     since = DateTimeLocalField(
         "Failed since (UTC)", format="%Y-%m-%dT%H:%M", validators=[InputRequired()]
     )
+    include_cancelled = BooleanField("Also cancelled ones (cancelled when it was disabled)")
 
 
 def _csv(value: str | None) -> list[str]:

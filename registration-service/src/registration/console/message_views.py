@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,13 @@ from werkzeug.wrappers import Response as BaseResponse
 from registration.console.blueprint import back, bp, viewer
 from registration.runtime import runtime
 from registration.services import deliveries, endpoints, replays
-from registration.services.deliveries import DeliveryView, Window
+from registration.services.deliveries import (
+    PAYLOAD_FIELD_PATTERN,
+    DeliverySearch,
+    DeliveryView,
+    Window,
+    payload_containment,
+)
 from registration.services.errors import DomainError
 from webhooks_core.models import DeliveryState
 
@@ -33,6 +40,9 @@ class Filters:
     event_id: str | None
     since: str | None
     until: str | None
+    status_code: str | None = None
+    # A payload field and its value, as typed: ``data.person.id=42``.
+    field: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         """The filters by query-string name, for links that keep them."""
@@ -43,7 +53,20 @@ class Filters:
             "event_id": self.event_id,
             "since": self.since,
             "until": self.until,
+            "status_code": self.status_code,
+            "field": self.field,
         }
+
+    @property
+    def search(self) -> DeliverySearch:
+        """The status code and payload field filters as the query service's search."""
+        payload = None
+        if self.field:
+            path, _, value = self.field.partition("=")
+            payload = payload_containment(path.strip(), value.strip())
+        return DeliverySearch(
+            status_code=int(self.status_code) if self.status_code else None, payload=payload
+        )
 
     @property
     def endpoint_id(self) -> uuid.UUID | None:
@@ -85,7 +108,23 @@ def _filters() -> Filters:
         except ValueError:
             flash(f"{label.capitalize()} must be a date and time; it was ignored.", "error")
             since, until = (None, until) if label == "since" else (since, None)
-    return Filters(endpoint, state, event_type, event_id, since, until)
+    status_code, field = _search_filters()
+    return Filters(endpoint, state, event_type, event_id, since, until, status_code, field)
+
+
+def _search_filters() -> tuple[str | None, str | None]:
+    """The status code and payload field of the query string; bad ones dropped with a note."""
+    status_code = (request.args.get("status_code") or "").strip() or None
+    field = (request.args.get("field") or "").strip() or None
+    if status_code is not None and not (status_code.isdigit() and 100 <= int(status_code) <= 599):
+        flash("The status code must be a number from 100 to 599; it was ignored.", "error")
+        status_code = None
+    if field is not None:
+        path, sep, _ = field.partition("=")
+        if not sep or not re.fullmatch(PAYLOAD_FIELD_PATTERN, path.strip()):
+            flash("Search a payload field as path=value, like data.person.id=42.", "error")
+            field = None
+    return status_code, field
 
 
 def _endpoint_urls() -> dict[uuid.UUID, str]:
@@ -128,6 +167,7 @@ def deliveries_list() -> str:
         event_id=filters.event_id,
         window=filters.window,
         undelivered=undelivered,
+        search=filters.search,
         limit=PAGE_SIZE,
         cursor=request.args.get("after") or None,
     )

@@ -8,6 +8,8 @@ the ``webhook-id`` users see in their receivers' logs.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from registration.services.errors import NotFound
+from registration.services.errors import InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
 from webhooks_core.messages.envelope import utcnow
@@ -44,6 +46,68 @@ class Window:
         if self.until is not None:
             query = query.where(column < self.until)
         return query
+
+
+@dataclass(frozen=True)
+class DeliverySearch:
+    """Search filters of the deliveries list beyond state, endpoint and type.
+
+    ``status_code`` is the last attempt's; ``channel`` one of the message's channels;
+    ``payload`` a JSON object the message's data must contain (``@>``, served by the GIN
+    index on ``messages.payload``), as :func:`payload_containment` builds it from a field
+    path and a value.
+    """
+
+    status_code: int | None = None
+    channel: str | None = None
+    payload: dict[str, Any] | None = None
+
+    def apply(self, query: Select[Any], application_id: uuid.UUID | None) -> Select[Any]:
+        if self.status_code is not None:
+            query = query.where(Delivery.last_status_code == self.status_code)
+        messages = []
+        if self.channel is not None:
+            messages.append(Message.channels.any_() == self.channel)
+        if self.payload is not None:
+            messages.append(Message.payload.contains(self.payload))
+        if messages:
+            if application_id is not None:
+                # The caller's messages and the broadcasts (the delivery scope keeps only
+                # deliveries to the caller's endpoints).
+                messages.append(
+                    or_(Message.application_id == application_id, Message.application_id.is_(None))
+                )
+            query = query.where(Delivery.message_id.in_(select(Message.id).where(*messages)))
+        return query
+
+
+# A payload field path: dotted names (``data.person.id``).
+PAYLOAD_FIELD_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+
+
+def payload_containment(field: str, value: str) -> dict[str, Any]:
+    """``data.person.id`` and ``42`` as ``{"person": {"id": 42}}``.
+
+    The path is dotted, with or without the leading ``data.`` (the message's data is what is
+    stored); the value is read as JSON when it is JSON (``42``, ``true``, ``"42"``), else
+    taken as a string.
+    """
+    parts = field.split(".")
+    if parts and parts[0] == "data":
+        parts = parts[1:]
+    if not parts or not re.fullmatch(PAYLOAD_FIELD_PATTERN, field):
+        raise InvalidField(
+            "must be a dotted path into the data, e.g. data.person.id", field="payload_field"
+        )
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        parsed = value
+    contained: Any = parsed
+    for name in reversed(parts):
+        contained = {name: contained}
+    result: dict[str, Any] = contained
+    return result
 
 
 @dataclass(frozen=True)
@@ -210,6 +274,7 @@ def list_deliveries(
     event_id: str | None = None,
     window: Window = Window(),
     undelivered: bool = False,
+    search: DeliverySearch = DeliverySearch(),
     limit: int,
     cursor: str | None,
 ) -> Page[DeliveryView]:
@@ -228,7 +293,7 @@ def list_deliveries(
         query = query.where(
             Delivery.message_id.in_(select(Message.id).where(Message.event_id == event_id))
         )
-    query = window.apply(query, Delivery.created_at)
+    query = search.apply(window.apply(query, Delivery.created_at), application_id)
 
     def work(session: Session) -> Page[DeliveryView]:
         page = paginate(
@@ -262,17 +327,27 @@ def list_attempts(
     delivery_id: int | None = None,
     endpoint_id: uuid.UUID | None = None,
     outcome: str | None = None,
+    status_code: int | None = None,
+    event_type: str | None = None,
     window: Window = Window(),
     limit: int,
     cursor: str | None,
 ) -> Page[Attempt]:
-    """Attempts, newest first, of one delivery or of an application's endpoints."""
+    """Attempts, newest first, of one delivery or of an application's endpoints.
+
+    With ``endpoint_id`` and ``status_code`` the index on (endpoint, status code, start)
+    reads exactly one page.
+    """
     query = select(Attempt)
-    if application_id is not None:
-        owned = select(Delivery.id).where(
-            Delivery.id == Attempt.delivery_id, Delivery.application_id == application_id
-        )
+    if application_id is not None or event_type is not None:
+        owned = select(Delivery.id).where(Delivery.id == Attempt.delivery_id)
+        if application_id is not None:
+            owned = owned.where(Delivery.application_id == application_id)
+        if event_type is not None:
+            owned = owned.where(Delivery.event_type == event_type)
         query = query.where(owned.exists())
+    if status_code is not None:
+        query = query.where(Attempt.status_code == status_code)
     if delivery_id is not None:
         query = query.where(Attempt.delivery_id == delivery_id)
     if endpoint_id is not None:

@@ -18,6 +18,7 @@ from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
 from webhooks_core.endpoints.disable import disable_endpoint
+from webhooks_core.endpoints.pause import pause_endpoint, resume_endpoint
 from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import (
     Application,
@@ -269,6 +270,29 @@ def set_enabled(
             )
             session.refresh(endpoint)
         session.flush()
+        return endpoint
+
+    return run_transaction(sessions, work)
+
+
+def set_paused(
+    sessions: sessionmaker[Session],
+    app_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    *,
+    paused: bool,
+) -> Endpoint:
+    """Pause (hold deliveries) or resume (send the held ones, oldest first) an endpoint.
+
+    The rules are :mod:`webhooks_core.endpoints.pause`; pausing a paused endpoint, or
+    resuming one that is not, changes nothing.
+    """
+
+    def work(session: Session) -> Endpoint:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        change = pause_endpoint if paused else resume_endpoint
+        if change(session, endpoint.id, utcnow()):
+            session.refresh(endpoint)
         return endpoint
 
     return run_transaction(sessions, work)

@@ -22,7 +22,7 @@ from registration.services.deliveries import find_message
 from registration.services.errors import Conflict, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
-from webhooks_core.deliveries.states import FAILED_STATES, REPLAYABLE_STATES
+from webhooks_core.deliveries.states import FAILED_STATES, RECOVERABLE_STATES, REPLAYABLE_STATES
 from webhooks_core.models import (
     Application,
     DeadLetter,
@@ -183,8 +183,14 @@ def recover_endpoint(
     since: datetime,
     until: datetime | None,
     requested_by: str,
+    include_cancelled: bool = False,
 ) -> Replay:
-    """Resend every failed (dead or retrying) delivery of an endpoint created since ``since``."""
+    """Resend every failed (dead or retrying) delivery of an endpoint created since ``since``.
+
+    With ``include_cancelled`` the deliveries cancelled when the endpoint was disabled (or
+    answered 410) come back too: the way to recover what a disable cancelled, once the
+    endpoint is enabled again.
+    """
 
     def work(session: Session) -> Replay:
         endpoint = session.scalar(
@@ -200,7 +206,7 @@ def recover_endpoint(
             raise Conflict("the endpoint is disabled; enable it before recovering")
         conditions = [
             Delivery.endpoint_id == endpoint_id,
-            Delivery.state.in_(FAILED_STATES),
+            Delivery.state.in_(RECOVERABLE_STATES if include_cancelled else FAILED_STATES),
             Delivery.created_at >= since,
         ]
         if until is not None:
@@ -210,7 +216,12 @@ def recover_endpoint(
             session,
             kind="recover",
             application_id=application_id,
-            criteria={"endpoint_id": endpoint_id, "since": since.isoformat(), "until": until},
+            criteria={
+                "endpoint_id": endpoint_id,
+                "since": since.isoformat(),
+                "until": until,
+                "include_cancelled": include_cancelled,
+            },
             requested_by=requested_by,
             requeued=len(requeued),
         )

@@ -77,7 +77,8 @@ def read_capacity(
     """The :class:`Capacity` from rows of ``(kind, id, batches, limit)``.
 
     ``kind`` is ``'endpoint'`` (batches in flight and its limit), ``'application'`` (batches
-    in flight and its limit) or ``'open'`` (a breaker-open endpoint).
+    in flight and its limit) or ``'open'`` (a breaker-open or paused endpoint: its due rows are
+    left alone).
     """
     in_flight: dict[uuid.UUID, int] = {}
     at_limit: set[uuid.UUID] = set()

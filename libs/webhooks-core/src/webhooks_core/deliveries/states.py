@@ -51,6 +51,9 @@ REPLAYABLE_STATES = (
 )
 # What "recover" picks up: deliveries that failed (dead, or failing and waiting to retry).
 FAILED_STATES = (DeliveryState.DEAD, DeliveryState.RETRYING)
+# What "recover" with ``include_cancelled`` picks up: the failed ones and the cancelled ones
+# (their endpoint was disabled or answered 410), once the endpoint is enabled again.
+RECOVERABLE_STATES = (*FAILED_STATES, DeliveryState.CANCELLED)
 
 _S = DeliveryState
 TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {

@@ -16,6 +16,7 @@ from webhooks_core.models.delivery import (
 from webhooks_core.models.endpoint import Endpoint, EndpointKind, EndpointSecret
 from webhooks_core.models.event_type import EventType
 from webhooks_core.models.message import IdempotencyKey, Message
+from webhooks_core.models.statistics import AttemptStat, MessageStat
 
 __all__ = [
     "DUE_STATES",
@@ -23,6 +24,7 @@ __all__ = [
     "ApiToken",
     "Application",
     "Attempt",
+    "AttemptStat",
     "Base",
     "DeadLetter",
     "Delivery",
@@ -34,6 +36,7 @@ __all__ = [
     "EventType",
     "IdempotencyKey",
     "Message",
+    "MessageStat",
     "Replay",
     "cancel_open_deliveries",
 ]

@@ -134,6 +134,8 @@ class Attempt(Base):
     __table_args__ = (
         Index("ix_attempts_delivery_started", "delivery_id", "started_at"),
         Index("ix_attempts_endpoint_started", "endpoint_id", "started_at"),
+        # Search: an endpoint's attempts with one status code, newest first, one page read.
+        Index("ix_attempts_endpoint_status_started", "endpoint_id", "status_code", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

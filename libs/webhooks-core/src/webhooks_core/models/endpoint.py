@@ -56,6 +56,8 @@ class Endpoint(Base):
             "circuit_open_until",
             postgresql_where=text("circuit_open_until IS NOT NULL"),
         ),
+        # The claim reads paused endpoints with open breakers on every cycle (a BitmapOr).
+        Index("ix_endpoints_paused", "paused_at", postgresql_where=text("paused_at IS NOT NULL")),
         CheckConstraint("kind IN ('subscription', 'relay')", name="kind"),
     )
 
@@ -77,6 +79,9 @@ class Endpoint(Base):
     enabled: Mapped[bool] = mapped_column(server_default=text("true"), default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None] = mapped_column(
+        comment="paused: deliveries accepted and held, none sent (endpoints.pause)"
+    )
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", server_default=text("'{}'::jsonb"), default=dict
     )

@@ -31,6 +31,13 @@ class Message(Base):
         Index("ix_messages_application_created", "application_id", "created_at"),
         Index("ix_messages_event_type_created", "event_type", "created_at"),
         Index("ix_messages_created_at", "created_at"),
+        # Search by a field of the payload: containment (payload @> '{"person": {"id": 7}}').
+        Index(
+            "ix_messages_payload",
+            "payload",
+            postgresql_using="gin",
+            postgresql_ops={"payload": "jsonb_path_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
