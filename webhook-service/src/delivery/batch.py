@@ -12,7 +12,9 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from delivery.clock import Clock
+from delivery.oauth import OAuthCredentials
 from delivery.sender import Sender
+from delivery.tls import TLSCredentials
 from webhooks_core.settings import Settings
 
 
@@ -79,6 +81,8 @@ class BatchEndpoint:
     last_success_at: datetime | None
     keys: list[bytes]
     problem: str | None = None  # why none of its requests can be built
+    oauth: OAuthCredentials | None = None  # delivery.credentials sends when either is set
+    tls: TLSCredentials | None = None
 
 
 @dataclass

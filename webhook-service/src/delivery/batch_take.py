@@ -20,7 +20,9 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import BatchEndpoint, DeliveryRuntime, Leased
+from delivery.oauth import OAuthCredentials
 from delivery.sender import url_problem
+from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
 from webhooks_core.signing import secret_key
 
@@ -55,6 +57,9 @@ _TAKE = text(
                e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
                e.consecutive_failures, e.failing_since, e.circuit_open_until,
                e.last_success_at,
+               e.oauth_token_url, e.oauth_client_id, e.oauth_client_secret, e.oauth_scopes,
+               e.oauth_audience, e.oauth_auth_method, e.tls_client_certificate,
+               e.tls_client_key, e.tls_ca_bundle, e.tls_certificate_expires_at,
                coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
@@ -70,7 +75,13 @@ _TAKE = text(
            e.headers AS e_headers, e.active AS e_active, e.retry_schedule AS e_retry_schedule,
            e.consecutive_failures AS e_consecutive_failures,
            e.failing_since AS e_failing_since, e.circuit_open_until AS e_circuit_open_until,
-           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets
+           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets,
+           e.oauth_token_url AS e_oauth_token_url, e.oauth_client_id AS e_oauth_client_id,
+           e.oauth_client_secret AS e_oauth_client_secret, e.oauth_scopes AS e_oauth_scopes,
+           e.oauth_audience AS e_oauth_audience, e.oauth_auth_method AS e_oauth_auth_method,
+           e.tls_client_certificate AS e_tls_client_certificate,
+           e.tls_client_key AS e_tls_client_key, e.tls_ca_bundle AS e_tls_ca_bundle,
+           e.tls_certificate_expires_at AS e_tls_certificate_expires_at
     FROM batch_lock b
          LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
                     AS nth FROM leased) l ON true
@@ -183,8 +194,36 @@ def take(
                 last_success_at=row.e_last_success_at,
                 keys=keys,
                 problem=problem,
+                oauth=_oauth(row),
+                tls=_tls(row),
             )
     return leased, endpoints
+
+
+def _oauth(row: Any) -> OAuthCredentials | None:
+    """The endpoint's OAuth client credentials, when it has them (all columns are set)."""
+    if row.e_oauth_token_url is None or row.e_oauth_client_secret is None:
+        return None
+    return OAuthCredentials(
+        token_url=row.e_oauth_token_url,
+        client_id=row.e_oauth_client_id or "",
+        sealed_client_secret=row.e_oauth_client_secret,
+        scopes=tuple(row.e_oauth_scopes or ()),
+        audience=row.e_oauth_audience,
+        auth_method=row.e_oauth_auth_method or "client_secret_basic",
+    )
+
+
+def _tls(row: Any) -> TLSCredentials | None:
+    """The endpoint's client certificate and CA bundle, when it has either."""
+    if row.e_tls_ca_bundle is None and row.e_tls_client_certificate is None:
+        return None
+    return TLSCredentials(
+        client_certificate=row.e_tls_client_certificate,
+        sealed_client_key=row.e_tls_client_key,
+        ca_bundle=row.e_tls_ca_bundle,
+        certificate_expires_at=row.e_tls_certificate_expires_at,
+    )
 
 
 def _message_problem(payload: str, unreadable_occurred_at: str | None) -> tuple[Any, str | None]:

@@ -222,6 +222,13 @@ class DatabaseGauges(Collector):
                     " AND failing_since IS NOT NULL"
                 )
             ).one()
+            certificate_expiry = conn.execute(
+                text(
+                    "SELECT extract(epoch FROM min(tls_certificate_expires_at) - now())"
+                    " FROM endpoints WHERE deleted_at IS NULL AND enabled"
+                    " AND tls_certificate_expires_at IS NOT NULL"
+                )
+            ).scalar()
         states = {state: int(health.get(state, 0)) for state in HEALTH_STATES}
         auto_disable_in = None
         if first_failing is not None:
@@ -241,6 +248,7 @@ class DatabaseGauges(Collector):
             },
             "disabled": states["disabled"],
             "auto_disable_in": auto_disable_in,
+            "certificate_expiry": None if certificate_expiry is None else float(certificate_expiry),
         }
 
     def collect(self) -> Iterable[Metric]:
@@ -306,6 +314,13 @@ class DatabaseGauges(Collector):
         )
         if values["auto_disable_in"] is not None:
             auto_disable.add_metric([], values["auto_disable_in"])
+        certificates = GaugeMetricFamily(
+            "webhooks_endpoints_client_certificate_expiry_seconds",
+            "Seconds until the first client certificate (mutual TLS) of an enabled endpoint"
+            " expires, negative once expired (no sample when no endpoint has one).",
+        )
+        if values["certificate_expiry"] is not None:
+            certificates.add_metric([], values["certificate_expiry"])
         duration.add_metric([], time.perf_counter() - started)
         return [
             up,
@@ -317,6 +332,7 @@ class DatabaseGauges(Collector):
             disabled,
             health,
             auto_disable,
+            certificates,
             duration,
         ]
 

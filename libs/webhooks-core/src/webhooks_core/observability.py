@@ -120,7 +120,7 @@ OUTBOX_PUBLISHED = Counter(
 ATTEMPTS = Counter(
     "webhooks_delivery_attempts_total",
     "HTTP delivery attempts by outcome: success, http_4xx, http_5xx, timeout, "
-    "connect_error, blocked, too_large, error.",
+    "connect_error, blocked, too_large, auth_error (no OAuth token), error.",
     ["outcome"],
 )
 ATTEMPT_DURATION = Histogram(
@@ -165,7 +165,7 @@ IN_FLIGHT = Gauge(
 # event (Prometheus cannot tell "never happened" from "not exported").
 ATTEMPT_OUTCOMES = (
     "success", "http_3xx", "http_4xx", "http_5xx", "timeout", "connect_error", "blocked",
-    "too_large", "error",
+    "too_large", "auth_error", "error",
 )  # fmt: skip
 for _outcome in ATTEMPT_OUTCOMES:
     ATTEMPTS.labels(_outcome)

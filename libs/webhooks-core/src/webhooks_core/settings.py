@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,7 +64,7 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
         "application_max_in_flight", "lease_seconds", "max_lease_expiries",
         "auto_disable_after_seconds", "retry_after_max_seconds", "other_status_policy",
         "circuit_breaker_threshold", "circuit_breaker_cooldown_seconds", "delivery_batch_size",
-        "scheduler_claim_limit", "scheduler_poll_seconds",
+        "scheduler_claim_limit", "scheduler_poll_seconds", "egress_proxy",
     ),
     # The people demo and the outbox relay (event-producer).
     "producer": (
@@ -132,6 +133,11 @@ class Settings(BaseSettings):
     delivery_batch_size: int = Field(default=50, ge=1, le=1000)
     scheduler_claim_limit: int = Field(default=1000, ge=1)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # Every request of the workers (webhooks and OAuth token requests) goes through this
+    # forward proxy when set: ``http://[user:password@]host:port``.  HTTPS targets through
+    # an HTTP CONNECT tunnel, plain HTTP ones forwarded.  The target is still resolved and
+    # checked here, and the proxy is given the checked address (docs/security.md).
+    egress_proxy: str | None = None
 
     # Test switches (see TEST_SWITCHES): honoured only with WEBHOOKS_TESTING=1.
     testing: bool = False
@@ -158,6 +164,22 @@ class Settings(BaseSettings):
     def _networks_parse(cls, value: list[str]) -> list[str]:
         for network in value:
             ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _proxy_is_a_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ValueError("must be http://host:port or https://host:port")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be the proxy's address only (no path or query)")
         return value
 
     @field_validator("retry_schedule", mode="before")

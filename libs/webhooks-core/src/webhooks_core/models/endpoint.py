@@ -91,6 +91,20 @@ class Endpoint(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(
         comment="soft delete: deliveries stay queryable, cancelled"
     )
+    # OAuth 2.0 client credentials (webhooks_core.endpoints.credentials); all set or none.
+    oauth_token_url: Mapped[str | None] = mapped_column(Text)
+    oauth_client_id: Mapped[str | None] = mapped_column(Text)
+    oauth_client_secret: Mapped[str | None] = mapped_column(Text, comment="sealed")
+    oauth_scopes: Mapped[list[str] | None]
+    oauth_audience: Mapped[str | None] = mapped_column(Text)
+    oauth_auth_method: Mapped[str | None] = mapped_column(String(32))
+    # Mutual TLS: a client certificate with its key, and/or a CA bundle for the server.
+    tls_client_certificate: Mapped[str | None] = mapped_column(Text, comment="PEM")
+    tls_client_key: Mapped[str | None] = mapped_column(Text, comment="PEM, sealed")
+    tls_ca_bundle: Mapped[str | None] = mapped_column(Text, comment="PEM")
+    tls_certificate_expires_at: Mapped[datetime | None] = mapped_column(
+        comment="the client certificate's notAfter (metrics and alerts)"
+    )
 
     secrets: Mapped[list[EndpointSecret]] = relationship(
         back_populates="endpoint",
