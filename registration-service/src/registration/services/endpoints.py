@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from registration.services.endpoint_credentials import credential_columns
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
@@ -117,13 +118,18 @@ def upsert_endpoint(
         "retry_schedule": fields.get("retry_schedule"),
         "metadata": fields.get("metadata") or {},
     }
+    # A POST defines the endpoint: its credentials come whole (no stored secret is kept).
+    credentials = credential_columns(settings, fields, None)
+    values.update(credentials)
     with transaction(sessions) as session:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
         _check_event_types(session, event_types)
         table = Endpoint.__table__
         statement = insert(table).values(id=uuid.uuid4(), **values)  # type: ignore[arg-type]
-        changed: dict[str, Any] = {key: statement.excluded[key] for key in values if key in fields}
+        changed: dict[str, Any] = {
+            key: statement.excluded[key] for key in values if key in fields or key in credentials
+        }
         changed["updated_at"] = func.now()
         upsert = statement.on_conflict_do_update(
             index_elements=["application_id", "url", "event_types"],
@@ -199,6 +205,8 @@ def update_endpoint(
             for field in _MUTABLE:
                 if field in changes:
                     setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
+            for column, value in credential_columns(settings, changes, endpoint).items():
+                setattr(endpoint, column, value)
             session.flush()
             return endpoint
     except IntegrityError:
