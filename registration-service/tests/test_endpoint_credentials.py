@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 HOOK = "https://127.0.0.1:9/hook"
-SECRET = "oauth-client-secret-value-0123456789"  # noqa: S105
+SECRET = "oauth-client-secret-value-0123456789"
 
 
 @pytest.fixture(scope="module")
