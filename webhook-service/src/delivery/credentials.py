@@ -98,18 +98,18 @@ def _with_token(request: OutboundRequest, token: str) -> OutboundRequest:
 
 
 def _explained(result: SendResult, tls: TLSCredentials | None) -> SendResult:
-    """Add why a TLS failure happened when the client certificate has expired."""
-    if (
-        tls is None
-        or result.error is None
-        or "TLS" not in result.error
-        or tls.certificate_expires_at is None
-        or tls.certificate_expires_at > datetime.now(UTC)
-    ):
+    """Say what the endpoint's TLS settings have to do with a failed TLS handshake.
+
+    A server that refuses a client certificate (or its absence) after a TLS 1.3 handshake
+    often just closes the connection: the error alone would not say why.
+    """
+    if tls is None or result.error is None or "TLS" not in result.error:
         return result
-    expired = tls.certificate_expires_at.isoformat()
-    return dataclasses.replace(
-        result,
-        error=f"{result.error}; the endpoint's client certificate expired at {expired}: "
-        "give it a current one",
-    )
+    if tls.client_certificate is None:
+        hint = "the server may require a client certificate: this endpoint has none"
+    elif tls.certificate_expires_at is not None and tls.certificate_expires_at <= datetime.now(UTC):
+        expired = tls.certificate_expires_at.isoformat()
+        hint = f"the endpoint's client certificate expired at {expired}: give it a current one"
+    else:
+        return result
+    return dataclasses.replace(result, error=f"{result.error}; {hint}")
