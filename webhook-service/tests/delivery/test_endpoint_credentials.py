@@ -26,7 +26,7 @@ from sqlalchemy import select
 from webhooks_core.endpoints.credentials import certificate_info, seal_secret
 from webhooks_core.models import Attempt
 
-CLIENT_SECRET = "s3cret: with/odd+chars"  # noqa: S105 - form-encoded in Basic auth
+CLIENT_SECRET = "s3cret: with/odd+chars"
 
 
 # --- a token server ----------------------------------------------------------------------
