@@ -326,9 +326,10 @@ class HttpSender:
             self._proxy = urllib3.util.parse_url(self.settings.egress_proxy)
             if self._proxy.auth:
                 user, _, password = self._proxy.auth.partition(":")
-                self._proxy_headers = urllib3.make_headers(
+                basic = urllib3.make_headers(
                     proxy_basic_auth=f"{unquote(user)}:{unquote(password)}"
                 )
+                self._proxy_headers = {"Proxy-Authorization": basic["proxy-authorization"]}
 
     # Resolution and the SSRF check -------------------------------------------------
 
