@@ -29,7 +29,7 @@ from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from delivery.sender import USER_AGENT, OutboundRequest, Sender
-from webhooks_core.endpoints.credentials import unseal_secret
+from webhooks_core.endpoints.authentication import unseal_secret
 
 # A token response is a small JSON object; a JWT access token fits many times over.
 TOKEN_RESPONSE_MAX_BYTES = 64 * 1024

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from webhooks_core.endpoints.credentials import unseal_secret
+from webhooks_core.endpoints.authentication import unseal_secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import trustme
 from delivery.oauth import OAuthCredentials, TokenCache
 from delivery.sender import HttpSender, OutboundRequest
 from delivery.tls import TLSCredentials, endpoint_tls
-from webhooks_core.endpoints.credentials import seal_secret
+from webhooks_core.endpoints.authentication import seal_secret
 from webhooks_core.settings import Settings
 
 

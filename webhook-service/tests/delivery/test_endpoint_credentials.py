@@ -23,7 +23,7 @@ import pytest
 import trustme
 from sqlalchemy import select
 
-from webhooks_core.endpoints.credentials import certificate_info, seal_secret
+from webhooks_core.endpoints.authentication import certificate_info, seal_secret
 from webhooks_core.models import Attempt
 
 CLIENT_SECRET = "s3cret: with/odd+chars"

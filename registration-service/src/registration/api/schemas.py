@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from registration.runtime import runtime
-from webhooks_core.endpoints.credentials import (
+from webhooks_core.endpoints.authentication import (
     PEM_MAX_CHARS,
     CredentialProblem,
     OAuthAuthMethod,

@@ -1,6 +1,6 @@
 """An endpoint's OAuth client credentials and TLS settings, from the API's input to columns.
 
-The rules are :mod:`webhooks_core.endpoints.credentials` (what a certificate, a key and a
+The rules are :mod:`webhooks_core.endpoints.authentication` (what a certificate, a key and a
 CA bundle must be; how secrets are sealed); this module applies them to a request and says
 which input field is wrong.  Secrets are sealed here, before anything is stored.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from registration.services.errors import InvalidField
-from webhooks_core.endpoints.credentials import (
+from webhooks_core.endpoints.authentication import (
     CredentialProblem,
     check_ca_bundle,
     check_client_certificate,

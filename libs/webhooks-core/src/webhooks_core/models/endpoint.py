@@ -91,7 +91,7 @@ class Endpoint(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(
         comment="soft delete: deliveries stay queryable, cancelled"
     )
-    # OAuth 2.0 client credentials (webhooks_core.endpoints.credentials); all set or none.
+    # OAuth 2.0 client credentials (webhooks_core.endpoints.authentication); all set or none.
     oauth_token_url: Mapped[str | None] = mapped_column(Text)
     oauth_client_id: Mapped[str | None] = mapped_column(Text)
     oauth_client_secret: Mapped[str | None] = mapped_column(Text, comment="sealed")
