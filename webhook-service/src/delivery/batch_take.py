@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from delivery.batch import BatchEndpoint, DeliveryRuntime, Leased
 from delivery.sender import url_problem
 from webhooks_core.deliveries.states import SENDING_SQL
+from webhooks_core.endpoints import credentials
+from webhooks_core.endpoints.sealing import SealingError, unseal
 from webhooks_core.signing import secret_key
 
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
@@ -54,7 +56,7 @@ _TAKE = text(
         SELECT e.id, e.application_id, e.url, CAST(e.headers AS text) AS headers,
                e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
                e.consecutive_failures, e.failing_since, e.circuit_open_until,
-               e.last_success_at,
+               e.last_success_at, e.sealed_headers, e.auth,
                coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
@@ -70,7 +72,8 @@ _TAKE = text(
            e.headers AS e_headers, e.active AS e_active, e.retry_schedule AS e_retry_schedule,
            e.consecutive_failures AS e_consecutive_failures,
            e.failing_since AS e_failing_since, e.circuit_open_until AS e_circuit_open_until,
-           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets
+           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets,
+           e.sealed_headers AS e_sealed_headers, e.auth AS e_auth
     FROM batch_lock b
          LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
                     AS nth FROM leased) l ON true
@@ -169,7 +172,9 @@ def take(
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)
         if row.e_id is not None and row.e_id not in endpoints:
-            headers, keys, problem = _endpoint_problem(row.e_url, row.e_headers, row.e_secrets)
+            headers, keys, problem = _endpoint_problem(
+                row.e_url, row.e_headers, row.e_secrets, row.e_sealed_headers, row.e_auth
+            )
             endpoints[row.e_id] = BatchEndpoint(
                 id=row.e_id,
                 application_id=row.e_application_id,
@@ -206,9 +211,17 @@ FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _endpoint_problem(
-    url: str, headers_json: str | None, secrets: list[str]
+    url: str,
+    headers_json: str | None,
+    secrets: list[str],
+    sealed_headers: str | None,
+    auth: str | None,
 ) -> tuple[dict[str, str], list[bytes], str | None]:
-    """The endpoint's custom headers and signing keys, and why no request can be built."""
+    """The endpoint's request headers and signing keys, and why no request can be built.
+
+    Sealed values are unsealed here, once per endpoint per batch (and decrypted once per
+    process: :func:`webhooks_core.endpoints.sealing.unseal` caches by stored value).
+    """
     problem = url_problem(url)
     if problem is not None:
         return {}, [], f"the endpoint's URL cannot be used ({problem})"
@@ -221,6 +234,10 @@ def _endpoint_problem(
     ):
         shown = "null" if headers is None else type(headers).__name__
         return {}, [], f"the endpoint's custom headers are not an object of strings ({shown})"
+    try:
+        headers = credentials.request_headers(headers, sealed_headers, auth)
+    except (SealingError, ValueError, KeyError, TypeError) as exc:
+        return {}, [], f"the endpoint's credentials cannot be unsealed ({exc})"
     for name, value in headers.items():
         if not _FIELD_NAME.fullmatch(name):
             return {}, [], f"the endpoint's custom header name {name!r} is not an HTTP token"
@@ -234,7 +251,9 @@ def _endpoint_problem(
     keys: list[bytes] = []
     for secret in secrets:
         try:
-            keys.append(secret_key(secret))
+            keys.append(secret_key(unseal(secret)))
+        except SealingError as exc:
+            return {}, [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
         except ValueError:
             return {}, [], "a signing secret of the endpoint cannot be decoded"
     return headers, keys, None

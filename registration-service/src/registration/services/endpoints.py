@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
+from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.endpoints.disable import disable_endpoint
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import (
@@ -34,7 +35,6 @@ _UPSERT_KEY_WHERE = text("kind = 'subscription' AND deleted_at IS NULL")
 _MUTABLE = (
     "description",
     "channels",
-    "headers",
     "rate_limit",
     "max_in_flight",
     "retry_schedule",
@@ -105,17 +105,23 @@ def upsert_endpoint(
     if secret is not None and not is_valid_secret(secret):
         raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="secret")
     event_types = normalize_event_types(fields.get("event_types") or [])
+    plain_headers, sensitive_headers = credentials.split_headers(fields.get("headers") or {})
+    conflict = credentials.header_conflict(list(fields.get("headers") or {}), fields.get("auth"))
+    if conflict is not None:
+        raise InvalidField(conflict, field="auth")
     values: dict[str, Any] = {
         "application_id": app_id,
         "url": fields["url"],
         "event_types": event_types,
         "description": fields.get("description") or "",
         "channels": fields.get("channels"),
-        "headers": fields.get("headers") or {},
+        "headers": plain_headers,
+        "sealed_headers": credentials.seal_json(sensitive_headers),
         "rate_limit": fields.get("rate_limit"),
         "max_in_flight": fields.get("max_in_flight"),
         "retry_schedule": fields.get("retry_schedule"),
         "metadata": fields.get("metadata") or {},
+        "auth": credentials.seal_json(fields.get("auth")),
     }
     with transaction(sessions) as session:
         if session.get(Application, app_id) is None:
@@ -123,7 +129,8 @@ def upsert_endpoint(
         _check_event_types(session, event_types)
         table = Endpoint.__table__
         statement = insert(table).values(id=uuid.uuid4(), **values)  # type: ignore[arg-type]
-        changed: dict[str, Any] = {key: statement.excluded[key] for key in values if key in fields}
+        given = {*fields, *(("sealed_headers",) if "headers" in fields else ())}
+        changed: dict[str, Any] = {key: statement.excluded[key] for key in values if key in given}
         changed["updated_at"] = func.now()
         upsert = statement.on_conflict_do_update(
             index_elements=["application_id", "url", "event_types"],
@@ -132,7 +139,9 @@ def upsert_endpoint(
         ).returning(table.c.id, text("xmax = 0 AS inserted"))
         endpoint_id, created = session.execute(upsert).one()
         if created:
-            session.add(EndpointSecret(endpoint_id=endpoint_id, secret=secret or new_secret()))
+            session.add(
+                EndpointSecret(endpoint_id=endpoint_id, secret=sealing.seal(secret or new_secret()))
+            )
         elif secret is not None:
             _rotate(session, settings, endpoint_id, secret, "secret")
         session.flush()
@@ -196,6 +205,12 @@ def update_endpoint(
                 names = normalize_event_types(changes["event_types"] or [])
                 _check_event_types(session, names)
                 endpoint.event_types = names
+            if "headers" in changes:
+                _set_headers(endpoint, changes["headers"] or {})
+            if "auth" in changes:
+                auth = credentials.keep_masked(changes["auth"], endpoint.auth)
+                endpoint.auth = credentials.seal_json(auth)
+            _check_credentials(endpoint)
             for field in _MUTABLE:
                 if field in changes:
                     setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
@@ -206,6 +221,28 @@ def update_endpoint(
             "another endpoint of this application has this URL and these event types",
             field="url",
         ) from None
+
+
+def _set_headers(endpoint: Endpoint, headers: dict[str, str]) -> None:
+    """Store ``headers``: the plain ones as they are, those carrying credentials sealed.
+
+    A sensitive header sent back as the API showed it (masked) keeps its stored value, so
+    that an edit form filled from a read does not overwrite a credential with its mask.
+    """
+    plain, sensitive = credentials.split_headers(headers)
+    stored = credentials.unseal_json(endpoint.sealed_headers)
+    for name, value in sensitive.items():
+        if name in stored and value == credentials.mask(stored[name]):
+            sensitive[name] = stored[name]
+    endpoint.headers = plain
+    endpoint.sealed_headers = credentials.seal_json(sensitive)
+
+
+def _check_credentials(endpoint: Endpoint) -> None:
+    names = list(credentials.unseal_json(endpoint.sealed_headers))
+    conflict = credentials.header_conflict(names, credentials.unseal_json(endpoint.auth))
+    if conflict is not None:
+        raise InvalidField(conflict, field="auth")
 
 
 def delete_endpoint(
@@ -267,8 +304,10 @@ def _active_secrets(session: Session, endpoint_id: uuid.UUID) -> list[EndpointSe
 
 def _view(secrets: list[EndpointSecret]) -> SecretView:
     current = next(s for s in secrets if s.expires_at is None)
-    previous = [(s.secret, s.expires_at) for s in secrets if s.expires_at is not None]
-    return SecretView(current.secret, previous)
+    previous = [
+        (sealing.unseal(s.secret), s.expires_at) for s in secrets if s.expires_at is not None
+    ]
+    return SecretView(sealing.unseal(current.secret), previous)
 
 
 def get_secret(
@@ -295,7 +334,7 @@ def _rotate(
     if key is not None:
         wanted = secret_key(key)
         for known in active:
-            if not hmac.compare_digest(secret_key(known.secret), wanted):
+            if not hmac.compare_digest(secret_key(sealing.unseal(known.secret)), wanted):
                 continue
             if known.expires_at is None:
                 return
@@ -316,7 +355,7 @@ def _rotate(
         .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at.is_(None))
         .values(expires_at=grace_end)
     )
-    session.add(EndpointSecret(endpoint_id=endpoint_id, secret=key or new_secret()))
+    session.add(EndpointSecret(endpoint_id=endpoint_id, secret=sealing.seal(key or new_secret())))
 
 
 def rotate_secret(
