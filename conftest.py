@@ -8,6 +8,7 @@ real workers in other threads and processes must see what a test commits).
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import make_engine, make_session_factory
+from webhooks_core.endpoints import sealing
 from webhooks_core.migrations import upgrade
 from webhooks_core.models import Base
 from webhooks_core.settings import Settings
@@ -29,6 +31,10 @@ TEST_BROKER_URL = os.environ.get(
     "WEBHOOKS_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/webhooks_test"
 )
 ADMIN_TOKEN = "test-admin-token-0123456789"  # noqa: S105
+# The tests' own sealing key (base64 of 32 fixed bytes), in the environment so that every
+# process a test starts seals and unseals with it.
+TEST_SEALING_KEYS = "test1:" + base64.b64encode(bytes(range(32))).decode()
+os.environ.setdefault("WEBHOOKS_SEALING_KEYS", TEST_SEALING_KEYS)
 
 
 def make_test_settings(**overrides: object) -> Settings:
@@ -46,7 +52,9 @@ def make_test_settings(**overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return make_test_settings()
+    settings = make_test_settings()
+    sealing.install(sealing.KeyRing.from_settings(settings))
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from registration.api.problems import Problem, register_error_handlers, validati
 from registration.console import register_console
 from registration.runtime import Runtime
 from webhooks_core.db import make_engine, make_session_factory
+from webhooks_core.endpoints import sealing
 from webhooks_core.observability import instrument_flask
 from webhooks_core.settings import Settings
 
@@ -28,6 +29,7 @@ platform.  Authenticate with `Authorization: Bearer <token>`: the admin token fr
 def create_app(settings: Settings | None = None) -> ManagementAPI:
     """Build the Flask app; a missing or unreachable database fails here, naming the variable."""
     settings = settings or Settings.from_env()
+    sealing.install(sealing.KeyRing.from_settings(settings))  # unset: fails here, says what
     engine = make_engine(settings, pre_ping=False)  # a dead connection answers 503, see db.py
     app = ManagementAPI(
         __name__,

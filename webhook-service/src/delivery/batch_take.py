@@ -24,6 +24,8 @@ from delivery.oauth import OAuthCredentials
 from delivery.sender import url_problem
 from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
+from webhooks_core.endpoints import credentials
+from webhooks_core.endpoints.sealing import SealingError, unseal
 from webhooks_core.signing import secret_key
 
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
@@ -56,7 +58,7 @@ _TAKE = text(
         SELECT e.id, e.application_id, e.url, CAST(e.headers AS text) AS headers,
                e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
                e.consecutive_failures, e.failing_since, e.circuit_open_until,
-               e.last_success_at,
+               e.last_success_at, e.sealed_headers, e.auth,
                e.oauth_token_url, e.oauth_client_id, e.oauth_client_secret, e.oauth_scopes,
                e.oauth_audience, e.oauth_auth_method, e.tls_client_certificate,
                e.tls_client_key, e.tls_ca_bundle, e.tls_certificate_expires_at,
@@ -76,6 +78,7 @@ _TAKE = text(
            e.consecutive_failures AS e_consecutive_failures,
            e.failing_since AS e_failing_since, e.circuit_open_until AS e_circuit_open_until,
            e.last_success_at AS e_last_success_at, e.secrets AS e_secrets,
+           e.sealed_headers AS e_sealed_headers, e.auth AS e_auth,
            e.oauth_token_url AS e_oauth_token_url, e.oauth_client_id AS e_oauth_client_id,
            e.oauth_client_secret AS e_oauth_client_secret, e.oauth_scopes AS e_oauth_scopes,
            e.oauth_audience AS e_oauth_audience, e.oauth_auth_method AS e_oauth_auth_method,
@@ -180,7 +183,9 @@ def take(
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)
         if row.e_id is not None and row.e_id not in endpoints:
-            headers, keys, problem = _endpoint_problem(row.e_url, row.e_headers, row.e_secrets)
+            headers, keys, problem = _endpoint_problem(
+                row.e_url, row.e_headers, row.e_secrets, row.e_sealed_headers, row.e_auth
+            )
             endpoints[row.e_id] = BatchEndpoint(
                 id=row.e_id,
                 application_id=row.e_application_id,
@@ -245,9 +250,17 @@ FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _endpoint_problem(
-    url: str, headers_json: str | None, secrets: list[str]
+    url: str,
+    headers_json: str | None,
+    secrets: list[str],
+    sealed_headers: str | None,
+    auth: str | None,
 ) -> tuple[dict[str, str], list[bytes], str | None]:
-    """The endpoint's custom headers and signing keys, and why no request can be built."""
+    """The endpoint's request headers and signing keys, and why no request can be built.
+
+    Sealed values are unsealed here, once per endpoint per batch (and decrypted once per
+    process: :func:`webhooks_core.endpoints.sealing.unseal` caches by stored value).
+    """
     problem = url_problem(url)
     if problem is not None:
         return {}, [], f"the endpoint's URL cannot be used ({problem})"
@@ -260,6 +273,10 @@ def _endpoint_problem(
     ):
         shown = "null" if headers is None else type(headers).__name__
         return {}, [], f"the endpoint's custom headers are not an object of strings ({shown})"
+    try:
+        headers = credentials.request_headers(headers, sealed_headers, auth)
+    except (SealingError, ValueError, KeyError, TypeError) as exc:
+        return {}, [], f"the endpoint's credentials cannot be unsealed ({exc})"
     for name, value in headers.items():
         if not _FIELD_NAME.fullmatch(name):
             return {}, [], f"the endpoint's custom header name {name!r} is not an HTTP token"
@@ -273,7 +290,9 @@ def _endpoint_problem(
     keys: list[bytes] = []
     for secret in secrets:
         try:
-            keys.append(secret_key(secret))
+            keys.append(secret_key(unseal(secret)))
+        except SealingError as exc:
+            return {}, [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
         except ValueError:
             return {}, [], "a signing secret of the endpoint cannot be decoded"
     return headers, keys, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from webhooks_core.endpoints import sealing
 from webhooks_core.settings import Settings
 
 TASK_MODULES = ["delivery.tasks", "delivery.tasks.deliver"]
@@ -19,6 +20,8 @@ def create_celery(settings: Settings | None = None, *, ingest: bool = False) -> 
     With ``ingest`` its workers also consume ``webhooks.ingest`` (broker ingestion).
     """
     settings = settings or Settings.from_env()
+    # Its workers unseal endpoint secrets: without the keys it fails here, saying what to set.
+    sealing.install(sealing.KeyRing.from_settings(settings))
     app = Celery("webhooks", broker=settings.broker_url, include=TASK_MODULES)
     app.conf.update(
         task_acks_late=True,

@@ -25,6 +25,7 @@ from delivery.celery_app import create_celery
 from delivery.engine import DeliveryRuntime, deliver_batch
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import accept_message
 from webhooks_core.logging import JsonFormatter, RedactSecrets
@@ -79,7 +80,7 @@ def leased_batch(
             endpoint = Endpoint(application_id=app.id, url=url, retry_schedule=schedule)
             session.add(endpoint)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=endpoint.id, secret=new_secret()))
+            session.add(EndpointSecret(endpoint_id=endpoint.id, secret=seal(new_secret())))
             endpoints[name] = endpoint.id
         envelope = Envelope(type="thing.done", data={"n": 1})
         accept_message(session, envelope, source="http", application_id=app.id)

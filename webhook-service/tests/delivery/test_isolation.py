@@ -28,6 +28,7 @@ from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
 from delivery.scheduling import DELIVER_TASK
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import accept_message
 from webhooks_core.models import (
@@ -121,7 +122,7 @@ def test_one_batch_of_healthy_and_poison_deliveries_of_several_applications(
             row = Endpoint(application_id=app_id, url=url, **fields)
             session.add(row)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=row.id, secret=secret))
+            session.add(EndpointSecret(endpoint_id=row.id, secret=seal(secret)))
             session.flush()
             return row.id
 
@@ -346,7 +347,7 @@ def test_a_value_the_database_refuses_spoils_only_its_own_delivery(
                 row = Endpoint(application_id=app_id, url=f"{server.url}?e={n}")
                 session.add(row)
                 session.flush()
-                session.add(EndpointSecret(endpoint_id=row.id, secret=new_secret()))
+                session.add(EndpointSecret(endpoint_id=row.id, secret=seal(new_secret())))
             for data in ({"n": 1}, {"bad": True}, {"n": 2}):
                 accept_message(
                     session,
@@ -407,7 +408,7 @@ def test_a_sender_that_raises_fails_only_its_own_delivery(
             row = Endpoint(application_id=app_id, url=url)
             session.add(row)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=row.id, secret=new_secret()))
+            session.add(EndpointSecret(endpoint_id=row.id, secret=seal(new_secret())))
         accept_message(
             session, Envelope(type="thing.done", data={}), source="http", application_id=app_id
         )

@@ -22,7 +22,14 @@ from functools import cached_property
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "WEBHOOKS_"
@@ -49,7 +56,7 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     # Every process.
     "core": (
         "database_url", "database_pool_size", "broker_url", "allowed_target_networks",
-        "metrics_host", "metrics_port", "log_format", "log_level",
+        "metrics_host", "metrics_port", "log_format", "log_level", "sealing_keys",
     ),
     # The management API and the console (registration-service).
     "api": (
@@ -64,7 +71,8 @@ FIELD_GROUPS: dict[str, tuple[str, ...]] = {
         "application_max_in_flight", "lease_seconds", "max_lease_expiries",
         "auto_disable_after_seconds", "retry_after_max_seconds", "other_status_policy",
         "circuit_breaker_threshold", "circuit_breaker_cooldown_seconds", "delivery_batch_size",
-        "scheduler_claim_limit", "scheduler_poll_seconds", "egress_proxy",
+        "scheduler_claim_limit", "scheduler_poll_seconds", "reseal_interval_seconds",
+        "egress_proxy",
     ),
     # The people demo and the outbox relay (event-producer).
     "producer": (
@@ -103,6 +111,11 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # Keys that seal endpoint secrets at rest: ``<id>:<base64 of 32 bytes>``, comma-separated,
+    # the first seals (webhooks_core.endpoints.sealing; docs/security.md).  Every process that
+    # reads or writes endpoints needs it and refuses to start without it.
+    sealing_keys: SecretStr | None = None
+
     # Outbound targets: CIDR ranges that are allowed although private or loopback.
     allowed_target_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -133,6 +146,9 @@ class Settings(BaseSettings):
     delivery_batch_size: int = Field(default=50, ge=1, le=1000)
     scheduler_claim_limit: int = Field(default=1000, ge=1)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # How often the scheduler re-encrypts secrets sealed under an older key (0: never; the
+    # ``reseal`` command does it on demand).
+    reseal_interval_seconds: float = Field(default=600.0, ge=0)
     # Every request of the workers (webhooks and OAuth token requests) goes through this
     # forward proxy when set: ``http://[user:password@]host:port``.  HTTPS targets through
     # an HTTP CONNECT tunnel, plain HTTP ones forwarded.  The target is still resolved and
@@ -164,6 +180,15 @@ class Settings(BaseSettings):
     def _networks_parse(cls, value: list[str]) -> list[str]:
         for network in value:
             ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("sealing_keys")
+    @classmethod
+    def _sealing_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from webhooks_core.endpoints.sealing import KeyRing
+
+            KeyRing.parse(value.get_secret_value())  # raises naming the problem, not the key
         return value
 
     @field_validator("egress_proxy")

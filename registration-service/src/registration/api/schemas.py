@@ -234,6 +234,51 @@ def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
+# RFC 7617: a user-id holds no colon; RFC 6750: a bearer token is a b64token.
+_USERNAME = r"^[^:\x00-\x1f\x7f]{1,256}$"
+_PASSWORD = r"^[^\x00-\x1f\x7f]{1,1024}$"  # noqa: S105 - a pattern
+_B64TOKEN = r"^[A-Za-z0-9\-._~+/]+=*$"
+
+
+class BasicAuthIn(Strict):
+    """HTTP basic auth (RFC 7617), sent as ``Authorization: Basic ...``."""
+
+    type: Literal["basic"]
+    username: str = Field(pattern=_USERNAME, description="no colon, no control characters")
+    password: str = Field(
+        pattern=_PASSWORD,
+        description="stored sealed, shown masked; sending the masked value back keeps it",
+    )
+
+
+class BearerAuthIn(Strict):
+    """A bearer token (RFC 6750), sent as ``Authorization: Bearer <token>``."""
+
+    type: Literal["bearer"]
+    token: str = Field(
+        pattern=_B64TOKEN,
+        max_length=4096,
+        description="stored sealed, shown masked; sending the masked value back keeps it",
+    )
+
+
+AuthIn = Annotated[BasicAuthIn | BearerAuthIn, Field(discriminator="type")]
+_AUTH_DESCRIPTION = (
+    "how the platform authenticates to the endpoint: basic (username, password) or bearer"
+    " (token), sent in the Authorization header (then no custom Authorization header);"
+    " stored sealed"
+)
+
+
+class AuthOut(BaseModel):
+    """An endpoint's auth setting as shown: the secret part masked."""
+
+    type: Literal["basic", "bearer"]
+    username: str | None = Field(default=None, description="basic only")
+    password: str | None = Field(default=None, description="basic only, masked")
+    token: str | None = Field(default=None, description="bearer only, masked")
+
+
 def _check_schedule(value: list[int] | None) -> list[int] | None:
     if value is not None and not value:
         raise ValueError("must list at least one delay, or be null for the default")
@@ -310,6 +355,7 @@ class EndpointFields(Strict):
         default=None, max_length=32, description="seconds before each retry"
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
+    auth: AuthIn | None = Field(default=None, description=_AUTH_DESCRIPTION)
     oauth: OAuthIn | None = Field(
         default=None, description="OAuth 2.0 client credentials; null: none"
     )
@@ -342,6 +388,7 @@ class EndpointPatch(Strict):
         default=None, max_length=32, description="null: the platform's schedule"
     )
     metadata: dict[str, Any] = omittable()
+    auth: AuthIn | None = Field(default=None, description=_AUTH_DESCRIPTION + "; null: none")
     oauth: OAuthIn | None = Field(
         default=None, description="replaces the OAuth client credentials; null removes them"
     )
@@ -417,7 +464,14 @@ class EndpointOut(Out):
     description: StoredText
     event_types: StoredNames
     channels: list[str] | None
-    headers: StoredHeaders
+    headers: StoredHeaders = Field(
+        validation_alias="shown_headers",
+        description="custom headers; those carrying a credential (Authorization, Cookie, names"
+        " with token, secret, key, auth, password...) are stored sealed and shown masked",
+    )
+    auth: AuthOut | None = Field(
+        validation_alias="shown_auth", description="the auth setting, its secret masked"
+    )
     rate_limit: int | None
     max_in_flight: int | None
     retry_schedule: list[int] | None

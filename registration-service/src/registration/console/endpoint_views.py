@@ -157,7 +157,7 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
                 "description": endpoint.description,
                 "event_types": endpoint.event_types,
                 "channels": ", ".join(endpoint.channels or []),
-                "headers": headers_text(endpoint.headers),
+                "headers": headers_text(endpoint.shown_headers),
                 "rate_limit": endpoint.rate_limit,
                 "max_in_flight": endpoint.max_in_flight,
                 "retry_schedule": ", ".join(str(d) for d in endpoint.retry_schedule or []),

@@ -112,6 +112,10 @@ def credential_columns(
 ) -> dict[str, Any]:
     """The credential columns the request changes (none when it has no oauth nor tls)."""
     columns: dict[str, Any] = {}
+    if fields.get("oauth") and fields.get("auth"):
+        raise InvalidField(
+            "auth and oauth both set the Authorization header: give one of them", field="oauth"
+        )
     if "oauth" in fields:
         columns.update(oauth_columns(settings, fields["oauth"], current))
     if "tls" in fields:

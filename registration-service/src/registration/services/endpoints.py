@@ -17,6 +17,7 @@ from registration.services.endpoint_credentials import credential_columns
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import transaction
+from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.endpoints.disable import disable_endpoint
 from webhooks_core.envelope import utcnow
 from webhooks_core.models import (
@@ -35,7 +36,6 @@ _UPSERT_KEY_WHERE = text("kind = 'subscription' AND deleted_at IS NULL")
 _MUTABLE = (
     "description",
     "channels",
-    "headers",
     "rate_limit",
     "max_in_flight",
     "retry_schedule",
@@ -106,30 +106,39 @@ def upsert_endpoint(
     if secret is not None and not is_valid_secret(secret):
         raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="secret")
     event_types = normalize_event_types(fields.get("event_types") or [])
+    plain_headers, sensitive_headers = credentials.split_headers(fields.get("headers") or {})
+    conflict = credentials.header_conflict(list(fields.get("headers") or {}), fields.get("auth"))
+    if conflict is not None:
+        raise InvalidField(conflict, field="auth")
     values: dict[str, Any] = {
         "application_id": app_id,
         "url": fields["url"],
         "event_types": event_types,
         "description": fields.get("description") or "",
         "channels": fields.get("channels"),
-        "headers": fields.get("headers") or {},
+        "headers": plain_headers,
+        "sealed_headers": credentials.seal_json(sensitive_headers),
         "rate_limit": fields.get("rate_limit"),
         "max_in_flight": fields.get("max_in_flight"),
         "retry_schedule": fields.get("retry_schedule"),
         "metadata": fields.get("metadata") or {},
+        "auth": credentials.seal_json(fields.get("auth")),
     }
     # A POST defines the endpoint: its credentials come whole (no stored secret is kept).
-    credentials = credential_columns(settings, fields, None)
-    values.update(credentials)
+    credential_values = credential_columns(settings, fields, None)
+    values.update(credential_values)
     with transaction(sessions) as session:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
         _check_event_types(session, event_types)
         table = Endpoint.__table__
         statement = insert(table).values(id=uuid.uuid4(), **values)  # type: ignore[arg-type]
-        changed: dict[str, Any] = {
-            key: statement.excluded[key] for key in values if key in fields or key in credentials
+        given = {
+            *fields,
+            *(("sealed_headers",) if "headers" in fields else ()),
+            *credential_values,
         }
+        changed: dict[str, Any] = {key: statement.excluded[key] for key in values if key in given}
         changed["updated_at"] = func.now()
         upsert = statement.on_conflict_do_update(
             index_elements=["application_id", "url", "event_types"],
@@ -138,7 +147,9 @@ def upsert_endpoint(
         ).returning(table.c.id, text("xmax = 0 AS inserted"))
         endpoint_id, created = session.execute(upsert).one()
         if created:
-            session.add(EndpointSecret(endpoint_id=endpoint_id, secret=secret or new_secret()))
+            session.add(
+                EndpointSecret(endpoint_id=endpoint_id, secret=sealing.seal(secret or new_secret()))
+            )
         elif secret is not None:
             _rotate(session, settings, endpoint_id, secret, "secret")
         session.flush()
@@ -202,6 +213,12 @@ def update_endpoint(
                 names = normalize_event_types(changes["event_types"] or [])
                 _check_event_types(session, names)
                 endpoint.event_types = names
+            if "headers" in changes:
+                _set_headers(endpoint, changes["headers"] or {})
+            if "auth" in changes:
+                auth = credentials.keep_masked(changes["auth"], endpoint.auth)
+                endpoint.auth = credentials.seal_json(auth)
+            _check_credentials(endpoint)
             for field in _MUTABLE:
                 if field in changes:
                     setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
@@ -214,6 +231,28 @@ def update_endpoint(
             "another endpoint of this application has this URL and these event types",
             field="url",
         ) from None
+
+
+def _set_headers(endpoint: Endpoint, headers: dict[str, str]) -> None:
+    """Store ``headers``: the plain ones as they are, those carrying credentials sealed.
+
+    A sensitive header sent back as the API showed it (masked) keeps its stored value, so
+    that an edit form filled from a read does not overwrite a credential with its mask.
+    """
+    plain, sensitive = credentials.split_headers(headers)
+    stored = credentials.unseal_json(endpoint.sealed_headers)
+    for name, value in sensitive.items():
+        if name in stored and value == credentials.mask(stored[name]):
+            sensitive[name] = stored[name]
+    endpoint.headers = plain
+    endpoint.sealed_headers = credentials.seal_json(sensitive)
+
+
+def _check_credentials(endpoint: Endpoint) -> None:
+    names = list(credentials.unseal_json(endpoint.sealed_headers))
+    conflict = credentials.header_conflict(names, credentials.unseal_json(endpoint.auth))
+    if conflict is not None:
+        raise InvalidField(conflict, field="auth")
 
 
 def delete_endpoint(
@@ -275,8 +314,10 @@ def _active_secrets(session: Session, endpoint_id: uuid.UUID) -> list[EndpointSe
 
 def _view(secrets: list[EndpointSecret]) -> SecretView:
     current = next(s for s in secrets if s.expires_at is None)
-    previous = [(s.secret, s.expires_at) for s in secrets if s.expires_at is not None]
-    return SecretView(current.secret, previous)
+    previous = [
+        (sealing.unseal(s.secret), s.expires_at) for s in secrets if s.expires_at is not None
+    ]
+    return SecretView(sealing.unseal(current.secret), previous)
 
 
 def get_secret(
@@ -303,7 +344,7 @@ def _rotate(
     if key is not None:
         wanted = secret_key(key)
         for known in active:
-            if not hmac.compare_digest(secret_key(known.secret), wanted):
+            if not hmac.compare_digest(secret_key(sealing.unseal(known.secret)), wanted):
                 continue
             if known.expires_at is None:
                 return
@@ -324,7 +365,7 @@ def _rotate(
         .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at.is_(None))
         .values(expires_at=grace_end)
     )
-    session.add(EndpointSecret(endpoint_id=endpoint_id, secret=key or new_secret()))
+    session.add(EndpointSecret(endpoint_id=endpoint_id, secret=sealing.seal(key or new_secret())))
 
 
 def rotate_secret(

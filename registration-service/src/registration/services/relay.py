@@ -22,6 +22,7 @@ from registration.services.publishing import (
     require_application,
 )
 from webhooks_core.db import transaction
+from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.envelope import Envelope
 from webhooks_core.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
@@ -85,18 +86,21 @@ def relay_message(
             message = known_event(session, app_id, result)
             MESSAGES_DUPLICATE.labels("relay").inc()
             return _relay_view(session, message, duplicate=True)
+        plain_headers, sensitive_headers = credentials.split_headers(headers or {})
         endpoint = Endpoint(
             application_id=app_id,
             kind=EndpointKind.RELAY.value,
             url=url,
             description="relay mode",
             event_types=[event_type],
-            headers=headers or {},
+            headers=plain_headers,
+            sealed_headers=credentials.seal_json(sensitive_headers),
         )
         session.add(endpoint)
         session.flush()
-        generated = None if secret is not None else new_secret()
-        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=secret or generated))
+        signing_secret = secret if secret is not None else new_secret()
+        generated = None if secret is not None else signing_secret
+        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=sealing.seal(signing_secret)))
         delivery = Delivery(
             message_id=result.message_id,
             endpoint_id=endpoint.id,

@@ -9,8 +9,9 @@ by, in one place:
 * mutual TLS: a client certificate and its private key (PEM), and a CA bundle trusted for
   the endpoint's server instead of the system's.
 
-The OAuth client secret and the private key are stored sealed (:func:`seal_secret`), never
-returned by the API.  Certificates are parsed with the ``cryptography`` package.
+The OAuth client secret and the private key are stored sealed (:func:`seal_secret`,
+:mod:`webhooks_core.endpoints.sealing`), never returned by the API.  Certificates are parsed
+with the ``cryptography`` package.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from webhooks_core.endpoints import sealing
 
 OAuthAuthMethod = Literal["client_secret_basic", "client_secret_post"]
 OAUTH_AUTH_METHODS: tuple[OAuthAuthMethod, ...] = ("client_secret_basic", "client_secret_post")
@@ -40,25 +43,13 @@ class CredentialProblem(ValueError):
 
 
 def seal_secret(plaintext: str) -> str:
-    """The stored form of an OAuth client secret or a private key.
-
-    The one place the endpoint credentials are sealed: it calls
-    ``webhooks_core.endpoints.sealing.seal`` when that module is present.
-    """
-    try:
-        from webhooks_core.endpoints import sealing  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # pragma: no cover - before the sealing module is merged
-        return plaintext
-    return str(sealing.seal(plaintext))
+    """The stored form of an OAuth client secret or a private key (sealed)."""
+    return sealing.seal(plaintext)
 
 
 def unseal_secret(stored: str) -> str:
     """The plaintext of a value stored by :func:`seal_secret`."""
-    try:
-        from webhooks_core.endpoints import sealing  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # pragma: no cover - before the sealing module is merged
-        return stored
-    return str(sealing.unseal(stored))
+    return sealing.unseal(stored)
 
 
 @dataclass(frozen=True, slots=True)

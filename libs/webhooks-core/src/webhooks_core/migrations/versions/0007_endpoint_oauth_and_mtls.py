@@ -1,7 +1,7 @@
 """endpoint credentials: OAuth 2.0 client credentials and mutual TLS
 
 Revision ID: 0007
-Revises: 0005_lease_expiries
+Revises: 0006
 Create Date: 2026-12-01 13:10:00
 
 * ``endpoints.oauth_*``: token URL, client id, sealed client secret, scopes, audience and
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0007'
-down_revision = '0005_lease_expiries'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
