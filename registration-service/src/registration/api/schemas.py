@@ -423,7 +423,7 @@ class TLSOut(BaseModel):
     ca_bundle: str | None = Field(description="PEM certificates trusted for the server")
 
 
-def _oauth_view(endpoint: Any) -> OAuthOut | None:
+def oauth_view(endpoint: Any) -> OAuthOut | None:
     if endpoint.oauth_token_url is None:
         return None
     return OAuthOut(
@@ -435,7 +435,7 @@ def _oauth_view(endpoint: Any) -> OAuthOut | None:
     )
 
 
-def _tls_view(endpoint: Any) -> TLSOut | None:
+def tls_view(endpoint: Any) -> TLSOut | None:
     certificate, ca_bundle = endpoint.tls_client_certificate, endpoint.tls_ca_bundle
     if certificate is None and ca_bundle is None:
         return None
@@ -499,8 +499,8 @@ class EndpointOut(Out):
         """Read the nested credentials from an endpoint row's columns."""
         out = handler(data)
         if hasattr(data, "oauth_token_url"):
-            out.oauth = _oauth_view(data)
-            out.tls = _tls_view(data)
+            out.oauth = oauth_view(data)
+            out.tls = tls_view(data)
         return out
 
     @computed_field  # type: ignore[prop-decorator]

@@ -16,6 +16,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 from registration.console import (  # noqa: F401 - importing registers the routes
+    credential_views,
     endpoint_views,
     message_views,
     session_views,

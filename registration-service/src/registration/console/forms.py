@@ -9,6 +9,7 @@ from wtforms import (
     DateTimeLocalField,
     IntegerField,
     PasswordField,
+    SelectField,
     SelectMultipleField,
     StringField,
     TextAreaField,
@@ -128,3 +129,77 @@ def _csv(value: str | None) -> list[str]:
 def headers_text(headers: dict[str, str]) -> str:
     """The inverse of the headers field's parsing, to fill the edit form."""
     return "\n".join(f"{name}: {value}" for name, value in headers.items())
+
+
+class OAuthForm(FlaskForm):
+    """An endpoint's OAuth 2.0 client credentials (docs/security.md)."""
+
+    token_url = URLField(
+        "Token URL",
+        validators=[InputRequired(), Length(max=2048)],
+        render_kw={"placeholder": "https://auth.example.com/oauth/token"},
+    )
+    client_id = StringField("Client id", validators=[InputRequired(), Length(max=512)])
+    client_secret = PasswordField(
+        "Client secret",
+        validators=[Optional(), Length(max=4096)],
+        description="Stored sealed, never shown. Empty keeps the stored one (same token URL"
+        " and client id).",
+    )
+    scopes = StringField(
+        "Scopes",
+        validators=[Optional(), Length(max=4096)],
+        render_kw={"placeholder": "webhooks:receive"},
+        description="Space separated.",
+    )
+    audience = StringField("Audience", validators=[Optional(), Length(max=2048)])
+    auth_method = SelectField(
+        "Client authentication",
+        choices=[
+            ("client_secret_basic", "HTTP Basic (client_secret_basic)"),
+            ("client_secret_post", "In the request body (client_secret_post)"),
+        ],
+    )
+
+    def fields_for_api(self) -> dict[str, Any]:
+        """The form as the API's ``oauth`` object."""
+        return {
+            "token_url": (self.token_url.data or "").strip(),
+            "client_id": (self.client_id.data or "").strip(),
+            "client_secret": self.client_secret.data or None,
+            "scopes": (self.scopes.data or "").split(),
+            "audience": (self.audience.data or "").strip() or None,
+            "auth_method": self.auth_method.data,
+        }
+
+
+class TLSForm(FlaskForm):
+    """An endpoint's client certificate and CA bundle (docs/security.md)."""
+
+    client_certificate = TextAreaField(
+        "Client certificate",
+        validators=[Optional(), Length(max=65_536)],
+        render_kw={"rows": 6, "placeholder": "-----BEGIN CERTIFICATE-----"},
+        description="PEM: the certificate first, then any intermediates.",
+    )
+    client_key = TextAreaField(
+        "Private key",
+        validators=[Optional(), Length(max=65_536)],
+        render_kw={"rows": 6, "placeholder": "-----BEGIN PRIVATE KEY-----"},
+        description="PEM, without a passphrase. Stored sealed, never shown.",
+    )
+    ca_bundle = TextAreaField(
+        "CA bundle",
+        validators=[Optional(), Length(max=65_536)],
+        render_kw={"rows": 6, "placeholder": "-----BEGIN CERTIFICATE-----"},
+        description="PEM certificates trusted for the endpoint's server instead of the"
+        " system's. Optional.",
+    )
+
+    def fields_for_api(self) -> dict[str, Any]:
+        """The form as the API's ``tls`` object."""
+        return {
+            "client_certificate": (self.client_certificate.data or "").strip() or None,
+            "client_key": (self.client_key.data or "").strip() or None,
+            "ca_bundle": (self.ca_bundle.data or "").strip() or None,
+        }
