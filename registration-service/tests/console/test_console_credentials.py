@@ -53,7 +53,8 @@ def test_oauth_and_tls_through_the_console(
     )
     stored = endpoints.get_endpoint(db, tenant.id, endpoint.id)
     assert stored.oauth_auth_method == "client_secret_post"
-    assert stored.oauth_client_secret and SECRET not in stored.oauth_client_secret
+    assert stored.oauth_client_secret
+    assert SECRET not in stored.oauth_client_secret
 
     # TLS: a key that is not the certificate's is refused on the key's field.
     ca = trustme.CA()
@@ -89,4 +90,5 @@ def test_oauth_and_tls_through_the_console(
     ui.submit("form[action$='/credentials/oauth/remove']", confirm=True)
     assert "OAuth client credentials removed." in ui.text()
     stored = endpoints.get_endpoint(db, tenant.id, endpoint.id)
-    assert stored.oauth_token_url is None and stored.tls_client_key is None
+    assert stored.oauth_token_url is None
+    assert stored.tls_client_key is None
