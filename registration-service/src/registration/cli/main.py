@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from registration.cli import events
+from registration.cli import credentials, events
 from registration.cli import verify as verification
 from registration.cli.client import ApiError, Unreachable
 from registration.cli.context import (
@@ -153,7 +153,7 @@ def applications_list(context: Context, as_json: bool) -> None:
 
 @cli.group()
 def endpoints() -> None:
-    """List, create, disable and enable endpoints; rotate their secrets."""
+    """List, create, disable and enable endpoints; rotate their secrets; set credentials."""
 
 
 def _endpoint_row(item: dict[str, Any]) -> list[Any]:
@@ -369,6 +369,12 @@ def verify(
     sys.exit(EXIT_REFUSED)
 
 
+for endpoint_command in (
+    credentials.endpoints_oauth,
+    credentials.endpoints_tls,
+    credentials.endpoints_credentials,
+):
+    endpoints.add_command(endpoint_command)
 for command in (events.send, events.relay, events.tail, events.replay, events.dead_letters):
     cli.add_command(command)
 
