@@ -44,8 +44,10 @@ def test_oauth_and_tls_from_the_command_line(
     (tmp_path / "cert.pem").write_bytes(leaf.cert_chain_pems[0].bytes())
     (tmp_path / "key.pem").write_bytes(leaf.private_key_pem.bytes())
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
-    tls = webhooks("endpoints", "tls", eid, "--cert", str(tmp_path / "cert.pem"),
-                   "--key", str(tmp_path / "key.pem"), "--ca", str(tmp_path / "ca.pem"))  # fmt: skip
+    files = {name: str(tmp_path / f"{name}.pem") for name in ("cert", "key", "ca")}
+    tls = webhooks(
+        "endpoints", "tls", eid, "--cert", files["cert"], "--key", files["key"], "--ca", files["ca"]
+    )
     assert tls.exit_code == 0, tls.output
     assert "tls: client certificate CN=cli.example" in tls.output
     assert "with a CA bundle" in tls.output
