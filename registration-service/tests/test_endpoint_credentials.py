@@ -93,7 +93,8 @@ def test_oauth_credentials_are_stored_and_the_secret_never_returned(
             text("SELECT oauth_client_secret FROM endpoints WHERE id = :id"),
             {"id": created.json["id"]},
         ).scalar_one()
-    assert stored  # kept through the scope change
+    assert stored.startswith("sealed:v1:")  # kept through the scope change, sealed
+    assert SECRET not in stored
     removed = client.patch(endpoint_path, json={"oauth": None}, headers=tenant.headers)
     assert removed.status_code == 200
     assert removed.json["oauth"] is None
@@ -137,7 +138,8 @@ def test_client_certificate_is_checked_and_its_expiry_shown(
                  " WHERE id = :id"), {"id": created.json["id"]},
         ).one()  # fmt: skip
     assert expires == not_after
-    assert stored_key
+    assert stored_key.startswith("sealed:v1:")
+    assert pair["client_key"].splitlines()[1] not in stored_key
 
     other = client_pair(ca)
     expired = client_pair(
