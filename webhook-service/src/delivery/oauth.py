@@ -30,6 +30,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from delivery.sender import USER_AGENT, OutboundRequest, Sender
 from webhooks_core.endpoints.authentication import unseal_secret
+from webhooks_core.observability import OAUTH_TOKEN_REQUESTS
 
 # A token response is a small JSON object; a JWT access token fits many times over.
 TOKEN_RESPONSE_MAX_BYTES = 64 * 1024
@@ -196,8 +197,10 @@ class TokenCache:
                 token, lifetime = fetch_token(sender, credentials)
             except TokenError as exc:
                 entry.failure, entry.failed_at = exc, self.clock()
+                OAUTH_TOKEN_REQUESTS.labels("failed").inc()
                 raise
             self.issued += 1
+            OAUTH_TOKEN_REQUESTS.labels("issued").inc()
             entry.token, entry.failure = token, None
             entry.refresh_at = started + lifetime - refresh_margin(lifetime)
             return token

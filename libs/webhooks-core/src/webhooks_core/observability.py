@@ -123,6 +123,12 @@ ATTEMPTS = Counter(
     "connect_error, blocked, too_large, auth_error (no OAuth token), error.",
     ["outcome"],
 )
+OAUTH_TOKEN_REQUESTS = Counter(
+    "webhooks_oauth_token_requests_total",
+    "OAuth 2.0 token requests of the delivery workers (one per endpoint and expiry window"
+    " per process when all is well), by outcome: issued, failed.",
+    ["outcome"],
+)
 ATTEMPT_DURATION = Histogram(
     "webhooks_delivery_attempt_duration_seconds",
     "Time from sending a delivery request to its outcome.",
@@ -169,6 +175,8 @@ ATTEMPT_OUTCOMES = (
 )  # fmt: skip
 for _outcome in ATTEMPT_OUTCOMES:
     ATTEMPTS.labels(_outcome)
+for _outcome in ("issued", "failed"):
+    OAUTH_TOKEN_REQUESTS.labels(_outcome)
 for _kind in ("delivery", "message", "recover", "redrive"):
     REPLAYS.labels(_kind)
 for _reason in ("gone", "failing"):
