@@ -522,22 +522,31 @@ class HttpSender:
         """The outcome and error of a request that raised."""
         if watch.fired:
             return "timeout", self._deadline_error()
-        if self._proxy is not None and (target.forwarded or isinstance(exc, ProxyError)):
-            return "connect_error", self._proxy_failure(exc)
-        address, port = target.address, target.port
-        where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        if isinstance(exc, ConnectTimeoutError) and (
-            not isinstance(exc, NewConnectionError) or "timed out" in str(exc)
+        # Forwarded plain HTTP talks to the proxy; a ProxyError is the tunnel's setting up.
+        proxied = self._proxy is not None and (target.forwarded or isinstance(exc, ProxyError))
+        cause = exc
+        if isinstance(exc, ProxyError) and isinstance(exc.original_error, Exception):
+            cause = exc.original_error
+        if proxied:
+            assert self._proxy is not None
+            where = f"the egress proxy {self._proxy.host}:{self._proxy.port}"
+        else:
+            address, port = target.address, target.port
+            where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        if isinstance(cause, ConnectTimeoutError) and (
+            not isinstance(cause, NewConnectionError) or "timed out" in str(cause)
         ):
             return "timeout", (
                 f"no connection to {where} within the "
                 f"{self.settings.connect_timeout_seconds:g} s connect timeout"
             )
-        if isinstance(exc, ReadTimeoutError):
+        if isinstance(cause, ReadTimeoutError):
             return "timeout", (
                 f"no answer from {where} within the "
                 f"{self.settings.read_timeout_seconds:g} s read timeout"
             )
+        if proxied:
+            return "connect_error", self._proxy_failure(exc)
         return "connect_error", describe_failure(exc, where)
 
     def _proxy_failure(self, exc: Exception) -> str:
