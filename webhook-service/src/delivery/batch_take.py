@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,7 +25,7 @@ from delivery.sender import url_problem
 from webhooks_core.deliveries.states import SENDING_SQL
 from webhooks_core.endpoints import credentials
 from webhooks_core.endpoints.sealing import SealingError, unseal
-from webhooks_core.signing import secret_key
+from webhooks_core.signing import secret_key, signing_key
 
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
 # One round trip: try the batch's lock (the CTE runs first and once); when it is held, the
@@ -57,11 +58,12 @@ _TAKE = text(
                e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
                e.consecutive_failures, e.failing_since, e.circuit_open_until,
                e.last_success_at, e.sealed_headers, e.auth,
-               coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
+               coalesce(array_agg(s.scheme || ':' || s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
         LEFT JOIN endpoint_secrets s ON s.endpoint_id = e.id
              AND (s.expires_at IS NULL OR s.expires_at > now())
+             AND s.scheme = ANY(e.signature_schemes)
         WHERE e.id IN (SELECT endpoint_id FROM leased)
         GROUP BY e.id
     )
@@ -172,9 +174,10 @@ def take(
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)
         if row.e_id is not None and row.e_id not in endpoints:
-            headers, keys, problem = _endpoint_problem(
-                row.e_url, row.e_headers, row.e_secrets, row.e_sealed_headers, row.e_auth
+            headers, problem = _endpoint_problem(
+                row.e_url, row.e_headers, row.e_sealed_headers, row.e_auth
             )
+            keys, ed25519_keys, key_problem = _signing_keys(row.e_secrets)
             endpoints[row.e_id] = BatchEndpoint(
                 id=row.e_id,
                 application_id=row.e_application_id,
@@ -187,7 +190,8 @@ def take(
                 circuit_open_until=row.e_circuit_open_until,
                 last_success_at=row.e_last_success_at,
                 keys=keys,
-                problem=problem,
+                ed25519_keys=ed25519_keys,
+                problem=problem or key_problem,
             )
     return leased, endpoints
 
@@ -211,20 +215,16 @@ FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _endpoint_problem(
-    url: str,
-    headers_json: str | None,
-    secrets: list[str],
-    sealed_headers: str | None,
-    auth: str | None,
-) -> tuple[dict[str, str], list[bytes], str | None]:
-    """The endpoint's request headers and signing keys, and why no request can be built.
+    url: str, headers_json: str | None, sealed_headers: str | None, auth: str | None
+) -> tuple[dict[str, str], str | None]:
+    """The endpoint's request headers, and why no request can be built (or None).
 
     Sealed values are unsealed here, once per endpoint per batch (and decrypted once per
     process: :func:`webhooks_core.endpoints.sealing.unseal` caches by stored value).
     """
     problem = url_problem(url)
     if problem is not None:
-        return {}, [], f"the endpoint's URL cannot be used ({problem})"
+        return {}, f"the endpoint's URL cannot be used ({problem})"
     try:
         headers = json.loads(headers_json) if headers_json is not None else {}
     except (ValueError, RecursionError):
@@ -233,27 +233,40 @@ def _endpoint_problem(
         isinstance(value, str) for value in headers.values()
     ):
         shown = "null" if headers is None else type(headers).__name__
-        return {}, [], f"the endpoint's custom headers are not an object of strings ({shown})"
+        return {}, f"the endpoint's custom headers are not an object of strings ({shown})"
     try:
         headers = credentials.request_headers(headers, sealed_headers, auth)
-    except (SealingError, ValueError, KeyError, TypeError) as exc:
-        return {}, [], f"the endpoint's credentials cannot be unsealed ({exc})"
+    except (ValueError, KeyError, TypeError) as exc:
+        return {}, f"the endpoint's credentials cannot be unsealed ({exc})"
     for name, value in headers.items():
         if not _FIELD_NAME.fullmatch(name):
-            return {}, [], f"the endpoint's custom header name {name!r} is not an HTTP token"
+            return {}, f"the endpoint's custom header name {name!r} is not an HTTP token"
         if not FIELD_VALUE.fullmatch(value):
             return (
                 {},
-                [],
                 f"the endpoint's custom header {name!r} holds control characters or characters"
                 " beyond Latin-1",
             )
+    return headers, None
+
+
+def _signing_keys(
+    secrets: list[str],
+) -> tuple[list[bytes], list[Ed25519PrivateKey], str | None]:
+    """The endpoint's ``v1`` and ``v1a`` keys (``scheme:sealed`` each), or why not."""
     keys: list[bytes] = []
-    for secret in secrets:
+    ed25519_keys: list[Ed25519PrivateKey] = []
+    for entry in secrets:
+        scheme, _, sealed = entry.partition(":")
         try:
-            keys.append(secret_key(unseal(secret)))
+            plain = unseal(sealed)
         except SealingError as exc:
-            return {}, [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
+            return [], [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
+        try:
+            if scheme == "v1a":
+                ed25519_keys.append(signing_key(plain))
+            else:
+                keys.append(secret_key(plain))
         except ValueError:
-            return {}, [], "a signing secret of the endpoint cannot be decoded"
-    return headers, keys, None
+            return [], [], "a signing secret of the endpoint cannot be decoded"
+    return keys, ed25519_keys, None
