@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -250,6 +251,13 @@ def _endpoint_problem(
     return headers, None
 
 
+@lru_cache(maxsize=4096)
+def _ed25519_key(sealed: str) -> Ed25519PrivateKey:
+    """The Ed25519 key of a sealed ``whsk_`` key, parsed once per process (a parse costs
+    about as much as a signature; the sealed value stands for one key)."""
+    return signing_key(unseal(sealed))
+
+
 def _signing_keys(
     secrets: list[str],
 ) -> tuple[list[bytes], list[Ed25519PrivateKey], str | None]:
@@ -259,14 +267,12 @@ def _signing_keys(
     for entry in secrets:
         scheme, _, sealed = entry.partition(":")
         try:
-            plain = unseal(sealed)
-        except SealingError as exc:
-            return [], [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
-        try:
             if scheme == "v1a":
-                ed25519_keys.append(signing_key(plain))
+                ed25519_keys.append(_ed25519_key(sealed))
             else:
-                keys.append(secret_key(plain))
+                keys.append(secret_key(unseal(sealed)))
+        except SealingError as exc:  # before ValueError, its base class
+            return [], [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
         except ValueError:
             return [], [], "a signing secret of the endpoint cannot be decoded"
     return keys, ed25519_keys, None
