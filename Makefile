@@ -18,13 +18,16 @@ export WEBHOOKS_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/webhooks
 export WEBHOOKS_ADMIN_TOKEN ?= demo-admin-token-change-me
 # Signs console sessions; shared by every API worker process (else each would make its own).
 export WEBHOOKS_CONSOLE_SECRET_KEY ?= demo-console-secret-key-change-me
+# Seals endpoint secrets at rest (docs/security.md): a demo key; make your own with
+# `python -m webhooks_core.endpoints.sealing new-key` and set WEBHOOKS_SEALING_KEYS=<id>:<key>.
+export WEBHOOKS_SEALING_KEYS ?= demo:ZGVtby1zZWFsaW5nLWtleS1jaGFuZ2UtbWUtMDEyMzQ=
 export WEBHOOKS_ALLOWED_TARGET_NETWORKS ?= 127.0.0.0/8,::1/128
 # Flower (http://127.0.0.1:5555) basic auth and the RabbitMQ management API it reads queues from.
 export WEBHOOKS_FLOWER_USER ?= admin
 export WEBHOOKS_FLOWER_PASSWORD ?= demo-flower-password-change-me
 export WEBHOOKS_BROKER_API_URL ?= http://guest:guest@127.0.0.1:15672/api/
 
-.PHONY: help venv services migrate run test lint format bench chaos clean
+.PHONY: help venv services migrate reseal run test lint format bench chaos clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +46,9 @@ services:  ## Start PostgreSQL and RabbitMQ if needed; create the project's data
 migrate: venv services  ## Migrate the platform and demo producer databases to the latest revision
 	$(PY) -m webhooks_core.migrations
 	$(PY) -m producer.migrations
+
+reseal: venv services  ## Re-encrypt stored secrets under the first key of WEBHOOKS_SEALING_KEYS
+	$(PY) -m webhooks_core.endpoints.sealing reseal
 
 run: venv services migrate  ## Run the whole system natively, with a demo flow (Ctrl-C stops it)
 	rm -rf var/metrics && mkdir -p var/metrics/api var/metrics/worker var/prometheus

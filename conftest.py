@@ -8,6 +8,7 @@ real workers in other threads and processes must see what a test commits).
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import make_engine, make_session_factory
+from webhooks_core.endpoints import sealing
 from webhooks_core.migrations import upgrade
 from webhooks_core.models import Base
 from webhooks_core.settings import CoreSettings
@@ -30,6 +32,12 @@ TEST_BROKER_URL = os.environ.get(
     "WEBHOOKS_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/webhooks_test"
 )
 ADMIN_TOKEN = "test-admin-token-0123456789"  # noqa: S105
+# The tests' own sealing key (base64 of 32 fixed bytes), in the environment so that every
+# process a test starts seals and unseals with it.
+TEST_SEALING_KEYS = "test1:" + base64.b64encode(bytes(range(32))).decode()
+os.environ.setdefault("WEBHOOKS_SEALING_KEYS", TEST_SEALING_KEYS)
+# This process (the tests themselves write and read endpoints) seals with it too.
+sealing.install(sealing.KeyRing.parse(os.environ["WEBHOOKS_SEALING_KEYS"]))
 
 
 SettingsT = TypeVar("SettingsT", bound=CoreSettings)

@@ -40,6 +40,7 @@ from bench.stack import (
     reset_services,
     stopping_on_signals,
 )
+from webhooks_core.endpoints import sealing
 
 SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("raw", scenarios.scenario_raw),
@@ -85,6 +86,8 @@ def main() -> int:
     # says, three quarters of the worker slots.
     share = str(max(config.workers * config.concurrency * 3 // 4, 1))
     env = base_env(names, **engine_settings(), application_max_in_flight=share)
+    # The seeded endpoints' secrets are sealed with the key the platform's processes get.
+    sealing.install(sealing.KeyRing.parse(env["WEBHOOKS_SEALING_KEYS"]))
     results: dict[str, Any] = {
         "started": stamp,
         "config": config.__dict__,

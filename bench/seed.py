@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.exc import OperationalError
 
 from bench.receiver import derive_secret
+from webhooks_core.endpoints import sealing
 from webhooks_core.ids import new_message_id
 from webhooks_core.messages.catalogue import add_missing_event_types
 from webhooks_core.messages.envelope import webhook_body
@@ -120,7 +121,7 @@ def create_endpoints(
                     {
                         "id": uuid.uuid4(),
                         "endpoint_id": row.id,
-                        "secret": derive_secret(seed, row.path),
+                        "secret": sealing.seal(derive_secret(seed, row.path)),
                     }
                     for row in chunk
                 ],

@@ -64,6 +64,7 @@ from chaos.checker import (
     receipts_at,
     stored_events,
 )
+from webhooks_core.endpoints import sealing
 
 EVENT_TYPES = ("person.created", "person.updated", "person.deleted")
 # 12 healthy endpoints, 4 that answer 500 to 30 % of requests, 4 that answer 500 to 10 % and
@@ -465,6 +466,8 @@ def main() -> int:
     out_dir = REPO / "var" / "chaos" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     env = base_env(names, **engine_settings())
+    # The seeded endpoints' secrets are sealed with the key the platform's processes get.
+    sealing.install(sealing.KeyRing.parse(env["WEBHOOKS_SEALING_KEYS"]))
     stack = Stack(out_dir / "logs")
     secret_seed = os.environ.get("BENCH_SECRET_SEED", DEFAULT_SEED)
     receiver = RunningReceiver(out_dir / "receipts", hang_seconds=30, seed=secret_seed)

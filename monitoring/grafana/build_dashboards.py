@@ -28,6 +28,7 @@ OUTCOME_COLOURS = {
     "connect_error": "dark-red",
     "blocked": "dark-purple",
     "too_large": "dark-orange",
+    "auth_error": "semi-dark-purple",
     "error": "dark-yellow",
 }
 
@@ -441,7 +442,7 @@ def overview() -> dict[str, Any]:
                     "Delivery attempts per second, stacked by outcome: success (2xx), http_3xx "
                     "(redirects are not followed), http_4xx, "
                     "http_5xx, timeout, connect_error, blocked (target address refused), "
-                    "too_large, error.",
+                    "too_large, auth_error (no OAuth token), error.",
                     [(f"sum by (outcome) (rate({ATTEMPTS}[{RATE}]))", "{{outcome}}")],
                     unit="reqps",
                     stack=True,

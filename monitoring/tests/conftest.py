@@ -311,6 +311,7 @@ def stack(
     env.update(ENGINE_ENV)
     env.update(
         {
+            "WEBHOOKS_SEALING_KEYS": os.environ["WEBHOOKS_SEALING_KEYS"],
             "WEBHOOKS_DATABASE_URL": settings.database_url,
             "WEBHOOKS_PRODUCER_DATABASE_URL": PRODUCER_DATABASE_URL,
             "WEBHOOKS_BROKER_URL": settings.broker_url,

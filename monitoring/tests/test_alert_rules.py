@@ -143,6 +143,17 @@ CASES: list[tuple[list[dict[str, str]], list[tuple[str, str, list[dict[str, Any]
         [("5m", "WebhooksSchedulerDown", [alert("WebhooksSchedulerDown", "critical")])],
     ),
     (
+        # 20 days left, then a renewal forgotten: 10 days left (fires after 10 minutes).
+        [{"series": "webhooks_endpoints_client_certificate_expiry_seconds",
+          "values": "1728000x5 864000x20"}],
+        [
+            ("4m", "WebhooksClientCertificateExpiringSoon", []),
+            ("10m", "WebhooksClientCertificateExpiringSoon", []),  # pending
+            ("20m", "WebhooksClientCertificateExpiringSoon",
+             [alert("WebhooksClientCertificateExpiringSoon", "warning")]),
+        ],
+    ),
+    (
         [{"series": "webhooks_database_up", "values": "1x2 0x10"}],
         [
             ("4m", "WebhooksDatabaseGaugesUnavailable", []),

@@ -28,6 +28,7 @@ import yaml
 from sqlalchemy import Engine, text
 
 from registration.config import APISettings
+from webhooks_core.endpoints.sealing import unseal
 
 REPO = Path(__file__).resolve().parents[2]
 PEOPLE = ("Ada Lovelace", "Grace Hopper", "Katherine Johnson")
@@ -166,7 +167,7 @@ def test_one_structured_log_line_per_attempt_and_no_secret_anywhere(
         f"attempt rows without a log line: {expected - Counter(logged)}; "
         f"log lines without an attempt row: {Counter(logged) - expected}"
     )
-    secrets = [s for (s,) in rows(engine, "SELECT secret FROM endpoint_secrets")]
+    secrets = [unseal(s) for (s,) in rows(engine, "SELECT secret FROM endpoint_secrets")]
     assert secrets
     for name in stack.processes:
         text = stack.log(name, tail=10_000_000)

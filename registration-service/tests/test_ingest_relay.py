@@ -8,6 +8,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from webhooks_core.endpoints.sealing import unseal
 from webhooks_core.models import Delivery, Endpoint, EndpointSecret, Message
 from webhooks_core.signing import is_valid_secret
 
@@ -41,9 +42,12 @@ def test_relay_creates_one_delivery_to_a_relay_endpoint(
         message = session.scalars(select(Message)).one()
         delivery = session.scalars(select(Delivery)).one()
         endpoint = session.get(Endpoint, delivery.endpoint_id)
-        secrets = session.scalars(
-            select(EndpointSecret.secret).where(EndpointSecret.endpoint_id == endpoint.id)
-        ).all()
+        secrets = [
+            unseal(sealed)
+            for sealed in session.scalars(
+                select(EndpointSecret.secret).where(EndpointSecret.endpoint_id == endpoint.id)
+            )
+        ]
     assert message.event_id == body["id"]
     assert message.source == "relay"
     assert message.payload == {"hello": "world"}
@@ -79,7 +83,7 @@ def test_relay_with_own_secret_and_type_shows_no_secret(
     assert response.json["secret"] is None
     assert response.json["event_type"] == "invoice.paid"
     with db() as session:
-        assert session.scalars(select(EndpointSecret.secret)).all() == [secret]
+        assert [unseal(s) for s in session.scalars(select(EndpointSecret.secret))] == [secret]
 
 
 def test_relay_idempotency_key(client: FlaskClient, tenant: Any, db: sessionmaker[Session]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -103,4 +104,54 @@ def test_event_ids_per_application_upgrade_and_downgrade_with_rows(
         store("evt_1", apps[1])
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM messages")) == 2
+    engine.dispose()
+
+
+def test_sealing_upgrade_seals_every_secret_and_credential_header_and_downgrade_restores(
+    scratch_settings: CoreSettings,
+) -> None:
+    from webhooks_core.endpoints.sealing import key_ring
+
+    upgrade(scratch_settings, "0005_lease_expiries")
+    engine = create_engine(scratch_settings.database_url)
+    secrets = [f"whsec_{n:02d}" + "A" * 32 for n in range(25)]
+    headers = {"X-Team": "billing", "Authorization": "Basic dXNlcjpwYXNz", "X-Api-Key": "k-123"}
+    with engine.begin() as conn:
+        app = conn.scalar(
+            text("INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'a') RETURNING id")
+        )
+        endpoint = conn.scalar(
+            text(
+                "INSERT INTO endpoints (id, application_id, url, headers) VALUES"
+                " (gen_random_uuid(), :app, 'http://x/', CAST(:h AS jsonb)) RETURNING id"
+            ),
+            {"app": app, "h": json.dumps(headers)},
+        )
+        for secret in secrets:
+            conn.execute(
+                text(
+                    "INSERT INTO endpoint_secrets (id, endpoint_id, secret)"
+                    " VALUES (gen_random_uuid(), :e, :s)"
+                ),
+                {"e": endpoint, "s": secret},
+            )
+
+    upgrade(scratch_settings, "0006")
+    with engine.connect() as conn:
+        stored = [s for (s,) in conn.execute(text("SELECT secret FROM endpoint_secrets"))]
+        row = conn.execute(text("SELECT headers, sealed_headers FROM endpoints")).one()
+    assert sorted(key_ring().unseal(s) for s in stored) == secrets  # none lost, none in clear
+    assert not any(secret in s for secret in secrets for s in stored)
+    assert row.headers == {"X-Team": "billing"}
+    assert json.loads(key_ring().unseal(row.sealed_headers)) == {
+        "Authorization": "Basic dXNlcjpwYXNz",
+        "X-Api-Key": "k-123",
+    }
+
+    downgrade(scratch_settings, "0005_lease_expiries")
+    with engine.connect() as conn:
+        assert sorted(s for (s,) in conn.execute(text("SELECT secret FROM endpoint_secrets"))) == (
+            secrets
+        )
+        assert conn.scalar(text("SELECT headers FROM endpoints")) == headers
     engine.dispose()

@@ -24,6 +24,7 @@ from registration.config import APISettings
 from registration.console import register_console
 from registration.runtime import Runtime
 from webhooks_core.db import make_engine, make_session_factory
+from webhooks_core.endpoints import sealing
 from webhooks_core.observability import instrument_flask
 
 API_DESCRIPTION = """Manage applications, event types, endpoints and messages of the webhook
@@ -35,6 +36,7 @@ platform.  Authenticate with `Authorization: Bearer <token>`: the admin token fr
 def create_app(settings: APISettings | None = None) -> ManagementAPI:
     """Build the Flask app; a missing or unreachable database fails here, naming the variable."""
     settings = settings or APISettings.from_env()
+    sealing.install(sealing.KeyRing.from_settings(settings))  # unset: fails here, says what
     engine = make_engine(settings)
     app = ManagementAPI(
         __name__,

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from delivery.clock import Clock
 from delivery.config import DeliverySettings
+from delivery.oauth import OAuthCredentials
 from delivery.sender import Sender
+from delivery.tls import TLSCredentials
 
 
 class DeadLetterPublisher(Protocol):
@@ -77,8 +80,11 @@ class BatchEndpoint:
     failing_since: datetime | None
     circuit_open_until: datetime | None
     last_success_at: datetime | None
-    keys: list[bytes]
+    keys: list[bytes]  # v1 (HMAC) keys
     problem: str | None = None  # why none of its requests can be built
+    ed25519_keys: list[Ed25519PrivateKey] = field(default_factory=list)  # v1a keys
+    oauth: OAuthCredentials | None = None  # delivery.credentials sends when either is set
+    tls: TLSCredentials | None = None
 
 
 @dataclass

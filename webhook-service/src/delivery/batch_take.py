@@ -13,16 +13,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import BatchEndpoint, DeliveryRuntime, Leased
+from delivery.oauth import OAuthCredentials
 from delivery.sender import url_problem
+from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
-from webhooks_core.signing import secret_key
+from webhooks_core.endpoints import credentials
+from webhooks_core.endpoints.sealing import SealingError, unseal
+from webhooks_core.signing import secret_key, signing_key
 
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
 # One round trip: try the batch's lock (the CTE runs first and once); when it is held, the
@@ -54,12 +60,16 @@ _TAKE = text(
         SELECT e.id, e.application_id, e.url, CAST(e.headers AS text) AS headers,
                e.enabled AND e.deleted_at IS NULL AS active, e.retry_schedule,
                e.consecutive_failures, e.failing_since, e.circuit_open_until,
-               e.last_success_at,
-               coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
+               e.last_success_at, e.sealed_headers, e.auth,
+               e.oauth_token_url, e.oauth_client_id, e.oauth_client_secret, e.oauth_scopes,
+               e.oauth_audience, e.oauth_auth_method, e.tls_client_certificate,
+               e.tls_client_key, e.tls_ca_bundle, e.tls_certificate_expires_at,
+               coalesce(array_agg(s.scheme || ':' || s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
         LEFT JOIN endpoint_secrets s ON s.endpoint_id = e.id
              AND (s.expires_at IS NULL OR s.expires_at > now())
+             AND s.scheme = ANY(e.signature_schemes)
         WHERE e.id IN (SELECT endpoint_id FROM leased)
         GROUP BY e.id
     )
@@ -70,7 +80,14 @@ _TAKE = text(
            e.headers AS e_headers, e.active AS e_active, e.retry_schedule AS e_retry_schedule,
            e.consecutive_failures AS e_consecutive_failures,
            e.failing_since AS e_failing_since, e.circuit_open_until AS e_circuit_open_until,
-           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets
+           e.last_success_at AS e_last_success_at, e.secrets AS e_secrets,
+           e.sealed_headers AS e_sealed_headers, e.auth AS e_auth,
+           e.oauth_token_url AS e_oauth_token_url, e.oauth_client_id AS e_oauth_client_id,
+           e.oauth_client_secret AS e_oauth_client_secret, e.oauth_scopes AS e_oauth_scopes,
+           e.oauth_audience AS e_oauth_audience, e.oauth_auth_method AS e_oauth_auth_method,
+           e.tls_client_certificate AS e_tls_client_certificate,
+           e.tls_client_key AS e_tls_client_key, e.tls_ca_bundle AS e_tls_ca_bundle,
+           e.tls_certificate_expires_at AS e_tls_certificate_expires_at
     FROM batch_lock b
          LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
                     AS nth FROM leased) l ON true
@@ -169,7 +186,10 @@ def take(
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)
         if row.e_id is not None and row.e_id not in endpoints:
-            headers, keys, problem = _endpoint_problem(row.e_url, row.e_headers, row.e_secrets)
+            headers, problem = _endpoint_problem(
+                row.e_url, row.e_headers, row.e_sealed_headers, row.e_auth
+            )
+            keys, ed25519_keys, key_problem = _signing_keys(row.e_secrets)
             endpoints[row.e_id] = BatchEndpoint(
                 id=row.e_id,
                 application_id=row.e_application_id,
@@ -182,9 +202,38 @@ def take(
                 circuit_open_until=row.e_circuit_open_until,
                 last_success_at=row.e_last_success_at,
                 keys=keys,
-                problem=problem,
+                ed25519_keys=ed25519_keys,
+                problem=problem or key_problem,
+                oauth=_oauth(row),
+                tls=_tls(row),
             )
     return leased, endpoints
+
+
+def _oauth(row: Any) -> OAuthCredentials | None:
+    """The endpoint's OAuth client credentials, when it has them (all columns are set)."""
+    if row.e_oauth_token_url is None or row.e_oauth_client_secret is None:
+        return None
+    return OAuthCredentials(
+        token_url=row.e_oauth_token_url,
+        client_id=row.e_oauth_client_id or "",
+        sealed_client_secret=row.e_oauth_client_secret,
+        scopes=tuple(row.e_oauth_scopes or ()),
+        audience=row.e_oauth_audience,
+        auth_method=row.e_oauth_auth_method or "client_secret_basic",
+    )
+
+
+def _tls(row: Any) -> TLSCredentials | None:
+    """The endpoint's client certificate and CA bundle, when it has either."""
+    if row.e_tls_ca_bundle is None and row.e_tls_client_certificate is None:
+        return None
+    return TLSCredentials(
+        client_certificate=row.e_tls_client_certificate,
+        sealed_client_key=row.e_tls_client_key,
+        ca_bundle=row.e_tls_ca_bundle,
+        certificate_expires_at=row.e_tls_certificate_expires_at,
+    )
 
 
 def _message_problem(payload: str, unreadable_occurred_at: str | None) -> tuple[Any, str | None]:
@@ -206,12 +255,16 @@ FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _endpoint_problem(
-    url: str, headers_json: str | None, secrets: list[str]
-) -> tuple[dict[str, str], list[bytes], str | None]:
-    """The endpoint's custom headers and signing keys, and why no request can be built."""
+    url: str, headers_json: str | None, sealed_headers: str | None, auth: str | None
+) -> tuple[dict[str, str], str | None]:
+    """The endpoint's request headers, and why no request can be built (or None).
+
+    Sealed values are unsealed here, once per endpoint per batch (and decrypted once per
+    process: :func:`webhooks_core.endpoints.sealing.unseal` caches by stored value).
+    """
     problem = url_problem(url)
     if problem is not None:
-        return {}, [], f"the endpoint's URL cannot be used ({problem})"
+        return {}, f"the endpoint's URL cannot be used ({problem})"
     try:
         headers = json.loads(headers_json) if headers_json is not None else {}
     except (ValueError, RecursionError):
@@ -220,21 +273,45 @@ def _endpoint_problem(
         isinstance(value, str) for value in headers.values()
     ):
         shown = "null" if headers is None else type(headers).__name__
-        return {}, [], f"the endpoint's custom headers are not an object of strings ({shown})"
+        return {}, f"the endpoint's custom headers are not an object of strings ({shown})"
+    try:
+        headers = credentials.request_headers(headers, sealed_headers, auth)
+    except (ValueError, KeyError, TypeError) as exc:
+        return {}, f"the endpoint's credentials cannot be unsealed ({exc})"
     for name, value in headers.items():
         if not _FIELD_NAME.fullmatch(name):
-            return {}, [], f"the endpoint's custom header name {name!r} is not an HTTP token"
+            return {}, f"the endpoint's custom header name {name!r} is not an HTTP token"
         if not FIELD_VALUE.fullmatch(value):
             return (
                 {},
-                [],
                 f"the endpoint's custom header {name!r} holds control characters or characters"
                 " beyond Latin-1",
             )
+    return headers, None
+
+
+@lru_cache(maxsize=4096)
+def _ed25519_key(sealed: str) -> Ed25519PrivateKey:
+    """The Ed25519 key of a sealed ``whsk_`` key, parsed once per process (a parse costs
+    about as much as a signature; the sealed value stands for one key)."""
+    return signing_key(unseal(sealed))
+
+
+def _signing_keys(
+    secrets: list[str],
+) -> tuple[list[bytes], list[Ed25519PrivateKey], str | None]:
+    """The endpoint's ``v1`` and ``v1a`` keys (``scheme:sealed`` each), or why not."""
     keys: list[bytes] = []
-    for secret in secrets:
+    ed25519_keys: list[Ed25519PrivateKey] = []
+    for entry in secrets:
+        scheme, _, sealed = entry.partition(":")
         try:
-            keys.append(secret_key(secret))
+            if scheme == "v1a":
+                ed25519_keys.append(_ed25519_key(sealed))
+            else:
+                keys.append(secret_key(unseal(sealed)))
+        except SealingError as exc:  # before ValueError, its base class
+            return [], [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
         except ValueError:
-            return {}, [], "a signing secret of the endpoint cannot be decoded"
-    return headers, keys, None
+            return [], [], "a signing secret of the endpoint cannot be decoded"
+    return keys, ed25519_keys, None

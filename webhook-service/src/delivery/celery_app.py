@@ -11,6 +11,7 @@ from celery import Celery
 from delivery.clock import Clock, SystemClock
 from delivery.config import DeliverySettings
 from delivery.sender import Sender
+from webhooks_core.endpoints import sealing
 
 TASK_MODULES = ["delivery.tasks", "delivery.tasks.deliver"]
 
@@ -30,6 +31,8 @@ def create_celery(
     :mod:`delivery.testing` passes others.
     """
     settings = settings or DeliverySettings.from_env()
+    # Its workers unseal endpoint secrets: without the keys it fails here, saying what to set.
+    sealing.install(sealing.KeyRing.from_settings(settings))
     app = Celery("webhooks", broker=settings.broker_url, include=TASK_MODULES)
     app.conf.update(
         task_acks_late=True,

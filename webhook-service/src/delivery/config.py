@@ -10,6 +10,7 @@ here: :mod:`delivery.testing` holds them.
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
@@ -42,6 +43,31 @@ class DeliverySettings(EndpointSettings):
     # The share of successful attempts that get a log line of their own (every failed one
     # does, and every attempt has its row): one line per success cost the workers 15-20 %.
     log_successful_attempts: float = Field(default=0.01, ge=0, le=1)
+    # How often the scheduler re-encrypts secrets sealed under an older key (0: never; the
+    # ``reseal`` command does it on demand).
+    reseal_interval_seconds: float = Field(default=600.0, ge=0)
+    # Every request of the workers (webhooks and OAuth token requests) goes through this
+    # forward proxy when set: ``http://[user:password@]host:port``.  HTTPS targets through
+    # an HTTP CONNECT tunnel, plain HTTP ones forwarded.  The target is still resolved and
+    # checked here, and the proxy is given the checked address (docs/security.md).
+    egress_proxy: str | None = None
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _proxy_is_a_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ValueError("must be http://host:port or https://host:port")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be the proxy's address only (no path or query)")
+        return value
+
     # Delivery engine tuning (docs/delivery.md explains each).
     retry_after_max_seconds: int = Field(default=3600, ge=0)
     other_status_policy: Literal["retry", "dead"] = "retry"

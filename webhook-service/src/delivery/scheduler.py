@@ -41,6 +41,7 @@ from delivery.scheduling import (
 )
 from webhooks_core.db import Backoff, make_engine, make_session_factory, run_transaction
 from webhooks_core.deliveries.planning import RateLimiter
+from webhooks_core.endpoints import sealing
 from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
@@ -251,9 +252,13 @@ def main(settings: DeliverySettings | None = None, clock: Clock | None = None) -
         BrokerDeadLetterPublisher(celery_app),
     )
     stop = threading.Event()
+    # Secrets sealed under an older key are re-encrypted under the newest in the background.
+    stop_resealing = sealing.start_resealing(engine, settings, settings.reseal_interval_seconds)
 
     def _stop(signum: int, frame: FrameType | None) -> Any:
         stop.set()
+        if stop_resealing is not None:
+            stop_resealing.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -42,11 +42,13 @@ from urllib3.exceptions import (
     ConnectTimeoutError,
     HeaderParsingError,
     NewConnectionError,
+    ProxyError,
     ReadTimeoutError,
 )
 from urllib3.util.response import assert_header_parsing
 
 from delivery.config import DeliverySettings
+from delivery.tls import EndpointTLS
 from webhooks_core.targets import IPAddress, blocked_reason
 
 USER_AGENT = "webhooks-platform/1.0"
@@ -62,11 +64,18 @@ Resolver = Callable[[str, int], list[str]]
 
 @dataclass(frozen=True)
 class OutboundRequest:
-    """One POST of a webhook: where, with which headers and body."""
+    """One POST of a webhook: where, with which headers and body.
+
+    ``tls`` is the endpoint's own TLS context (client certificate, CA bundle), None for the
+    default one; ``body_limit`` reads more of the response than the stored excerpt (an
+    OAuth token response).
+    """
 
     url: str
     headers: Mapping[str, str]
     body: bytes
+    tls: EndpointTLS | None = None
+    body_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,8 @@ class _Target:
     host: str
     port: int
     address: str
-    path: str  # with the query
+    path: str  # with the query; absolute (with the checked address) through a proxy
+    forwarded: bool = False  # a plain HTTP request forwarded by the egress proxy
 
 
 def _shown(response: urllib3.BaseHTTPResponse, excerpt: bytes) -> str | None:
@@ -300,7 +310,7 @@ class HttpSender:
 
     settings: DeliverySettings
     resolver: Resolver = system_resolver
-    _pools: dict[tuple[str, str, int, str], HTTPConnectionPool] = field(default_factory=dict)
+    _pools: dict[tuple[str | int, ...], HTTPConnectionPool] = field(default_factory=dict)
     _dns: dict[tuple[str, int], _Resolved] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -309,6 +319,16 @@ class HttpSender:
             connect=self.settings.connect_timeout_seconds,
             read=self.settings.read_timeout_seconds,
         )
+        self._proxy: urllib3.util.Url | None = None
+        self._proxy_headers: dict[str, str] = {}
+        if self.settings.egress_proxy:
+            self._proxy = urllib3.util.parse_url(self.settings.egress_proxy)
+            if self._proxy.auth:
+                user, _, password = self._proxy.auth.partition(":")
+                basic = urllib3.make_headers(
+                    proxy_basic_auth=f"{unquote(user)}:{unquote(password)}"
+                )
+                self._proxy_headers = {"Proxy-Authorization": basic["proxy-authorization"]}
 
     # Resolution and the SSRF check -------------------------------------------------
 
@@ -346,33 +366,55 @@ class HttpSender:
             raise TargetBlocked(cached.refusal)
         return cached.address
 
-    def _pool(self, scheme: str, host: str, port: int, address: str) -> HTTPConnectionPool:
-        key = (scheme, host, port, address)
+    def _pool(
+        self, scheme: str, host: str, port: int, address: str, tls: EndpointTLS | None = None
+    ) -> HTTPConnectionPool:
+        key: tuple[str | int, ...] = (
+            (scheme, host, port, address) if tls is None else (scheme, host, port, address, tls.key)
+        )
         pool = self._pools.get(key)
         if pool is not None:
             return pool
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                common: dict[str, Any] = {
-                    "port": port,
-                    "timeout": self._timeout,
-                    "maxsize": _POOL_MAXSIZE,
-                    "block": False,
-                    "retries": False,
-                }
-                if scheme == "https":
-                    pool = _WatchedHTTPSPool(
-                        address,
-                        cert_reqs="CERT_REQUIRED",
-                        assert_hostname=host,
-                        server_hostname=host,
-                        **common,
-                    )
-                else:
-                    pool = _WatchedHTTPPool(address, **common)
+                pool = self._new_pool(scheme, host, port, address, tls)
                 self._pools[key] = pool
         return pool
+
+    def _new_pool(
+        self, scheme: str, host: str, port: int, address: str, tls: EndpointTLS | None
+    ) -> HTTPConnectionPool:
+        """A pool to the checked address (through the proxy when there is one).
+
+        Through the egress proxy, an HTTPS pool tunnels (HTTP CONNECT) to the checked
+        address, TLS checking the name; a plain HTTP pool talks to the proxy itself, which
+        is sent the absolute URL with the checked address (see :meth:`_target`).
+        """
+        common: dict[str, Any] = {
+            "port": port,
+            "timeout": self._timeout,
+            "maxsize": _POOL_MAXSIZE,
+            "block": False,
+            "retries": False,
+        }
+        if scheme == "https":
+            if tls is not None:
+                common["ssl_context"] = tls.context
+            if self._proxy is not None:
+                common["_proxy"] = self._proxy
+                common["_proxy_headers"] = self._proxy_headers
+            return _WatchedHTTPSPool(
+                address,
+                cert_reqs="CERT_REQUIRED",
+                assert_hostname=host,
+                server_hostname=host,
+                **common,
+            )
+        if self._proxy is not None:
+            common["port"] = self._proxy.port
+            return _WatchedHTTPPool(str(self._proxy.host), **common)
+        return _WatchedHTTPPool(address, **common)
 
     # Sending ------------------------------------------------------------------------
 
@@ -387,7 +429,10 @@ class HttpSender:
         if isinstance(target, tuple):
             outcome, error = target
             return result(outcome, error=error)
-        pool = self._pool(target.scheme, target.host, target.port, target.address)
+        pool = self._pool(target.scheme, target.host, target.port, target.address, request.tls)
+        headers = self._headers(request, target)
+        if target.forwarded:
+            headers.update(self._proxy_headers)
 
         watch = _Watch(time.monotonic() + self.settings.total_timeout_seconds)
         _current.watch = watch
@@ -398,7 +443,7 @@ class HttpSender:
                 "POST",
                 target.path,
                 body=request.body,
-                headers=self._headers(request, target),
+                headers=headers,
                 redirect=False,
                 retries=False,
                 preload_content=False,
@@ -406,7 +451,7 @@ class HttpSender:
                 assert_same_host=False,
             )
             status = response.status
-            excerpt = self._excerpt_of(response)
+            excerpt = self._excerpt_of(response, request.body_limit)
         except Exception as exc:  # noqa: BLE001 - any I/O failure is an attempt outcome
             outcome, error = self._failure(exc, watch, target)
             return result(outcome, status_code=status, error=error)
@@ -439,6 +484,10 @@ class HttpSender:
         except OSError as exc:
             return "connect_error", _dns_failure(host, exc)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if self._proxy is not None and scheme == "http":
+            # The proxy gets the address checked here, never the name to resolve again.
+            authority = f"[{address}]" if ":" in address else address
+            return _Target(scheme, host, port, address, f"http://{authority}:{port}{path}", True)
         return _Target(scheme, host, port, address, path)
 
     @staticmethod
@@ -451,11 +500,13 @@ class HttpSender:
         headers["Host"] = host_header if default_port else f"{host_header}:{target.port}"
         return headers
 
-    def _excerpt_of(self, response: urllib3.BaseHTTPResponse) -> bytes:
+    def _excerpt_of(self, response: urllib3.BaseHTTPResponse, limit: int | None) -> bytes:
         """The response's first bytes; the connection goes back to the pool when reusable."""
         complete = False
         try:
-            excerpt, complete = self._read_excerpt(response)
+            excerpt, complete = self._read_excerpt(
+                response, self.settings.response_body_max_bytes if limit is None else limit
+            )
         finally:
             if not complete:
                 # Unread bytes remain: the connection cannot carry another request.
@@ -470,25 +521,45 @@ class HttpSender:
         """The outcome and error of a request that raised."""
         if watch.fired:
             return "timeout", self._deadline_error()
-        address, port = target.address, target.port
-        where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        if isinstance(exc, ConnectTimeoutError) and (
-            not isinstance(exc, NewConnectionError) or "timed out" in str(exc)
+        # Forwarded plain HTTP talks to the proxy; a ProxyError is the tunnel's setting up.
+        proxied = self._proxy is not None and (target.forwarded or isinstance(exc, ProxyError))
+        cause = exc
+        if isinstance(exc, ProxyError) and isinstance(exc.original_error, Exception):
+            cause = exc.original_error
+        if proxied:
+            assert self._proxy is not None
+            where = f"the egress proxy {self._proxy.host}:{self._proxy.port}"
+        else:
+            address, port = target.address, target.port
+            where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        if isinstance(cause, ConnectTimeoutError) and (
+            not isinstance(cause, NewConnectionError) or "timed out" in str(cause)
         ):
             return "timeout", (
                 f"no connection to {where} within the "
                 f"{self.settings.connect_timeout_seconds:g} s connect timeout"
             )
-        if isinstance(exc, ReadTimeoutError):
+        if isinstance(cause, ReadTimeoutError):
             return "timeout", (
                 f"no answer from {where} within the "
                 f"{self.settings.read_timeout_seconds:g} s read timeout"
             )
+        if proxied:
+            return "connect_error", self._proxy_failure(exc)
         return "connect_error", describe_failure(exc, where)
 
-    def _read_excerpt(self, response: urllib3.BaseHTTPResponse) -> tuple[bytes, bool]:
+    def _proxy_failure(self, exc: Exception) -> str:
+        """A failure reaching the target through the egress proxy, named as the proxy's."""
+        assert self._proxy is not None
+        where = f"{self._proxy.host}:{self._proxy.port}"
+        root = _root_cause(exc)
+        if isinstance(root, OSError) and str(root).startswith("Tunnel connection failed"):
+            return f"the egress proxy {where} refused the tunnel ({_first_line(root)})"
+        return f"egress proxy: {describe_failure(exc, where)}"
+
+    @staticmethod
+    def _read_excerpt(response: urllib3.BaseHTTPResponse, cap: int) -> tuple[bytes, bool]:
         """The first bytes of the body, and whether the body was read to its end."""
-        cap = self.settings.response_body_max_bytes
         kept = bytearray()
         read = 0
         while read <= cap + DRAIN_LIMIT:

@@ -18,6 +18,7 @@ from typing import Any
 
 from delivery.batch import BatchEndpoint, Change, DeliveryRuntime, Leased
 from delivery.batch_take import FIELD_VALUE
+from delivery.credentials import RunCredentials, send_with_credentials
 from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
@@ -52,7 +53,9 @@ def _request(endpoint: BatchEndpoint, item: Leased) -> OutboundRequest:
             "User-Agent": USER_AGENT,
             "webhook-id": item.event_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(endpoint.keys, item.event_id, timestamp, body),
+            "webhook-signature": signature_header(
+                endpoint.keys, item.event_id, timestamp, body, endpoint.ed25519_keys
+            ),
         }
     )
     return OutboundRequest(endpoint.url, headers, body)
@@ -66,6 +69,7 @@ class EndpointRun:
     results: list[tuple[datetime, SendResult]] = field(default_factory=list)
     gone: bool = False
     trailing_failures: int = 0  # of this batch's attempts, the failed ones at its end
+    credentials: RunCredentials | None = None  # an endpoint with OAuth or TLS settings
 
 
 @dataclass
@@ -123,7 +127,10 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
     except Exception as exc:  # noqa: BLE001 - whatever it is, it is this delivery's
         _unbuildable(output, endpoint, item, attempted_at, exc)
         return False
-    result = _send(rt.sender, request)
+    if endpoint.oauth is None and endpoint.tls is None:
+        result = _send(rt.sender, request)
+    else:
+        result = _send_with_credentials(rt, run, request)
     run.results.append((attempted_at, result))
     run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
     output.attempts.append(
@@ -169,6 +176,18 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
         len(run.results),
         endpoint.consecutive_failures,
         settings.circuit_breaker_threshold,
+    )
+
+
+def _send_with_credentials(
+    rt: DeliveryRuntime, run: EndpointRun, request: OutboundRequest
+) -> SendResult:
+    """The request with the endpoint's TLS context and OAuth token (delivery.credentials)."""
+    if run.credentials is None:
+        run.credentials = RunCredentials()
+    sender = rt.sender
+    return send_with_credentials(
+        sender, lambda outbound: _send(sender, outbound), run.endpoint, run.credentials, request
     )
 
 

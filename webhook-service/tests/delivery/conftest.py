@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from delivery.config import DeliverySettings
 from delivery.testing import EngineTestSettings, OffsetClock
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.messages.envelope import Envelope, utcnow
 from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint, EndpointSecret
@@ -179,6 +180,7 @@ def processes(
     env.update(getattr(request.module, "ENGINE_ENV_EXTRA", {}))
     env.update(
         {
+            "WEBHOOKS_SEALING_KEYS": os.environ["WEBHOOKS_SEALING_KEYS"],
             "WEBHOOKS_DATABASE_URL": engine_settings.database_url,
             "WEBHOOKS_BROKER_URL": engine_settings.broker_url,
             "WEBHOOKS_CLOCK_OFFSET_FILE": str(engine_settings.clock_offset_file),
@@ -364,7 +366,7 @@ class Platform:
             endpoint = Endpoint(application_id=self.application(), url=url, **fields)
             session.add(endpoint)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=endpoint.id, secret=secret))
+            session.add(EndpointSecret(endpoint_id=endpoint.id, secret=seal(secret)))
             return endpoint.id, secret
 
     def publish(

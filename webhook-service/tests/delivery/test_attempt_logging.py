@@ -26,6 +26,7 @@ from delivery.config import DeliverySettings
 from delivery.engine import DeliveryRuntime, deliver_batch
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.logging import JsonFormatter, RedactSecrets
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.messages.fanout import accept_message
@@ -85,7 +86,7 @@ def leased_batch(
             endpoint = Endpoint(application_id=app.id, url=url, retry_schedule=schedule)
             session.add(endpoint)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=endpoint.id, secret=new_secret()))
+            session.add(EndpointSecret(endpoint_id=endpoint.id, secret=seal(new_secret())))
             endpoints[name] = endpoint.id
         envelope = Envelope(type="thing.done", data={"n": 1})
         accept_message(session, envelope, source="http", application_id=app.id)

@@ -30,6 +30,7 @@ from delivery.config import DeliverySettings
 from delivery.scheduling import DELIVER_TASK
 from delivery.testing import create_test_celery
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import (
@@ -122,7 +123,7 @@ def test_one_batch_of_healthy_and_poison_deliveries_of_several_applications(
             row = Endpoint(application_id=app_id, url=url, **fields)
             session.add(row)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=row.id, secret=secret))
+            session.add(EndpointSecret(endpoint_id=row.id, secret=seal(secret)))
             session.flush()
             return row.id
 
@@ -347,7 +348,7 @@ def test_a_value_the_database_refuses_spoils_only_its_own_delivery(
                 row = Endpoint(application_id=app_id, url=f"{server.url}?e={n}")
                 session.add(row)
                 session.flush()
-                session.add(EndpointSecret(endpoint_id=row.id, secret=new_secret()))
+                session.add(EndpointSecret(endpoint_id=row.id, secret=seal(new_secret())))
             for data in ({"n": 1}, {"bad": True}, {"n": 2}):
                 accept_message(
                     session,
@@ -408,7 +409,7 @@ def test_a_sender_that_raises_fails_only_its_own_delivery(
             row = Endpoint(application_id=app_id, url=url)
             session.add(row)
             session.flush()
-            session.add(EndpointSecret(endpoint_id=row.id, secret=new_secret()))
+            session.add(EndpointSecret(endpoint_id=row.id, secret=seal(new_secret())))
         accept_message(
             session, Envelope(type="thing.done", data={}), source="http", application_id=app_id
         )

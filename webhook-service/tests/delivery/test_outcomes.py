@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 from delivery.broker import DEAD_LETTER_QUEUE
 from delivery.config import DeliverySettings
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.messages.envelope import Envelope, utcnow
 from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Attempt, DeadLetter, Endpoint, EndpointSecret, Message
@@ -386,12 +387,16 @@ def test_rotation_signs_with_current_and_unexpired_old_secrets(
     with transaction(platform.sessions) as session:
         session.add(
             EndpointSecret(
-                endpoint_id=endpoint_id, secret=old, expires_at=utcnow() + timedelta(hours=1)
+                endpoint_id=endpoint_id,
+                secret=seal(old),
+                expires_at=utcnow() + timedelta(hours=1),
             )
         )
         session.add(
             EndpointSecret(
-                endpoint_id=endpoint_id, secret=expired, expires_at=utcnow() - timedelta(hours=1)
+                endpoint_id=endpoint_id,
+                secret=seal(expired),
+                expires_at=utcnow() - timedelta(hours=1),
             )
         )
     platform.publish()

@@ -36,6 +36,7 @@ from delivery.engine import (
 )
 from delivery.runtime import runtime_for
 from webhooks_core.db import transaction
+from webhooks_core.endpoints.sealing import seal
 from webhooks_core.messages.envelope import Envelope, utcnow
 from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Attempt, Delivery, Endpoint, EndpointSecret
@@ -128,7 +129,7 @@ def an_endpoint(sessions: sessionmaker[Session], url: str) -> uuid.UUID:
         endpoint = Endpoint(application_id=app.id, url=url)
         session.add(endpoint)
         session.flush()
-        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=new_secret()))
+        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=seal(new_secret())))
         return endpoint.id
 
 

@@ -188,7 +188,7 @@ class DatabaseGauges(Collector):
         self._auto_disable_after = float(auto_disable_after_seconds)
 
     def _query(self) -> dict[str, Any]:
-        by_state, ages, health, first_failing, clock = run_transaction(
+        by_state, ages, health, first_failing, clock, certificate_expiry = run_transaction(
             self._sessions, self._read, what="database gauges"
         )
         states = {state: int(health.get(state, 0)) for state in HEALTH_STATES}
@@ -210,6 +210,7 @@ class DatabaseGauges(Collector):
             },
             "disabled": states["disabled"],
             "auto_disable_in": auto_disable_in,
+            "certificate_expiry": None if certificate_expiry is None else float(certificate_expiry),
         }
 
     def _read(self, session: Session) -> tuple[Any, ...]:
@@ -251,7 +252,14 @@ class DatabaseGauges(Collector):
                 " AND failing_since IS NOT NULL"
             )
         ).one()
-        return by_state, ages, health, first_failing, clock
+        certificate_expiry = session.execute(
+            text(
+                "SELECT extract(epoch FROM min(tls_certificate_expires_at) - now())"
+                " FROM endpoints WHERE deleted_at IS NULL AND enabled"
+                " AND tls_certificate_expires_at IS NOT NULL"
+            )
+        ).scalar()
+        return by_state, ages, health, first_failing, clock, certificate_expiry
 
     def collect(self) -> Iterable[Metric]:
         """Query the database; on failure report ``webhooks_database_up 0`` and nothing else."""
@@ -316,6 +324,13 @@ class DatabaseGauges(Collector):
         )
         if values["auto_disable_in"] is not None:
             auto_disable.add_metric([], values["auto_disable_in"])
+        certificates = GaugeMetricFamily(
+            "webhooks_endpoints_client_certificate_expiry_seconds",
+            "Seconds until the first client certificate (mutual TLS) of an enabled endpoint"
+            " expires, negative once expired (no sample when no endpoint has one).",
+        )
+        if values["certificate_expiry"] is not None:
+            certificates.add_metric([], values["certificate_expiry"])
         duration.add_metric([], time.perf_counter() - started)
         return [
             up,
@@ -327,6 +342,7 @@ class DatabaseGauges(Collector):
             disabled,
             health,
             auto_disable,
+            certificates,
             duration,
         ]
 

@@ -120,7 +120,13 @@ OUTBOX_PUBLISHED = Counter(
 ATTEMPTS = Counter(
     "webhooks_delivery_attempts_total",
     "HTTP delivery attempts by outcome: success, http_4xx, http_5xx, timeout, "
-    "connect_error, blocked, too_large, error.",
+    "connect_error, blocked, too_large, auth_error (no OAuth token), error.",
+    ["outcome"],
+)
+OAUTH_TOKEN_REQUESTS = Counter(
+    "webhooks_oauth_token_requests_total",
+    "OAuth 2.0 token requests of the delivery workers (one per endpoint and expiry window"
+    " per process when all is well), by outcome: issued, failed.",
     ["outcome"],
 )
 ATTEMPT_DURATION = Histogram(
@@ -165,10 +171,12 @@ IN_FLIGHT = Gauge(
 # event (Prometheus cannot tell "never happened" from "not exported").
 ATTEMPT_OUTCOMES = (
     "success", "http_3xx", "http_4xx", "http_5xx", "timeout", "connect_error", "blocked",
-    "too_large", "error",
+    "too_large", "auth_error", "error",
 )  # fmt: skip
 for _outcome in ATTEMPT_OUTCOMES:
     ATTEMPTS.labels(_outcome)
+for _outcome in ("issued", "failed"):
+    OAUTH_TOKEN_REQUESTS.labels(_outcome)
 for _kind in ("delivery", "message", "recover", "redrive"):
     REPLAYS.labels(_kind)
 for _reason in ("gone", "failing"):

@@ -3,10 +3,10 @@
 Each process builds the one typed settings object of its kind at start
 (``<Kind>Settings.from_env()``) and passes it down; nothing else reads the environment.
 
-* :class:`CoreSettings` (here): what every process reads, the database, the broker, metrics
-  and logs (:class:`LogSettings`, the part that logging reads on its own).  The two URLs
-  have no default: a process started without them stops at once with a message naming the
-  variable to set.
+* :class:`CoreSettings` (here): what every process reads, the database, the broker, metrics,
+  the keys that seal secrets at rest, and logs (:class:`LogSettings`, the part that logging
+  reads on its own).  The two URLs have no default: a process started without them stops
+  at once with a message naming the variable to set.
 * :class:`EndpointSettings` (here): the endpoint rules the API and the delivery engine both
   apply or report, which targets are allowed and when the breaker opens or an endpoint is
   disabled (the metrics gauges read them too).
@@ -26,7 +26,7 @@ import ipaddress
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -94,6 +94,21 @@ class CoreSettings(LogSettings):
     # the process's well-known one (9101, 9102, 9103); a worker without a port serves none.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    # Keys that seal endpoint secrets at rest: ``<id>:<base64 of 32 bytes>``, comma-separated,
+    # the first seals (webhooks_core.endpoints.sealing; docs/security.md).  Every process that
+    # reads or writes endpoints (and the migrations, which seal what was stored in clear)
+    # needs it and refuses to start without it.
+    sealing_keys: SecretStr | None = None
+
+    @field_validator("sealing_keys")
+    @classmethod
+    def _sealing_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from webhooks_core.endpoints.sealing import KeyRing
+
+            KeyRing.parse(value.get_secret_value())  # raises naming the problem, not the key
+        return value
 
 
 class EndpointSettings(CoreSettings):

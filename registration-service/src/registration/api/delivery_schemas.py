@@ -20,7 +20,10 @@ from registration.services.deliveries import PAYLOAD_FIELD_PATTERN
 from webhooks_core.json_input import Timestamp
 
 DELIVERY_STATES = r"^(pending|sending|retrying|delivered|dead|cancelled)$"
-OUTCOMES = r"^(success|http_3xx|http_4xx|http_5xx|timeout|connect_error|blocked|too_large|error)$"
+OUTCOMES = (
+    r"^(success|http_3xx|http_4xx|http_5xx|timeout|connect_error|blocked|too_large|auth_error"
+    r"|error)$"
+)
 BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigint
 EVENT_ID = r"^[A-Za-z0-9_\-.:]{1,128}$"
 

@@ -17,6 +17,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from registration.config import APISettings
 from registration.console import (  # noqa: F401 - importing registers the routes
+    credential_views,
     endpoint_views,
     message_views,
     session_views,

@@ -10,6 +10,7 @@ from wtforms import (
     DateTimeLocalField,
     IntegerField,
     PasswordField,
+    SelectField,
     SelectMultipleField,
     StringField,
     TextAreaField,
@@ -17,6 +18,7 @@ from wtforms import (
 )
 from wtforms.fields import URLField
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.widgets import PasswordInput
 
 
 class SignInForm(FlaskForm):
@@ -82,6 +84,49 @@ class EndpointForm(FlaskForm):
         render_kw={"placeholder": "0, 5, 300, 1800"},
         description="Seconds before each retry, comma separated. Empty: the platform default.",
     )
+    auth_type = SelectField(
+        "Authentication",
+        choices=[
+            ("", "None"),
+            ("basic", "Basic (username and password)"),
+            ("bearer", "Bearer token"),
+        ],
+        default="",
+        description="Sent as the Authorization header; stored sealed, shown masked.",
+    )
+    auth_username = StringField("Username", validators=[Optional(), Length(max=256)])
+    # Filled with the masked value when editing: left as it is, the stored secret stays.
+    auth_password = PasswordField(
+        "Password",
+        validators=[Optional(), Length(max=1024)],
+        widget=PasswordInput(hide_value=False),
+    )
+    auth_token = PasswordField(
+        "Bearer token",
+        validators=[Optional(), Length(max=4096)],
+        widget=PasswordInput(hide_value=False),
+    )
+    signature_schemes = CheckboxesField(
+        "Signatures",
+        choices=[
+            ("v1", "v1: HMAC-SHA256 with the whsec_ secret"),
+            ("v1a", "v1a: Ed25519, receivers verify with the whpk_ public key"),
+        ],
+        default=["v1"],
+        validate_choice=True,
+    )
+
+    def auth_for_api(self) -> dict[str, str] | None:
+        """The auth fields as the API's ``auth`` object (None: no authentication)."""
+        if self.auth_type.data == "basic":
+            return {
+                "type": "basic",
+                "username": self.auth_username.data or "",
+                "password": self.auth_password.data or "",
+            }
+        if self.auth_type.data == "bearer":
+            return {"type": "bearer", "token": self.auth_token.data or ""}
+        return None
 
     def fields_for_api(self) -> dict[str, Any]:
         """The form as the API's endpoint fields (same names and shapes as the JSON body)."""
@@ -101,6 +146,9 @@ class EndpointForm(FlaskForm):
             "rate_limit": self.rate_limit.data,
             "max_in_flight": self.max_in_flight.data,
             "retry_schedule": _csv(self.retry_schedule.data) or None,
+            "auth": self.auth_for_api(),
+            # None checked (or a form without the field): v1, the default.
+            "signature_schemes": list(self.signature_schemes.data or []) or ["v1"],
         }
 
 
@@ -127,6 +175,92 @@ def _csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def auth_data(shown: dict[str, str] | None) -> dict[str, str]:
+    """The edit form's auth fields from the endpoint's masked auth setting."""
+    if not shown:
+        return {"auth_type": ""}
+    return {
+        "auth_type": shown["type"],
+        "auth_username": shown.get("username") or "",
+        "auth_password": shown.get("password") or "",
+        "auth_token": shown.get("token") or "",
+    }
+
+
 def headers_text(headers: dict[str, str]) -> str:
     """The inverse of the headers field's parsing, to fill the edit form."""
     return "\n".join(f"{name}: {value}" for name, value in headers.items())
+
+
+class OAuthForm(FlaskForm):
+    """An endpoint's OAuth 2.0 client credentials (docs/security.md)."""
+
+    token_url = URLField(
+        "Token URL",
+        validators=[InputRequired(), Length(max=2048)],
+        render_kw={"placeholder": "https://auth.example.com/oauth/token"},
+    )
+    client_id = StringField("Client id", validators=[InputRequired(), Length(max=512)])
+    client_secret = PasswordField(
+        "Client secret",
+        validators=[Optional(), Length(max=4096)],
+        description="Stored sealed, never shown. Empty keeps the stored one (same token URL"
+        " and client id).",
+    )
+    scopes = StringField(
+        "Scopes",
+        validators=[Optional(), Length(max=4096)],
+        render_kw={"placeholder": "webhooks:receive"},
+        description="Space separated.",
+    )
+    audience = StringField("Audience", validators=[Optional(), Length(max=2048)])
+    auth_method = SelectField(
+        "Client authentication",
+        choices=[
+            ("client_secret_basic", "HTTP Basic (client_secret_basic)"),
+            ("client_secret_post", "In the request body (client_secret_post)"),
+        ],
+    )
+
+    def fields_for_api(self) -> dict[str, Any]:
+        """The form as the API's ``oauth`` object."""
+        return {
+            "token_url": (self.token_url.data or "").strip(),
+            "client_id": (self.client_id.data or "").strip(),
+            "client_secret": self.client_secret.data or None,
+            "scopes": (self.scopes.data or "").split(),
+            "audience": (self.audience.data or "").strip() or None,
+            "auth_method": self.auth_method.data,
+        }
+
+
+class TLSForm(FlaskForm):
+    """An endpoint's client certificate and CA bundle (docs/security.md)."""
+
+    client_certificate = TextAreaField(
+        "Client certificate",
+        validators=[Optional(), Length(max=65_536)],
+        render_kw={"rows": 6, "placeholder": "-----BEGIN CERTIFICATE-----"},
+        description="PEM: the certificate first, then any intermediates.",
+    )
+    client_key = TextAreaField(
+        "Private key",
+        validators=[Optional(), Length(max=65_536)],
+        render_kw={"rows": 6, "placeholder": "-----BEGIN PRIVATE KEY-----"},
+        description="PEM, without a passphrase. Stored sealed, never shown.",
+    )
+    ca_bundle = TextAreaField(
+        "CA bundle",
+        validators=[Optional(), Length(max=65_536)],
+        render_kw={"rows": 6, "placeholder": "-----BEGIN CERTIFICATE-----"},
+        description="PEM certificates trusted for the endpoint's server instead of the"
+        " system's. Optional.",
+    )
+
+    def fields_for_api(self) -> dict[str, Any]:
+        """The form as the API's ``tls`` object."""
+        return {
+            "client_certificate": (self.client_certificate.data or "").strip() or None,
+            "client_key": (self.client_key.data or "").strip() or None,
+            "ca_bundle": (self.ca_bundle.data or "").strip() or None,
+        }

@@ -23,6 +23,7 @@ from registration.services.publishing import (
     require_application,
 )
 from webhooks_core.db import run_transaction
+from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.messages.fanout import (
     AcceptResult,
@@ -87,18 +88,21 @@ def relay_message(
         if not result.created:
             message = known_event(session, app_id, result)
             return _relay_view(session, message, duplicate=True)
+        plain_headers, sensitive_headers = credentials.split_headers(headers or {})
         endpoint = Endpoint(
             application_id=app_id,
             kind=EndpointKind.RELAY.value,
             url=url,
             description="relay mode",
             event_types=[event_type],
-            headers=headers or {},
+            headers=plain_headers,
+            sealed_headers=credentials.seal_json(sensitive_headers),
         )
         session.add(endpoint)
         session.flush()
-        generated = None if secret is not None else new_secret()
-        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=secret or generated))
+        signing_secret = secret if secret is not None else new_secret()
+        generated = None if secret is not None else signing_secret
+        session.add(EndpointSecret(endpoint_id=endpoint.id, secret=sealing.seal(signing_secret)))
         delivery_id = deliver_to(session, result.message_id, endpoint, event_type)
         if idempotency_key is not None:
             remember_key(session, app_id, idempotency_key, digest, result.message_id)

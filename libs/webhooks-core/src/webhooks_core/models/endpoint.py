@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from webhooks_core.endpoints import credentials
 from webhooks_core.models.base import Base, created_at, updated_at, uuid_pk
 
 
@@ -73,6 +74,13 @@ class Endpoint(Base):
     headers: Mapped[dict[str, str]] = mapped_column(
         server_default=text("'{}'::jsonb"), default=dict
     )
+    # Sealed (webhooks_core.endpoints.sealing): the custom headers that carry a credential
+    # (a JSON object) and the basic or bearer auth setting (webhooks_core.endpoints.credentials).
+    sealed_headers: Mapped[str | None] = mapped_column(Text)
+    auth: Mapped[str | None] = mapped_column(Text)
+    signature_schemes: Mapped[list[str]] = mapped_column(
+        server_default=text("'{v1}'"), default=lambda: ["v1"]
+    )
     rate_limit: Mapped[int | None] = mapped_column(comment="deliveries per second at most")
     max_in_flight: Mapped[int | None] = mapped_column(comment="concurrent requests at most")
     retry_schedule: Mapped[list[int] | None] = mapped_column(comment="seconds; overrides settings")
@@ -96,6 +104,30 @@ class Endpoint(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(
         comment="soft delete: deliveries stay queryable, cancelled"
     )
+    # OAuth 2.0 client credentials (webhooks_core.endpoints.authentication); all set or none.
+    oauth_token_url: Mapped[str | None] = mapped_column(Text)
+    oauth_client_id: Mapped[str | None] = mapped_column(Text)
+    oauth_client_secret: Mapped[str | None] = mapped_column(Text, comment="sealed")
+    oauth_scopes: Mapped[list[str] | None]
+    oauth_audience: Mapped[str | None] = mapped_column(Text)
+    oauth_auth_method: Mapped[str | None] = mapped_column(String(32))
+    # Mutual TLS: a client certificate with its key, and/or a CA bundle for the server.
+    tls_client_certificate: Mapped[str | None] = mapped_column(Text, comment="PEM")
+    tls_client_key: Mapped[str | None] = mapped_column(Text, comment="PEM, sealed")
+    tls_ca_bundle: Mapped[str | None] = mapped_column(Text, comment="PEM")
+    tls_certificate_expires_at: Mapped[datetime | None] = mapped_column(
+        comment="the client certificate's notAfter (metrics and alerts)"
+    )
+
+    @property
+    def shown_headers(self) -> dict[str, str]:
+        """The custom headers as the API shows them: those carrying credentials masked."""
+        return credentials.shown_headers(self.headers, self.sealed_headers)
+
+    @property
+    def shown_auth(self) -> dict[str, str] | None:
+        """The auth setting as the API shows it (type, username; the secret masked)."""
+        return credentials.masked_auth(self.auth)
 
     secrets: Mapped[list[EndpointSecret]] = relationship(
         back_populates="endpoint",
@@ -106,15 +138,20 @@ class Endpoint(Base):
 
 
 class EndpointSecret(Base):
-    """A ``whsec_`` signing secret; a rotated-out secret signs until ``expires_at``."""
+    """A signing secret, sealed; a rotated-out secret signs until ``expires_at``.
+
+    ``scheme`` ``v1``: a ``whsec_`` HMAC secret; ``v1a``: a ``whsk_`` Ed25519 secret key.
+    """
 
     __tablename__ = "endpoint_secrets"
+    __table_args__ = (CheckConstraint("scheme IN ('v1', 'v1a')", name="scheme"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
     )
-    secret: Mapped[str] = mapped_column(String(128))
+    scheme: Mapped[str] = mapped_column(String(8), server_default="v1", default="v1")
+    secret: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at()
     expires_at: Mapped[datetime | None]
 
