@@ -147,6 +147,7 @@ def test_reseal_command_uses_the_environment_keys(
     env = {
         **os.environ,
         "WEBHOOKS_DATABASE_URL": settings.database_url,
+        "WEBHOOKS_BROKER_URL": settings.broker_url,
         "WEBHOOKS_SEALING_KEYS": f"{NEW},{OLD}",
     }
     done = subprocess.run(

@@ -219,8 +219,12 @@ def reseal(engine: Engine, ring: KeyRing, *, batch_size: int = 500) -> int:
     value no longer the one read) is left to the next run, never overwritten.  A value that
     is not sealed at all (written before sealing) is sealed too.
     """
-    from sqlalchemy import text
+    from sqlalchemy import TextClause, text
+    from sqlalchemy.orm import Session
 
+    from webhooks_core.db import make_session_factory, run_transaction
+
+    sessions = make_session_factory(engine)
     done = 0
     current = f"{PREFIX}{ring.current_id}:"  # starts_with, not LIKE: ids may hold "_"
     for target in SEALED_COLUMNS:
@@ -234,15 +238,23 @@ def reseal(engine: Engine, ring: KeyRing, *, batch_size: int = 500) -> int:
             f"UPDATE {target.table} SET {target.column} = :new "  # noqa: S608
             f"WHERE {target.key} = :k AND {target.column} = :old"
         )
+
+        def one_batch(
+            session: Session, pick: TextClause = pick, put: TextClause = put
+        ) -> tuple[int, int]:
+            """(rows read, rows resealed) of one batch."""
+            rows = session.execute(pick, {"current": current, "limit": batch_size}).all()
+            resealed = 0
+            for row in rows:
+                plain = ring.unseal(row.v) if is_sealed(row.v) else row.v
+                new = {"new": ring.seal(plain), "k": row.k, "old": row.v}
+                resealed += session.execute(put, new).rowcount  # type: ignore[attr-defined]
+            return len(rows), resealed
+
         while True:
-            with engine.begin() as conn:
-                rows = conn.execute(pick, {"current": current, "limit": batch_size}).all()
-                for row in rows:
-                    plain = ring.unseal(row.v) if is_sealed(row.v) else row.v
-                    done += conn.execute(
-                        put, {"new": ring.seal(plain), "k": row.k, "old": row.v}
-                    ).rowcount
-            if len(rows) < batch_size:
+            taken, resealed = run_transaction(sessions, one_batch, what="reseal")
+            done += resealed
+            if taken < batch_size:
                 break
     return done
 

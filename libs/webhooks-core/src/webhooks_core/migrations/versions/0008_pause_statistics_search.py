@@ -1,7 +1,7 @@
 """pause, statistics summaries, search indexes
 
 Revision ID: 0008_pause_statistics_search
-Revises: 0005_lease_expiries
+Revises: 0007
 Create Date: 2026-12-01 13:10:00
 
 * ``endpoints.paused_at``: a paused endpoint keeps receiving deliveries and holds them; the
@@ -24,7 +24,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0008_pause_statistics_search'
-down_revision = '0005_lease_expiries'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
