@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -218,3 +219,31 @@ def test_reseal_tells_key_ids_apart_exactly(engine: Engine, db: sessionmaker[Ses
     with engine.connect() as conn:
         stored = conn.scalar(text("SELECT secret FROM endpoint_secrets"))
     assert sealing.key_id_of(stored) == "k_1"
+
+
+def test_start_resealing_runs_the_settings_interval_in_the_background(
+    engine: Engine, db: sessionmaker[Session], settings: Settings
+) -> None:
+    with engine.begin() as conn:
+        secret_id = _insert_secret(conn, KeyRing.parse(OLD).seal("whsec_started"))
+    configured = settings.model_copy(
+        update={"sealing_keys": SecretStr(f"{NEW},{OLD}"), "reseal_interval_seconds": 0.05}
+    )
+    assert (
+        sealing.start_resealing(engine, settings.model_copy(update={"reseal_interval_seconds": 0}))
+        is None
+    )  # 0: off
+    stop = sealing.start_resealing(engine, configured)
+    assert stop is not None
+    try:
+        for _ in range(100):
+            with engine.connect() as conn:
+                stored = conn.scalar(
+                    text("SELECT secret FROM endpoint_secrets WHERE id = :id"), {"id": secret_id}
+                )
+            if sealing.key_id_of(stored) == "new":
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+    assert KeyRing.parse(NEW).unseal(stored) == "whsec_started"

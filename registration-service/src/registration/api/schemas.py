@@ -323,6 +323,13 @@ class AuthOut(BaseModel):
     token: str | None = Field(default=None, description="bearer only, masked")
 
 
+_HEADERS_DESCRIPTION = (
+    "sent with every delivery; those carrying a credential (Authorization, Proxy-Authorization,"
+    " Cookie, names with token, secret, key, auth, passw, credential, session, signature) are"
+    " stored sealed and shown masked; a masked value sent back in a PATCH keeps the stored one"
+)
+
+
 def _check_schedule(value: list[int] | None) -> list[int] | None:
     if value is not None and not value:
         raise ValueError("must list at least one delay, or be null for the default")
@@ -392,7 +399,9 @@ class EndpointFields(Strict):
         default_factory=list, max_length=256, description="empty subscribes to every type"
     )
     channels: list[ChannelName] | None = Field(default=None, max_length=16)
-    headers: dict[HeaderName, str] = Field(default_factory=dict, max_length=32)
+    headers: dict[HeaderName, str] = Field(
+        default_factory=dict, max_length=32, description=_HEADERS_DESCRIPTION
+    )
     rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="per second")
     max_in_flight: int | None = Field(default=None, ge=1, le=256)
     retry_schedule: list[RetryDelay] | None = Field(
@@ -433,7 +442,7 @@ class EndpointPatch(Strict):
     channels: list[ChannelName] | None = Field(
         default=None, max_length=16, description="null: every channel"
     )
-    headers: dict[HeaderName, str] = omittable(max_length=32)
+    headers: dict[HeaderName, str] = omittable(max_length=32, description=_HEADERS_DESCRIPTION)
     rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="null: no limit")
     max_in_flight: int | None = Field(default=None, ge=1, le=256, description="null: no limit")
     retry_schedule: list[RetryDelay] | None = Field(
