@@ -222,18 +222,13 @@ def test_reseal_tells_key_ids_apart_exactly(engine: Engine, db: sessionmaker[Ses
 
 
 def test_start_resealing_runs_the_settings_interval_in_the_background(
-    engine: Engine, db: sessionmaker[Session], settings: Settings
+    engine: Engine, db: sessionmaker[Session], settings: CoreSettings
 ) -> None:
     with engine.begin() as conn:
         secret_id = _insert_secret(conn, KeyRing.parse(OLD).seal("whsec_started"))
-    configured = settings.model_copy(
-        update={"sealing_keys": SecretStr(f"{NEW},{OLD}"), "reseal_interval_seconds": 0.05}
-    )
-    assert (
-        sealing.start_resealing(engine, settings.model_copy(update={"reseal_interval_seconds": 0}))
-        is None
-    )  # 0: off
-    stop = sealing.start_resealing(engine, configured)
+    configured = settings.model_copy(update={"sealing_keys": SecretStr(f"{NEW},{OLD}")})
+    assert sealing.start_resealing(engine, configured, 0) is None  # 0: off
+    stop = sealing.start_resealing(engine, configured, 0.05)
     assert stop is not None
     try:
         for _ in range(100):
