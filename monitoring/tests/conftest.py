@@ -58,6 +58,8 @@ ENGINE_ENV = {
     "WEBHOOKS_OUTBOX_POLL_SECONDS": "0.2",
     "WEBHOOKS_ALLOWED_TARGET_NETWORKS": "127.0.0.1/32",
     "WEBHOOKS_LOG_FORMAT": "json",
+    # Every successful attempt logged (the default is a sample): a test matches each line.
+    "WEBHOOKS_LOG_SUCCESSFUL_ATTEMPTS": "1",
 }
 
 

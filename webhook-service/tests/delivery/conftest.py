@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.config import DeliverySettings
 from delivery.testing import EngineTestSettings, OffsetClock
+from registration.config import APISettings
 from webhooks_core.db import transaction
 from webhooks_core.endpoints.sealing import seal
 from webhooks_core.messages.envelope import Envelope, utcnow
@@ -146,6 +147,13 @@ class EngineProcesses:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+@pytest.fixture
+def api_settings(make_settings: Callable[..., APISettings]) -> APISettings:
+    """The API's settings, for tests that set endpoints up through the API's services (its
+    secret rotation grace period, its checks)."""
+    return make_settings(APISettings)
 
 
 @pytest.fixture(scope="session")

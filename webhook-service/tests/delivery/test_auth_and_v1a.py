@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
-from delivery.config import DeliverySettings
 from registration.cli.main import cli
+from registration.config import APISettings
 from registration.services import endpoints
 
 
@@ -50,13 +50,13 @@ def cli_verify(key: str, got: Any) -> Any:
 
 
 def test_basic_auth_v1_and_v1a_on_a_real_delivery(
-    platform: Any, receiver: Any, wait_for: Any, settings: DeliverySettings
+    platform: Any, receiver: Any, wait_for: Any, api_settings: APISettings
 ) -> None:
     server = receiver()
     app_id = platform.application()
     endpoint, _ = endpoints.upsert_endpoint(
         platform.sessions,
-        settings,
+        api_settings,
         app_id,
         {
             "url": server.url,
@@ -85,7 +85,7 @@ def test_basic_auth_v1_and_v1a_on_a_real_delivery(
     # Another endpoint's public key does not verify it, with the CLI nor independently.
     other, _ = endpoints.upsert_endpoint(
         platform.sessions,
-        settings,
+        api_settings,
         app_id,
         {"url": server.url + "/other", "signature_schemes": ["v1a"]},
     )
@@ -95,13 +95,13 @@ def test_basic_auth_v1_and_v1a_on_a_real_delivery(
 
 
 def test_bearer_auth_and_v1a_only_through_a_rotation(
-    platform: Any, receiver: Any, wait_for: Any, settings: DeliverySettings
+    platform: Any, receiver: Any, wait_for: Any, api_settings: APISettings
 ) -> None:
     server = receiver()
     app_id = platform.application()
     endpoint, _ = endpoints.upsert_endpoint(
         platform.sessions,
-        settings,
+        api_settings,
         app_id,
         {
             "url": server.url,
@@ -110,10 +110,12 @@ def test_bearer_auth_and_v1a_only_through_a_rotation(
         },
     )
     first = endpoints.get_signing_key(platform.sessions, app_id, endpoint.id).key
-    assert settings.secret_rotation_grace_seconds > 0
+    assert api_settings.secret_rotation_grace_seconds > 0
     keys = [first]
     for _ in range(2):
-        view = endpoints.rotate_signing_key(platform.sessions, settings, app_id, endpoint.id, None)
+        view = endpoints.rotate_signing_key(
+            platform.sessions, api_settings, app_id, endpoint.id, None
+        )
         keys.append(view.key)
         assert [key for key, _ in view.previous] == [keys[-2]]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,12 +10,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from registration.config import APISettings
 from registration.services import endpoints
 from registration.services.errors import Conflict
-
-
-@pytest.fixture
-def api_settings(make_settings: Callable[..., APISettings]) -> APISettings:
-    """The API's settings: the rotations are the API's (its grace period)."""
-    return make_settings(APISettings)
 
 
 def _v1_signatures(header: str) -> list[str]:
