@@ -309,14 +309,15 @@ def endpoints_create(
 def endpoints_secret(context: Context, endpoint_id: str) -> None:
     """Print an endpoint's signing secret (and any previous one still signing)."""
     secret = context.client().get(context.app_path(f"/endpoints/{endpoint_id}/secret"))
-    _print_secret(secret)
+    _print_keys(secret)
 
 
-def _print_secret(secret: dict[str, Any]) -> None:
-    click.echo(secret["key"])
-    for previous in secret.get("previous") or []:
+def _print_keys(view: dict[str, Any], field: str = "key") -> None:
+    """The current key (``field`` of the view) on stdout, those still signing on stderr."""
+    click.echo(view[field])
+    for previous in view.get("previous") or []:
         click.echo(
-            f"previous, signing until {human_time(previous['expires_at'])}: {previous['key']}",
+            f"previous, signing until {human_time(previous['expires_at'])}: {previous[field]}",
             err=True,
         )
 
@@ -331,7 +332,7 @@ def endpoints_rotate(context: Context, endpoint_id: str, key: str | None) -> Non
     secret = context.client().post(
         context.app_path(f"/endpoints/{endpoint_id}/secret/rotate"), body
     )
-    _print_secret(secret)
+    _print_keys(secret)
 
 
 @endpoints.command("public-key")
@@ -340,17 +341,7 @@ def endpoints_rotate(context: Context, endpoint_id: str, key: str | None) -> Non
 def endpoints_public_key(context: Context, endpoint_id: str) -> None:
     """Print the whpk_ public key receivers verify v1a signatures with."""
     key = context.client().get(context.app_path(f"/endpoints/{endpoint_id}/signing-key"))
-    _print_public_key(key)
-
-
-def _print_public_key(key: dict[str, Any]) -> None:
-    click.echo(key["public_key"])
-    for previous in key.get("previous") or []:
-        click.echo(
-            f"previous, signing until {human_time(previous['expires_at'])}: "
-            f"{previous['public_key']}",
-            err=True,
-        )
+    _print_keys(key, "public_key")
 
 
 @endpoints.command("rotate-signing-key")
@@ -363,7 +354,7 @@ def endpoints_rotate_signing_key(context: Context, endpoint_id: str, key: str | 
     public = context.client().post(
         context.app_path(f"/endpoints/{endpoint_id}/signing-key/rotate"), body
     )
-    _print_public_key(public)
+    _print_keys(public, "public_key")
 
 
 @endpoints.command("disable")
