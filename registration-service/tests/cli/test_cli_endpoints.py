@@ -9,7 +9,7 @@ import sys
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from registration.services import endpoints, event_types
+from registration.services import endpoint_secrets, endpoints, event_types
 from webhooks_core.db import transaction
 from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import Endpoint
@@ -52,7 +52,7 @@ def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
 
     secret = webhooks("endpoints", "secret", endpoint_id)
     assert secret.exit_code == 0
-    assert secret.stdout.strip() == endpoints.get_secret(db, tenant.id, endpoint_id).key
+    assert secret.stdout.strip() == endpoint_secrets.get_secret(db, tenant.id, endpoint_id).key
 
     rotated = webhooks("endpoints", "rotate-secret", endpoint_id)
     assert rotated.exit_code == 0, rotated.output

@@ -9,7 +9,7 @@ from selenium.webdriver.support.ui import Select
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from registration.services import endpoints
+from registration.services import endpoint_secrets
 from webhooks_core.endpoints.credentials import unseal_json
 
 PASSWORD = "correct-horse-battery-staple"
@@ -43,7 +43,7 @@ def test_basic_auth_and_v1a_from_the_form(
     page = ui.text()
     assert "Basic: ada, password ********aple" in page
     assert PASSWORD not in browser.page_source
-    public = endpoints.get_signing_key(db, tenant.id, endpoint_id).key
+    public = endpoint_secrets.get_signing_key(db, tenant.id, endpoint_id).key
     assert browser.find_element(By.ID, "public-key-value").text == public
 
     # Edit: the password field holds the mask; saved as it is, the password stays.
@@ -62,6 +62,6 @@ def test_basic_auth_and_v1a_from_the_form(
     # Rotate the signing key: the new public key, the old one listed as still signing.
     ui.submit("form[action$='/signing-key/rotate']", confirm=True)
     assert "Signing key rotated." in ui.text()
-    rotated = endpoints.get_signing_key(db, tenant.id, endpoint_id)
+    rotated = endpoint_secrets.get_signing_key(db, tenant.id, endpoint_id)
     assert browser.find_element(By.ID, "public-key-value").text == rotated.key != public
     assert public in browser.find_element(By.CSS_SELECTOR, ".secret.previous").text

@@ -11,7 +11,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.config import APISettings
-from registration.services import endpoints, event_types
+from registration.services import endpoint_secrets, endpoints, event_types
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 STALE = (StaleElementReferenceException, NoSuchElementException)
@@ -107,7 +107,7 @@ def test_endpoint_create_edit_reveal_rotate_disable(
     assert saved.channels == ["eu", "crm"]
 
     # The secret is hidden until revealed, and revealed only on that response.
-    secret = endpoints.get_secret(db, tenant.id, endpoint_id).key
+    secret = endpoint_secrets.get_secret(db, tenant.id, endpoint_id).key
     assert secret not in browser.page_source
     ui.submit("form[action$='/secret']")
     assert browser.find_element(By.ID, "secret-value").text == secret
@@ -118,7 +118,7 @@ def test_endpoint_create_edit_reveal_rotate_disable(
     # Rotate: a new secret, the old one listed as still signing.
     ui.submit("form[action$='/secret/rotate']", confirm=True)
     assert "Secret rotated." in ui.text()
-    rotated = endpoints.get_secret(db, tenant.id, endpoint_id)
+    rotated = endpoint_secrets.get_secret(db, tenant.id, endpoint_id)
     assert rotated.key != secret
     assert browser.find_element(By.ID, "secret-value").text == rotated.key
     assert secret in browser.find_element(By.CSS_SELECTOR, ".secret.previous").text

@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from registration.cli.main import cli
 from registration.config import APISettings
-from registration.services import endpoints
+from registration.services import endpoint_secrets, endpoints
 
 
 def ed25519_verifies(public: str, got: Any) -> list[bool]:
@@ -65,8 +65,8 @@ def test_basic_auth_v1_and_v1a_on_a_real_delivery(
             "signature_schemes": ["v1", "v1a"],
         },
     )
-    secret = endpoints.get_secret(platform.sessions, app_id, endpoint.id).key
-    public = endpoints.get_signing_key(platform.sessions, app_id, endpoint.id).key
+    secret = endpoint_secrets.get_secret(platform.sessions, app_id, endpoint.id).key
+    public = endpoint_secrets.get_signing_key(platform.sessions, app_id, endpoint.id).key
 
     platform.publish()
     got = wait_for(lambda: server.received and server.received[0], message="one delivery")
@@ -89,7 +89,7 @@ def test_basic_auth_v1_and_v1a_on_a_real_delivery(
         app_id,
         {"url": server.url + "/other", "signature_schemes": ["v1a"]},
     )
-    other_public = endpoints.get_signing_key(platform.sessions, app_id, other.id).key
+    other_public = endpoint_secrets.get_signing_key(platform.sessions, app_id, other.id).key
     assert ed25519_verifies(other_public, got) == [False]
     assert cli_verify(other_public, got).exit_code == 1
 
@@ -109,11 +109,11 @@ def test_bearer_auth_and_v1a_only_through_a_rotation(
             "signature_schemes": ["v1a"],
         },
     )
-    first = endpoints.get_signing_key(platform.sessions, app_id, endpoint.id).key
+    first = endpoint_secrets.get_signing_key(platform.sessions, app_id, endpoint.id).key
     assert api_settings.secret_rotation_grace_seconds > 0
     keys = [first]
     for _ in range(2):
-        view = endpoints.rotate_signing_key(
+        view = endpoint_secrets.rotate_signing_key(
             platform.sessions, api_settings, app_id, endpoint.id, None
         )
         keys.append(view.key)

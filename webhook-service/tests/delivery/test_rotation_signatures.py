@@ -8,7 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from registration.config import APISettings
-from registration.services import endpoints
+from registration.services import endpoint_secrets
 from registration.services.errors import Conflict
 
 
@@ -25,12 +25,18 @@ def test_rotations_within_the_grace_period_sign_with_two_secrets_at_most(
     assert api_settings.secret_rotation_grace_seconds > 0
     secrets = [first]
     for _ in range(3):
-        view = endpoints.rotate_secret(platform.sessions, api_settings, app_id, endpoint_id, None)
+        view = endpoint_secrets.rotate_secret(
+            platform.sessions, api_settings, app_id, endpoint_id, None
+        )
         secrets.append(view.key)
     # Rotating to the current secret again changes nothing; back to the previous is refused.
-    endpoints.rotate_secret(platform.sessions, api_settings, app_id, endpoint_id, secrets[-1])
+    endpoint_secrets.rotate_secret(
+        platform.sessions, api_settings, app_id, endpoint_id, secrets[-1]
+    )
     with pytest.raises(Conflict):
-        endpoints.rotate_secret(platform.sessions, api_settings, app_id, endpoint_id, secrets[-2])
+        endpoint_secrets.rotate_secret(
+            platform.sessions, api_settings, app_id, endpoint_id, secrets[-2]
+        )
 
     platform.publish()
     wait_for(lambda: len(server.received) == 1, message="one delivery")

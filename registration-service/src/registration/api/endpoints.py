@@ -6,9 +6,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from registration.api.auth import authorize_application
-from registration.api.problems import Problem
-from registration.api.schemas import (
-    ApplicationPath,
+from registration.api.endpoint_schemas import (
     DisableIn,
     EndpointIn,
     EndpointList,
@@ -21,10 +19,12 @@ from registration.api.schemas import (
     SecretOut,
     SigningKeyOut,
 )
+from registration.api.problems import Problem
+from registration.api.schemas import ApplicationPath
 from registration.api.serialize import BEARER, one, page
 from registration.runtime import runtime
-from registration.services import endpoints
-from registration.services.endpoints import SecretView
+from registration.services import endpoint_secrets, endpoints
+from registration.services.endpoint_secrets import SecretView
 
 tag = Tag(name="endpoints", description="Where an application's webhooks are delivered")
 bp = APIBlueprint(
@@ -143,7 +143,7 @@ def resume_endpoint(path: EndpointPath) -> tuple[Response, int]:
 def get_secret(path: EndpointPath) -> tuple[Response, int]:
     """Reveal the signing secret, and any rotated-out secret still signing."""
     app_id = authorize_application(path.app_id)
-    view = endpoints.get_secret(runtime().sessions, app_id, path.endpoint_id)
+    view = endpoint_secrets.get_secret(runtime().sessions, app_id, path.endpoint_id)
     return one(SecretOut, _secret_body(view))
 
 
@@ -155,7 +155,7 @@ def rotate_secret(path: EndpointPath, body: RotateIn) -> tuple[Response, int]:
     changes nothing; equal to the previous one, still signing, is a conflict (409).
     """
     app_id = authorize_application(path.app_id)
-    view = endpoints.rotate_secret(
+    view = endpoint_secrets.rotate_secret(
         runtime().sessions, runtime().settings, app_id, path.endpoint_id, body.key
     )
     return one(SecretOut, _secret_body(view))
@@ -176,7 +176,7 @@ def get_signing_key(path: EndpointPath) -> tuple[Response, int]:
     key is never returned.  404 when the endpoint has no Ed25519 key (it does not sign v1a).
     """
     app_id = authorize_application(path.app_id)
-    view = endpoints.get_signing_key(runtime().sessions, app_id, path.endpoint_id)
+    view = endpoint_secrets.get_signing_key(runtime().sessions, app_id, path.endpoint_id)
     return one(SigningKeyOut, _signing_key_body(view))
 
 
@@ -188,7 +188,7 @@ def rotate_signing_key(path: EndpointPath, body: RotateSigningKeyIn) -> tuple[Re
     ``key`` equal to the current key changes nothing, equal to the previous one is a 409.
     """
     app_id = authorize_application(path.app_id)
-    view = endpoints.rotate_signing_key(
+    view = endpoint_secrets.rotate_signing_key(
         runtime().sessions, runtime().settings, app_id, path.endpoint_id, body.key
     )
     return one(SigningKeyOut, _signing_key_body(view))

@@ -10,8 +10,9 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from registration.api.auth import authorize_application, require_admin
+from registration.api.endpoint_schemas import EndpointPath
 from registration.api.problems import Problem
-from registration.api.schemas import ApplicationPath, EndpointPath
+from registration.api.schemas import ApplicationPath
 from registration.api.serialize import BEARER, one
 from registration.api.statistics_schemas import StatisticsOut, StatisticsQuery
 from registration.runtime import runtime

@@ -10,7 +10,7 @@ from flask import flash, render_template, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from registration.api.schemas import EndpointIn, EndpointPatch
+from registration.api.endpoint_schemas import EndpointIn, EndpointPatch
 from registration.console import charts, message_views
 from registration.console.blueprint import back, bp, flash_problem, viewer
 from registration.console.forms import (
@@ -22,9 +22,16 @@ from registration.console.forms import (
     headers_text,
 )
 from registration.runtime import runtime
-from registration.services import endpoints, event_types, replays, statistics, test_events
+from registration.services import (
+    endpoint_secrets,
+    endpoints,
+    event_types,
+    replays,
+    statistics,
+    test_events,
+)
 from registration.services.endpoint_health import endpoint_health
-from registration.services.endpoints import SecretView
+from registration.services.endpoint_secrets import SecretView
 from registration.services.errors import DomainError, InvalidField, NotFound
 from webhooks_core.models import Endpoint
 from webhooks_core.targets import TargetRefused, check_url
@@ -243,7 +250,7 @@ def _charts(endpoint: Endpoint, window: str) -> dict[str, Any]:
 def _signing_key(endpoint: Endpoint) -> SecretView | None:
     """The v1a public keys (public: always shown), or None when it has no Ed25519 key."""
     try:
-        return endpoints.get_signing_key(runtime().sessions, viewer().app_id, endpoint.id)
+        return endpoint_secrets.get_signing_key(runtime().sessions, viewer().app_id, endpoint.id)
     except NotFound:
         return None
 
@@ -283,14 +290,14 @@ def endpoint_detail(endpoint_id: uuid.UUID) -> str:
 @bp.post("/endpoints/<uuid:endpoint_id>/secret")
 def endpoint_secret(endpoint_id: uuid.UUID) -> str:
     """Reveal the signing secret, on this response only."""
-    secret = endpoints.get_secret(runtime().sessions, viewer().app_id, endpoint_id)
+    secret = endpoint_secrets.get_secret(runtime().sessions, viewer().app_id, endpoint_id)
     return _detail(_endpoint(endpoint_id), secret=secret)
 
 
 @bp.post("/endpoints/<uuid:endpoint_id>/secret/rotate")
 def endpoint_rotate(endpoint_id: uuid.UUID) -> str:
     """Sign with a new secret; the old one keeps signing during the grace period."""
-    secret = endpoints.rotate_secret(
+    secret = endpoint_secrets.rotate_secret(
         runtime().sessions, runtime().settings, viewer().app_id, endpoint_id, None
     )
     flash(
@@ -304,7 +311,7 @@ def endpoint_rotate(endpoint_id: uuid.UUID) -> str:
 @bp.post("/endpoints/<uuid:endpoint_id>/signing-key/rotate")
 def endpoint_rotate_signing_key(endpoint_id: uuid.UUID) -> str:
     """Sign v1a with a new Ed25519 key; the old one keeps signing during the grace period."""
-    endpoints.rotate_signing_key(
+    endpoint_secrets.rotate_signing_key(
         runtime().sessions, runtime().settings, viewer().app_id, endpoint_id, None
     )
     flash(
