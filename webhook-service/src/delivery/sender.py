@@ -8,13 +8,14 @@
   header and TLS SNI/certificate checks keep the name, so DNS is never asked a second time;
 * keeps one pool of keep-alive connections per (scheme, host, port, address);
 * applies connect and read timeouts and a total deadline, which a reaper thread enforces by
-  shutting the socket down (a server dripping one byte a second defeats a read timeout alone);
+  shutting the socket down (a server dripping one byte a second defeats a read timeout alone;
+  :mod:`delivery.deadlines`);
 * never follows redirects and never decompresses: it reads at most the first
   ``response_body_max_bytes`` (plus a small drain allowance to keep the connection reusable);
 * counts a response whose status line or header block is cut off (the connection closed
   before the blank line that ends the headers) or malformed as a failed attempt: http.client
   alone would take the headers read so far, then read an empty body to the close, and the
-  attempt would look delivered.
+  attempt would look delivered (:mod:`delivery.response_heads`).
 
 :mod:`delivery.testing` holds a fake sender that answers 200 without any network, for tests
 of the engine's bookkeeping.
@@ -22,7 +23,6 @@ of the engine's bookkeeping.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import http.client
 import ipaddress
@@ -36,18 +36,17 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    HeaderParsingError,
     NewConnectionError,
     ProxyError,
     ReadTimeoutError,
 )
-from urllib3.util.response import assert_header_parsing
 
 from delivery.config import DeliverySettings
+from delivery.deadlines import Watch, WatchedHTTPPool, WatchedHTTPSPool, start_watch, stop_watch
+from delivery.response_heads import IncompleteHead
 from delivery.tls import EndpointTLS
 from webhooks_core.targets import IPAddress, blocked_reason
 
@@ -131,143 +130,6 @@ def system_resolver(host: str, port: int) -> list[str]:
     for info in infos:
         seen.setdefault(str(info[4][0]), None)
     return list(seen)
-
-
-# --- total deadline ---------------------------------------------------------------------
-
-
-class _Watch:
-    """The deadline of the request running on one thread, and the connection it uses."""
-
-    __slots__ = ("conn", "deadline", "fired")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.conn: HTTPConnection | None = None
-        self.fired = False
-
-
-_current = threading.local()
-
-
-class _DeadlineReaper:
-    """One daemon thread that shuts down the sockets of requests past their deadline."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self._interval = interval
-        self._watches: set[_Watch] = set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="webhook-deadlines", daemon=True
-                )
-                self._thread.start()
-
-    def remove(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches.discard(watch)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self._interval)
-            now = time.monotonic()
-            with self._lock:
-                expired = [w for w in self._watches if w.deadline <= now and not w.fired]
-            for watch in expired:
-                watch.fired = True
-                sock = getattr(watch.conn, "sock", None)
-                if sock is not None:
-                    # Already closed means the request is ending anyway.
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-
-
-_REAPER = _DeadlineReaper()
-
-
-# --- complete response heads ---------------------------------------------------------------
-
-
-class IncompleteHead(http.client.HTTPException):
-    """The response's status line or headers were cut off or malformed."""
-
-
-class _HeadReader:
-    """The response's file while its head is read; notes a line that ends without its LF.
-
-    http.client ends the header block at end of file as if it were the blank line, and
-    takes a status line without its CRLF: a head cut off by a closed connection parses.
-    """
-
-    def __init__(self, fp: Any) -> None:
-        self.fp = fp
-        self.cut = False
-
-    def readline(self, limit: int = -1) -> bytes:
-        line: bytes = self.fp.readline(limit)
-        if not line.endswith(b"\n"):
-            self.cut = True
-        return line
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.fp, name)
-
-
-class _CheckedResponse(http.client.HTTPResponse):
-    """An ``http.client`` response that refuses an incomplete or malformed head."""
-
-    def begin(self) -> None:
-        reader = _HeadReader(self.fp)
-        self.fp = reader  # type: ignore[assignment]
-        try:
-            super().begin()
-        finally:
-            fp: Any = self.fp
-            if fp is reader:  # begin() drops fp when there is no body
-                self.fp = reader.fp
-        if reader.cut:
-            raise IncompleteHead("the response was cut off in its status line or headers")
-        try:
-            assert_header_parsing(self.msg)
-        except HeaderParsingError as exc:
-            raise IncompleteHead(f"malformed response headers ({exc})") from None
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    """Registers itself with the calling thread's deadline before sending."""
-
-    response_class = _CheckedResponse
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        watch: _Watch | None = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.conn = self
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """The TLS variant of :class:`_WatchedHTTPConnection`."""
-
-    response_class = _CheckedResponse
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        watch: _Watch | None = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.conn = self
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
 
 
 # --- the real sender --------------------------------------------------------------------
@@ -404,7 +266,7 @@ class HttpSender:
             if self._proxy is not None:
                 common["_proxy"] = self._proxy
                 common["_proxy_headers"] = self._proxy_headers
-            return _WatchedHTTPSPool(
+            return WatchedHTTPSPool(
                 address,
                 cert_reqs="CERT_REQUIRED",
                 assert_hostname=host,
@@ -413,8 +275,8 @@ class HttpSender:
             )
         if self._proxy is not None:
             common["port"] = self._proxy.port
-            return _WatchedHTTPPool(str(self._proxy.host), **common)
-        return _WatchedHTTPPool(address, **common)
+            return WatchedHTTPPool(str(self._proxy.host), **common)
+        return WatchedHTTPPool(address, **common)
 
     # Sending ------------------------------------------------------------------------
 
@@ -434,9 +296,7 @@ class HttpSender:
         if target.forwarded:
             headers.update(self._proxy_headers)
 
-        watch = _Watch(time.monotonic() + self.settings.total_timeout_seconds)
-        _current.watch = watch
-        _REAPER.add(watch)
+        watch = start_watch(time.monotonic() + self.settings.total_timeout_seconds)
         status: int | None = None
         try:
             response = pool.urlopen(
@@ -456,8 +316,7 @@ class HttpSender:
             outcome, error = self._failure(exc, watch, target)
             return result(outcome, status_code=status, error=error)
         finally:
-            _REAPER.remove(watch)
-            _current.watch = None
+            stop_watch(watch)
 
         if watch.fired:
             return result("timeout", status_code=response.status, error=self._deadline_error())
@@ -517,7 +376,7 @@ class HttpSender:
     def _deadline_error(self) -> str:
         return f"total deadline of {self.settings.total_timeout_seconds:g} s exceeded"
 
-    def _failure(self, exc: Exception, watch: _Watch, target: _Target) -> tuple[str, str]:
+    def _failure(self, exc: Exception, watch: Watch, target: _Target) -> tuple[str, str]:
         """The outcome and error of a request that raised."""
         if watch.fired:
             return "timeout", self._deadline_error()
