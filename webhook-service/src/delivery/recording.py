@@ -26,7 +26,7 @@ from webhooks_core.db import connection_lost, run_transaction
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.statistics import summarise_attempts
+from webhooks_core.statistics import DeliveryFacts, summarise_attempts
 
 logger = logging.getLogger("delivery.attempt")
 
@@ -264,7 +264,7 @@ def _write(
     recorded = [a for a in attempts if a["delivery_id"] in updated]
     _insert_attempts(session, recorded)
     # One aggregated upsert per batch (after the new states: it reads them).
-    summarise_attempts(session, recorded)
+    summarise_attempts(session, recorded, _facts(recorded, updated, runs))
     dead_ids = [i for i, state in updated.items() if state == DeliveryState.DEAD]
     dead_records: list[dict[str, Any]] = []
     if dead_ids:
@@ -272,6 +272,26 @@ def _write(
             dict(row) for row in session.execute(_DEAD_LETTER, {"ids": dead_ids}).mappings()
         ]
     return updated, dead_records
+
+
+def _facts(
+    attempts: list[dict[str, Any]], states: dict[int, str], runs: dict[uuid.UUID, EndpointRun]
+) -> dict[int, DeliveryFacts] | None:
+    """What the statistics key each recorded attempt by, from what the batch already holds
+    (no query): its endpoint, application, event type and the delivery's new state.  None
+    when the batch's endpoints are not given (a delivery recorded alone): the statistics
+    then read them from the deliveries rows."""
+    if any(a["endpoint_id"] not in runs for a in attempts):
+        return None
+    return {
+        a["delivery_id"]: DeliveryFacts(
+            a["endpoint_id"],
+            runs[a["endpoint_id"]].endpoint.application_id,
+            a["event_type"],
+            states[a["delivery_id"]],
+        )
+        for a in attempts
+    }
 
 
 def _write_changes(session: Session, token: uuid.UUID, changes: list[Change]) -> dict[int, str]:

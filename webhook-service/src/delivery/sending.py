@@ -144,6 +144,7 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
             "error": result.error,
             "response_body": result.body_excerpt,
             "trigger": item.next_trigger or "scheduled",
+            "event_type": item.event_type,  # for the statistics, not stored with the attempt
         }
     )
     count = item.attempt_count + 1
@@ -231,6 +232,7 @@ def _unbuildable(
             "error": error,
             "response_body": None,
             "trigger": item.next_trigger or "scheduled",
+            "event_type": item.event_type,  # for the statistics, not stored with the attempt
         }
     )
     change = Change(

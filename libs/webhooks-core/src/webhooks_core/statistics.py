@@ -18,7 +18,11 @@ applications, and concurrent batches of one endpoint, never wait on each other's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -32,44 +36,99 @@ WIDTHS = (MINUTE, HOUR)
 # Writers per key; the trigger of migration 0008 on ``messages`` uses the same 8.
 SHARDS = 8
 
-_BOUNDS_SQL = "ARRAY[" + ", ".join(f"{b}::float8" for b in LATENCY_BOUNDS_MS) + "]"
-_HISTOGRAM_SQL = (
-    "ARRAY["
-    + ", ".join(
-        f"count(*) FILTER (WHERE v.latency_bucket = {i})::int"
-        for i in range(len(LATENCY_BOUNDS_MS) + 1)
-    )
-    + "]"
-)
-_WIDTHS_SQL = ", ".join(f"({w})" for w in WIDTHS)
-# Status class of an answer: '2xx'... or 'none' when nothing came back (timeout, refused).
-STATUS_CLASS_SQL = (
-    "CASE WHEN v.status_code IS NULL THEN 'none' ELSE (v.status_code / 100)::text || 'xx' END"
-)
+# The statistics' time buckets start at whole multiples of their width from this origin.
+ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+HISTOGRAM_SIZE = len(LATENCY_BOUNDS_MS) + 1
 
-# The delivery's state after this transaction's record (same transaction: the new state) and
-# its event type come from the deliveries rows the batch already holds locked.  Grouped so
-# that no key is upserted twice in the statement; ordered so that two writers that share a
-# shard take the rows' locks in the same order.
-_SUMMARISE = text(
+
+@dataclass(frozen=True)
+class DeliveryFacts:
+    """What a summary row is keyed by, of the delivery an attempt belongs to: its endpoint,
+    application and event type, and its state once the attempt is recorded."""
+
+    endpoint_id: uuid.UUID
+    application_id: uuid.UUID | None
+    event_type: str
+    final_state: str
+
+
+@dataclass
+class SummaryRow:
+    """The increments of one ``attempt_stats`` row."""
+
+    attempts: int = 0
+    latency_sum_ms: float = 0.0
+    histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_SIZE)
+
+
+SummaryKey = tuple[uuid.UUID, int, datetime, str, str, str, str, uuid.UUID | None]
+
+
+def bucket_start(moment: datetime, width: int) -> datetime:
+    """The start of the ``width``-second bucket holding ``moment`` (as ``date_bin`` does)."""
+    return ORIGIN + timedelta(seconds=(moment - ORIGIN).total_seconds() // width * width)
+
+
+def status_class(status_code: int | None) -> str:
+    """``2xx``... of an answer, or ``none`` when nothing came back (timeout, refused)."""
+    return "none" if status_code is None else f"{status_code // 100}xx"
+
+
+def summary_rows(
+    attempts: Iterable[Mapping[str, Any]], facts: Mapping[int, DeliveryFacts]
+) -> dict[SummaryKey, SummaryRow]:
+    """The attempts counted per row key (endpoint, width, bucket, event type, outcome,
+    status class, final state, application), one minute row and one hour row each.
+
+    Pure: the engine aggregates a batch here, so that its one upsert writes a few rows (one
+    per width, for a batch of one endpoint's successes) instead of one per attempt.
+    """
+    rows: dict[SummaryKey, SummaryRow] = {}
+    for attempt in attempts:
+        fact = facts.get(attempt["delivery_id"])
+        if fact is None:
+            continue  # not recorded (its lease had gone to another run)
+        latency = float(attempt["latency_ms"])
+        bucket = bisect.bisect_right(LATENCY_BOUNDS_MS, latency)
+        for width in WIDTHS:
+            key = (
+                fact.endpoint_id,
+                width,
+                bucket_start(attempt["started_at"], width),
+                fact.event_type,
+                attempt["outcome"],
+                status_class(attempt["status_code"]),
+                fact.final_state,
+                fact.application_id,
+            )
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = SummaryRow()
+            row.attempts += 1
+            row.latency_sum_ms += latency
+            row.histogram[bucket] += 1
+    return rows
+
+
+# One row per key of :func:`summary_rows`, in key order (two writers that share a shard take
+# the rows' locks in the same order); the histograms come flattened, HISTOGRAM_SIZE apiece.
+_UPSERT = text(
     f"""
     INSERT INTO attempt_stats AS s
         (endpoint_id, width, bucket, event_type, outcome, status_class, final_state, shard,
          application_id, attempts, latency_sum_ms, latency_histogram)
-    SELECT d.endpoint_id, w.width,
-           date_bin(make_interval(secs => w.width), v.started_at, TIMESTAMPTZ '2000-01-01'),
-           d.event_type, v.outcome, {STATUS_CLASS_SQL}, d.state,
-           pg_backend_pid() % {SHARDS}, d.application_id,
-           count(*), sum(v.latency_ms), {_HISTOGRAM_SQL}
-    FROM (SELECT a.*, width_bucket(a.latency_ms, {_BOUNDS_SQL}) AS latency_bucket
-          FROM unnest(CAST(:delivery_ids AS bigint[]), CAST(:started AS timestamptz[]),
-                      CAST(:latencies AS float8[]), CAST(:codes AS int[]),
-                      CAST(:outcomes AS text[]))
-               AS a(delivery_id, started_at, latency_ms, status_code, outcome)) AS v
-    JOIN deliveries d ON d.id = v.delivery_id
-    CROSS JOIN (VALUES {_WIDTHS_SQL}) AS w(width)
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+    SELECT v.endpoint_id, v.width, v.bucket, v.event_type, v.outcome, v.status_class,
+           v.final_state, pg_backend_pid() % {SHARDS}, v.application_id, v.attempts,
+           v.latency_sum_ms,
+           (CAST(:histograms AS int[]))[((v.n - 1) * {HISTOGRAM_SIZE} + 1):(v.n * {HISTOGRAM_SIZE})]
+    FROM unnest(CAST(:endpoint_ids AS uuid[]), CAST(:widths AS int[]),
+                CAST(:buckets AS timestamptz[]), CAST(:event_types AS text[]),
+                CAST(:outcomes AS text[]), CAST(:status_classes AS text[]),
+                CAST(:final_states AS text[]), CAST(:application_ids AS uuid[]),
+                CAST(:attempts AS int[]), CAST(:latency_sums AS float8[]))
+         WITH ORDINALITY AS v(endpoint_id, width, bucket, event_type, outcome, status_class,
+                              final_state, application_id, attempts, latency_sum_ms, n)
+    ORDER BY v.n
     ON CONFLICT (endpoint_id, width, bucket, event_type, outcome, status_class, final_state,
                  shard)
     DO UPDATE SET attempts = s.attempts + EXCLUDED.attempts,
@@ -80,27 +139,58 @@ _SUMMARISE = text(
                            WITH ORDINALITY AS t(a, b, i))
     """  # noqa: S608 - constants only
 )
+_FACTS = text(
+    """
+    SELECT id, endpoint_id, application_id, event_type, state FROM deliveries
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+    """
+)
 
 
-def summarise_attempts(session: Session, attempts: Sequence[dict[str, Any]]) -> None:
+def summarise_attempts(
+    session: Session,
+    attempts: Sequence[Mapping[str, Any]],
+    facts: Mapping[int, DeliveryFacts] | None = None,
+) -> None:
     """Count recorded attempts in ``attempt_stats``: one statement, in the caller's
     transaction, after the deliveries' new states were written.
 
     ``attempts`` are the rows given to the attempts INSERT (``delivery_id``, ``started_at``,
-    ``latency_ms``, ``status_code``, ``outcome``).
+    ``latency_ms``, ``status_code``, ``outcome``); ``facts`` what the caller knows of their
+    deliveries (the delivery engine does), else read from the ``deliveries`` rows.
     """
     if not attempts:
         return
+    if facts is None:
+        ids = sorted({a["delivery_id"] for a in attempts})
+        facts = {
+            row.id: DeliveryFacts(row.endpoint_id, row.application_id, row.event_type, row.state)
+            for row in session.execute(_FACTS, {"ids": ids})
+        }
+    rows = sorted(summary_rows(attempts, facts).items(), key=_key_order)
+    if not rows:
+        return
     session.execute(
-        _SUMMARISE,
+        _UPSERT,
         {
-            "delivery_ids": [a["delivery_id"] for a in attempts],
-            "started": [a["started_at"] for a in attempts],
-            "latencies": [a["latency_ms"] for a in attempts],
-            "codes": [a["status_code"] for a in attempts],
-            "outcomes": [a["outcome"] for a in attempts],
+            "endpoint_ids": [str(k[0]) for k, _ in rows],
+            "widths": [k[1] for k, _ in rows],
+            "buckets": [k[2] for k, _ in rows],
+            "event_types": [k[3] for k, _ in rows],
+            "outcomes": [k[4] for k, _ in rows],
+            "status_classes": [k[5] for k, _ in rows],
+            "final_states": [k[6] for k, _ in rows],
+            "application_ids": [None if k[7] is None else str(k[7]) for k, _ in rows],
+            "attempts": [r.attempts for _, r in rows],
+            "latency_sums": [r.latency_sum_ms for _, r in rows],
+            "histograms": [count for _, r in rows for count in r.histogram],
         },
     )
+
+
+def _key_order(item: tuple[SummaryKey, SummaryRow]) -> tuple[Any, ...]:
+    key = item[0]
+    return (str(key[0]), key[1], key[2], key[3], key[4], key[5], key[6])
 
 
 def percentile(histogram: Sequence[int], fraction: float) -> float | None:
