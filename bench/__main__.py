@@ -1,15 +1,19 @@
 """``python -m bench`` (``make bench``): run every scenario against the native stack.
 
 Sets up its own databases and vhost (``webhooks_bench``, ``webhooks_producer_bench``),
-migrates them, starts the scheduler and delivery workers (and, for the ingest scenario, the
-API, the people producer and the outbox relay) with the run's settings, runs the scenarios,
-stops everything it started (always: on failure and Ctrl-C too), writes
-``docs/bench/results.json`` and ``docs/bench/bench.png`` (and a copy of both under
-``var/bench/<time>/``, with the processes' logs), and ends with exactly one line::
+migrates them, starts the scheduler and delivery workers (and the API for the e2e, latency
+and ingest scenarios; the people producer and the outbox relay for ingest) with the run's
+settings, runs the scenarios, stops everything it started (always: on failure and Ctrl-C
+too), writes ``docs/bench/results.json`` and ``docs/bench/bench.png`` (and a copy of both
+under ``var/bench/<time>/``, with the processes' logs), and ends with exactly one line::
 
-    bench: deliveries_per_s=N raw_per_s=N ratio=R p50_ms=N p99_ms=N
+    bench: deliveries_per_s=N e2e_per_s=N raw_per_s=N ratio=R p50_ms=N p99_ms=N
 
-``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=throughput,latency`` runs some scenarios;
+preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
+raw sender's per request; see :func:`bench.report.cpu_line`).
+
+``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
+scenarios (raw, throughput, e2e, latency, fanout, isolation, backlog, ingest);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -26,7 +30,7 @@ from typing import Any
 
 from bench import probes, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
-from bench.report import bench_line, write_chart
+from bench.report import bench_line, cpu_line, write_chart
 from bench.stack import (
     REPO,
     ServiceNames,
@@ -41,6 +45,7 @@ from webhooks_core.endpoints import sealing
 SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("raw", scenarios.scenario_raw),
     ("throughput", scenarios.scenario_throughput),
+    ("e2e", scenarios.scenario_e2e),
     ("latency", scenarios.scenario_latency),
     ("fanout", scenarios.scenario_fanout),
     ("isolation", scenarios.scenario_isolation),
@@ -158,6 +163,7 @@ def main() -> int:
                 shutil.copy(out_dir / name, docs_dir / name)
     if errors:
         print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
+    print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0
 
@@ -167,7 +173,9 @@ def _summary(result: dict[str, Any] | None) -> str:
         return "failed"
     keys = (
         "raw_per_s",
+        "cpu_ms_per_request",
         "deliveries_per_s",
+        "e2e_per_s",
         "p50_ms",
         "p99_ms",
         "seconds_to_last_receipt",
@@ -175,6 +183,8 @@ def _summary(result: dict[str, Any] | None) -> str:
         "memory_after",
     )
     shown = {k: result[k] for k in keys if k in result}
+    if "cpu_ms_per_delivery" in result:
+        shown["worker_ms_per_delivery"] = result["cpu_ms_per_delivery"].get("worker_ms")
     if "http" in result:
         shown["http_events_per_s"] = result["http"]["events_per_s"]
     if "http_batch" in result:

@@ -21,6 +21,7 @@ from kombu import Connection, Exchange
 
 from bench import seed
 from bench.load import json_request, run_load
+from bench.publish import ApiPublisher
 from bench.raw import send_raw
 from bench.receiver import RunningReceiver, endpoint_path
 from bench.stack import PYTHON, Managed, Stack, celery_bin, free_port
@@ -54,6 +55,9 @@ class BenchConfig:
     ingest_seconds: float = 10.0
     ingest_connections: int = 32
     ingest_batch: int = 100
+    e2e_events: int = 600
+    e2e_batch: int = 20
+    e2e_clients: int = 4
     workers: int = 2
     concurrency: int = 16
     pool: str = "threads"
@@ -78,6 +82,9 @@ class BenchConfig:
             ingest_seconds=_env_float("BENCH_INGEST_SECONDS", max(10.0 * s, 2.0)),
             ingest_connections=_env_int("BENCH_INGEST_CONNECTIONS", 32),
             ingest_batch=_env_int("BENCH_INGEST_BATCH", 100),
+            e2e_events=_env_int("BENCH_E2E_EVENTS", max(int(600 * s), 40)),
+            e2e_batch=_env_int("BENCH_E2E_BATCH", 20),
+            e2e_clients=_env_int("BENCH_E2E_CLIENTS", 4),
             workers=_env_int("BENCH_WORKERS", 2),
             concurrency=_env_int("BENCH_CONCURRENCY", 16),
             pool=os.environ.get("BENCH_POOL", "threads"),
@@ -100,6 +107,7 @@ class Bench:
     application_id: uuid.UUID
     out_dir: Path
     results: dict[str, Any] = field(default_factory=dict)
+    api_port: int | None = None
 
     def endpoints(
         self, prefix: str, event_type: str, count: int, spec: str = "ok"
@@ -161,6 +169,40 @@ def start_engine(bench: Bench) -> None:
             env,
         )
     wait_for_consumers(bench.env["WEBHOOKS_BROKER_URL"], "webhooks.deliver", cfg.workers)
+
+
+def ensure_api(bench: Bench) -> int:
+    """The management API (gunicorn, 2 threaded workers), started once; its port."""
+    if bench.api_port is not None and bench.stack.processes["api"].alive():
+        return bench.api_port
+    port = free_port()
+    api_env = {
+        **bench.env,
+        "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(bench.out_dir / "metrics-api")),
+    }
+    bench.stack.start(
+        "api",
+        [
+            str(Path(PYTHON).parent / "gunicorn"),
+            "-c",
+            "registration-service/gunicorn.conf.py",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        api_env,
+        ready_url=f"http://127.0.0.1:{port}/health",
+    )
+    bench.api_port = port
+    return port
+
+
+def stop_api(bench: Bench) -> None:
+    """Stop the management API if it runs."""
+    if bench.api_port is not None:
+        bench.stack.stop_one("api")
+        bench.api_port = None
 
 
 def wait_for_consumers(broker_url: str, queue: str, count: int, timeout: float = 90.0) -> None:
@@ -248,7 +290,8 @@ def drain(
         poll=0.25,
         what=f"{expected} {event_type} deliveries" if window is None else "",
     )
-    cpu = cpu_cores(cpu_before, cpu_snapshot(bench))
+    cpu_after = cpu_snapshot(bench)
+    cpu = cpu_cores(cpu_before, cpu_after)
     _stop_profiles(profiler)
     if finished or window is None:
         states = seed.states(engine, event_type, measured_ids)
@@ -272,6 +315,7 @@ def drain(
         "seconds": round(seconds, 3),
         "deliveries_per_s": round(delivered / seconds, 1),
         "cpu_cores": cpu,
+        "cpu_ms_per_delivery": cpu_ms_per(cpu_before, cpu_after, delivered),
     }
 
 
@@ -336,7 +380,8 @@ def _stop_profiles(profilers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def scenario_raw(bench: Bench) -> dict[str, Any]:
-    """The plain single-process sender against the throughput endpoints' paths; then what
+    """The plain single-process sender (8 threads sharing one urllib3 PoolManager) against the
+    throughput endpoints' paths, with its CPU per request; then what
     the receiver itself can take (16 connections of the uvloop load generator, 3 s), to
     show it is not what limits the platform."""
     event_type = "bench.throughput"
@@ -356,10 +401,15 @@ def scenario_raw(bench: Bench) -> dict[str, Any]:
 
     capacity = run_load(bench.receiver.port, unsigned, connections=16, seconds=3.0)
     return {
+        "sender": f"urllib3.PoolManager shared by {result.threads} threads, one process",
+        "threads": result.threads,
         "sent": result.sent,
         "ok": result.ok,
+        "errors": result.errors,
         "seconds": round(result.seconds, 3),
         "raw_per_s": round(result.per_second, 1),
+        "cpu_seconds": round(result.cpu_seconds, 3),
+        "cpu_ms_per_request": round(result.cpu_ms_per_request, 3),
         "receiver_capacity_per_s": round(capacity.per_second, 1),
     }
 
@@ -429,10 +479,76 @@ def _first_receipts(bench: Bench, event_ids: set[str]) -> dict[tuple[str, str], 
     return first
 
 
+def scenario_e2e(bench: Bench) -> dict[str, Any]:
+    """End to end: events published through the HTTP API's batch endpoint by several client
+    threads, stored and fanned out to the throughput scenario's number of endpoints, delivered;
+    receipts counted at the receiver.  The rate is receipts over the time from the first
+    publish to the last receipt (the whole run, not a steady window: it includes the ramp-up
+    and the tail)."""
+    cfg = bench.config
+    event_type = "bench.e2e"
+    rows = bench.endpoints("e2e", event_type, cfg.endpoints)
+    seed.ensure_event_types(bench.engine, ["bench.e2e.warm"])
+    seed.vacuum_analyze(bench.engine)
+    publisher = ApiPublisher(ensure_api(bench), bench.application_id, ADMIN_TOKEN, cfg.e2e_clients)
+    tag = uuid.uuid4().hex[:8]
+    # Warm each client's connection and the API's workers on a type nobody subscribes to.
+    publisher.publish_batches(
+        "bench.e2e.warm", seed.sample_payload, events=cfg.e2e_clients * 2, batch=1, tag=f"{tag}w"
+    )
+    ok_before = bench.receiver.stats()["ok"]
+    profilers = _start_profiles(bench, "e2e") if cfg.profile else []
+    cpu_before = cpu_snapshot(bench)
+    run = publisher.publish_batches(
+        event_type, seed.sample_payload, events=cfg.e2e_events, batch=cfg.e2e_batch, tag=tag
+    )
+    publisher.close()
+    if run.refused or run.failed_requests:
+        print(f"bench: e2e: {run.refused} messages refused, {run.failed_requests} requests failed")
+    expected = len(run.published) * len(rows)
+    finished = _wait(
+        lambda: bench.receiver.stats()["ok"] - ok_before >= expected,
+        min(cfg.max_wait_seconds, 60 + expected / 50),
+        poll=0.1,
+        what="end-to-end receipts",
+    )
+    cpu_after = cpu_snapshot(bench)
+    _stop_profiles(profilers)
+    first = _first_receipts(bench, set(run.published))
+    last_receipt = max(first.values(), default=run.started)
+    seconds = max(last_receipt - run.started, 1e-6)
+    states = seed.states(bench.engine, event_type)
+    seed.retire(bench.engine, [row.id for row in rows])
+    return {
+        "endpoints": len(rows),
+        "clients": cfg.e2e_clients,
+        "batch_size": cfg.e2e_batch,
+        "events": cfg.e2e_events,
+        "accepted": len(run.published),
+        "refused": run.refused,
+        "failed_requests": run.failed_requests,
+        "statuses": run.statuses,
+        "publish_seconds": round(run.seconds, 3),
+        "events_published_per_s": round(len(run.published) / run.seconds, 1)
+        if run.seconds
+        else 0.0,
+        "deliveries": expected,
+        "received": len(first),
+        "finished": finished,
+        "states": states,
+        "rate_window": "first publish to last receipt",
+        "seconds": round(seconds, 3),
+        "e2e_per_s": round(len(first) / seconds, 1),
+        "cpu_cores": cpu_cores(cpu_before, cpu_after),
+        "cpu_ms_per_delivery": cpu_ms_per(cpu_before, cpu_after, len(first)),
+    }
+
+
 def scenario_latency(bench: Bench) -> dict[str, Any]:
-    """Publish to the events exchange at a fixed rate of deliveries per second; measure
-    publish-to-receipt per delivery.  The set rate (1,000/s) first, then a tenth of it, which
-    shows the latency of a machine that is not saturated."""
+    """Publish through the HTTP API (one message per request) at a fixed rate of deliveries
+    per second; measure publish-to-receipt per delivery, from the moment the publish request
+    is sent to the receiver's arrival time.  The set rate (1,000/s) first, then a tenth of it,
+    which shows the latency of a machine that is not saturated."""
     cfg = bench.config
     main = _latency_round(bench, "bench.latency", cfg.latency_rate, cfg.latency_seconds, "latency")
     low_rate = max(cfg.latency_rate // 10, 1)
@@ -442,6 +558,33 @@ def scenario_latency(bench: Bench) -> dict[str, Any]:
     return main
 
 
+def _publish_paced(
+    publisher: ApiPublisher, event_type: str, total: int, events_per_s: float, tag: str
+) -> tuple[dict[str, float], int, float]:
+    """``total`` single publishes at ``events_per_s``, each sent by a free client thread at
+    its time: (event id -> unix time its request was sent, late starts, seconds taken)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    late = 0
+    with ThreadPoolExecutor(publisher.threads, thread_name_prefix="latency") as executor:
+        futures = []
+        started = time.perf_counter()
+        for n in range(total):
+            pause = started + n / events_per_s - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            elif pause < -0.05:
+                late += 1
+            futures.append(
+                executor.submit(
+                    publisher.publish_one, event_type, seed.sample_payload(n), f"{tag}-{n}"
+                )
+            )
+        published = dict(future.result() for future in futures)
+        seconds = time.perf_counter() - started
+    return published, late, seconds
+
+
 def _latency_round(
     bench: Bench, event_type: str, rate: int, seconds: float, profile_as: str | None
 ) -> dict[str, Any]:
@@ -449,42 +592,42 @@ def _latency_round(
     rows = bench.endpoints(event_type.replace(".", "-"), event_type, cfg.endpoints)
     events_per_s = rate / len(rows)
     total = max(1, int(events_per_s * seconds))
-    published: dict[str, float] = {}
-    connection, producer = _publisher(bench)
-    late = 0
+    publisher = ApiPublisher(ensure_api(bench), bench.application_id, ADMIN_TOKEN, threads=4)
+    tag = uuid.uuid4().hex[:8]
+    # Warm the connections and the API with events that are not measured; let them drain.
+    warm_ok = bench.receiver.stats()["ok"]
+    for n in range(4):
+        publisher.publish_one(event_type, seed.sample_payload(-1 - n), f"{tag}-warm{n}")
+    _wait(
+        lambda: bench.receiver.stats()["ok"] - warm_ok >= 4 * len(rows),
+        30.0,
+        poll=0.1,
+        what="the warm-up receipts",
+    )
     ok_before = bench.receiver.stats()["ok"]
     profilers = _start_profiles(bench, profile_as) if cfg.profile and profile_as else []
     cpu_before = cpu_snapshot(bench)
-    with connection:
-        # Warm the connection and the ingestion path with one event that is not measured.
-        _publish(producer, Envelope(type=event_type, data=seed.sample_payload(-1)))
-        time.sleep(1.0)
-        started = time.perf_counter()
-        for n in range(total):
-            target = started + n / events_per_s
-            pause = target - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            elif pause < -0.05:
-                late += 1
-            envelope = Envelope(type=event_type, data=seed.sample_payload(n))
-            published[envelope.id] = time.time()
-            _publish(producer, envelope)
-        publish_seconds = time.perf_counter() - started
+    published, late, publish_seconds = _publish_paced(
+        publisher, event_type, total, events_per_s, tag
+    )
+    publisher.close()
     expected = total * len(rows)
 
     # Count with the receiver's counters (cheap); read its logs once, at the end.
-    _wait(
+    finished = _wait(
         lambda: bench.receiver.stats()["ok"] - ok_before >= expected,
         min(cfg.max_wait_seconds, 60 + expected / 100),
         poll=0.2,
         what="latency receipts",
     )
-    cpu = cpu_cores(cpu_before, cpu_snapshot(bench))
+    cpu_after = cpu_snapshot(bench)
+    cpu = cpu_cores(cpu_before, cpu_after)
     _stop_profiles(profilers)
     first = _first_receipts(bench, set(published))
     latencies = [(arrived - published[event_id]) * 1000 for (event_id, _), arrived in first.items()]
+    seed.retire(bench.engine, [row.id for row in rows])
     return {
+        "published_through": "HTTP API, POST .../messages, one message per request",
         "endpoints": len(rows),
         "events": total,
         "events_per_s": round(events_per_s, 1),
@@ -493,12 +636,14 @@ def _latency_round(
         "late_publishes": late,
         "deliveries": expected,
         "received": len(latencies),
+        "finished": finished,
         "p50_ms": round(_percentile(latencies, 0.50), 1),
         "p95_ms": round(_percentile(latencies, 0.95), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1),
         "max_ms": round(max(latencies, default=0.0), 1),
         "mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
         "cpu_cores": cpu,
+        "cpu_ms_per_delivery": cpu_ms_per(cpu_before, cpu_after, len(latencies)),
     }
 
 
@@ -622,25 +767,7 @@ def scenario_ingest(bench: Bench) -> dict[str, Any]:
     seed.ensure_event_types(bench.engine, [event_type])
     results: dict[str, Any] = {}
 
-    api_port = free_port()
-    api_env = {
-        **bench.env,
-        "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(bench.out_dir / "metrics-api")),
-    }
-    bench.stack.start(
-        "api",
-        [
-            str(Path(PYTHON).parent / "gunicorn"),
-            "-c",
-            "registration-service/gunicorn.conf.py",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{api_port}",
-        ],
-        api_env,
-        ready_url=f"http://127.0.0.1:{api_port}/health",
-    )
+    api_port = ensure_api(bench)
     path = f"/api/v1/applications/{bench.application_id}/messages"
     run_tag = uuid.uuid4().hex[:8]
 
@@ -672,7 +799,7 @@ def scenario_ingest(bench: Bench) -> dict[str, Any]:
         "connection_errors": http.errors,
     }
     results["http_batch"] = _ingest_batches(bench, api_port, run_tag)
-    bench.stack.stop_one("api")
+    stop_api(bench)
 
     producer_port = free_port()
     producer_env = {
@@ -856,38 +983,120 @@ def _tree_cpu(pid: int | None) -> float:
     return total
 
 
-def _named_cpu(names: set[str]) -> float:
-    total = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        times = proc.info.get("cpu_times")
-        if proc.info.get("name") in names and times is not None:
-            total += times.user + times.system
-    return total
+def _cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def _named_cpu(group: str, name: str, skip: str | None = None) -> dict[str, float]:
+    """CPU seconds of every process called ``name`` (its command line without ``skip``),
+    one ``group#pid`` entry each, so that two snapshots compare process by process."""
+    found = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info.get("name") != name:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if skip and any(skip in part for part in proc.cmdline()):
+                continue
+            found[f"{group}#{proc.pid}"] = _cpu_seconds(proc)
+    return found
+
+
+RUN_DATABASE = "postgresql (this run's database)"
+ALL_DATABASES = "postgresql (all databases)"
+
+
+def _database_cpu(engine: Any) -> dict[str, float]:
+    """CPU seconds of each PostgreSQL backend connected to the run's database now.
+
+    Other helpers' tests share the server: this leaves their backends (and the server's shared
+    background processes) out.  A backend that exits between two snapshots takes its time
+    with it, so the difference of two snapshots is a lower bound (the engine's processes keep
+    their pooled connections, so few exit during a scenario).
+    """
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        pids = list(
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            ).scalars()
+        )
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found[f"{RUN_DATABASE}#{pid}"] = _cpu_seconds(psutil.Process(pid))
+    return found
 
 
 def cpu_snapshot(bench: Bench) -> dict[str, float]:
-    """CPU seconds used so far by each process group that shares the machine."""
+    """CPU seconds used so far by each process group that shares the machine (the groups
+    of shared servers, PostgreSQL and RabbitMQ, as one ``group#pid`` entry per process)."""
     snapshot = {name: _tree_cpu(m.pid) for name, m in bench.stack.processes.items() if m.alive()}
     snapshot["receiver"] = _tree_cpu(bench.receiver.pid)
-    own = psutil.Process().cpu_times()
-    snapshot["harness"] = own.user + own.system
-    snapshot["postgresql (all databases)"] = _named_cpu({"postgres"})
-    snapshot["rabbitmq"] = _named_cpu({"beam.smp"})
+    snapshot["harness"] = _cpu_seconds(psutil.Process())
+    snapshot.update(_named_cpu(ALL_DATABASES, "postgres"))
+    snapshot.update(_database_cpu(bench.engine))
+    # The broker, not the command-line tools (rabbitmqctl runs as an escript on beam.smp too).
+    snapshot.update(_named_cpu("rabbitmq", "beam.smp", skip="escript"))
     machine = psutil.cpu_times()
     snapshot["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
     snapshot["at"] = time.monotonic()
     return snapshot
 
 
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds used by each group between two snapshots.
+
+    A process that exited in between takes its CPU time with it (never below zero); one that
+    started in between counts from its start.  Per-process entries (``group#pid``) add up into
+    their group, so a shared server's short-lived processes cannot turn its sum negative.
+    """
+    used: dict[str, float] = {}
+    for key, seconds in after.items():
+        if key == "at":
+            continue
+        group = key.split("#", 1)[0]
+        used[group] = used.get(group, 0.0) + max(seconds - before.get(key, 0.0), 0.0)
+    for group in (ALL_DATABASES, RUN_DATABASE, "rabbitmq"):
+        used.setdefault(group, 0.0)
+    return used
+
+
 def cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Cores used by each group between two snapshots (2.0 = the whole machine)."""
     seconds = max(after["at"] - before["at"], 1e-6)
-    # A process that exited in between takes its CPU time with it: never below zero.
-    cores = {
-        name: round(max(after[name] - before.get(name, 0.0), 0.0) / seconds, 2)
-        for name in after
-        if name != "at"
-    }
-    ours = sum(v for k, v in cores.items() if k != "machine")
+    cores = {name: round(used / seconds, 2) for name, used in cpu_used(before, after).items()}
+    # The run database's backends are already counted in "all databases".
+    ours = sum(v for k, v in cores.items() if k not in {"machine", RUN_DATABASE})
     cores["everything else on the machine"] = round(max(cores["machine"] - ours, 0.0), 2)
     return cores
+
+
+# Components of the CPU-per-delivery figures: name in the results -> snapshot groups.
+CPU_COMPONENTS: dict[str, Callable[[str], bool]] = {
+    "worker_ms": lambda group: group.startswith("worker"),
+    "scheduler_ms": lambda group: group == "scheduler",
+    "api_ms": lambda group: group == "api",
+    "postgres_ms": lambda group: group == RUN_DATABASE,
+    "postgres_all_databases_ms": lambda group: group == ALL_DATABASES,
+    "rabbitmq_ms": lambda group: group == "rabbitmq",
+    "receiver_ms": lambda group: group == "receiver",
+    "harness_ms": lambda group: group == "harness",
+}
+
+
+def cpu_ms_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """Milliseconds of CPU per unit of work (``count`` deliveries) of each component between
+    two snapshots: ``worker_ms`` (the delivery workers with their pools, which also run the
+    broker ingest step), ``scheduler_ms``, ``api_ms`` (HTTP ingest and its fan-out),
+    ``postgres_ms`` (the run database's backends), ``postgres_all_databases_ms`` (every
+    ``postgres`` process on the machine, other people's included), ``rabbitmq_ms`` (the whole
+    broker, every vhost), ``receiver_ms`` and ``harness_ms``."""
+    if count <= 0:
+        return {}
+    used = cpu_used(before, after)
+    return {
+        name: round(sum(s for g, s in used.items() if belongs(g)) * 1000 / count, 3)
+        for name, belongs in CPU_COMPONENTS.items()
+    }

@@ -4,14 +4,17 @@ posts signed bodies it accepts."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from bench.raw import RAW_ID_PREFIX, send_raw
+from bench.raw import signature as raw_signature
 from bench.receiver import (
     POISON_BODY,
     Behaviour,
@@ -151,10 +154,57 @@ def test_raw_sender_posts_signed_bodies_round_robin(receiver: RunningReceiver) -
     result = send_raw(
         receiver.url(""), paths, [b'{"a":1}', b'{"b":2}'], seed=SEED, seconds=5, max_requests=40
     )
-    assert (result.sent, result.ok) == (40, 40)
+    assert (result.sent, result.ok, result.errors, result.threads) == (40, 40, 0, 8)
     assert result.per_second > 0
+    assert result.cpu_seconds > 0
+    assert result.cpu_ms_per_request == result.cpu_seconds * 1000 / 40
     receipts = receiver.receipts()
     assert len(receipts) == 40
     assert all(r.signature == 1 and r.status == 200 for r in receipts)
-    assert all(r.webhook_id.startswith(RAW_ID_PREFIX) for r in receipts)
-    assert {r.path for r in receipts} == set(paths)
+    # Each request once, whichever thread sent it: ids raw_0 ... raw_39, none repeated.
+    assert sorted(r.webhook_id for r in receipts) == sorted(
+        f"{RAW_ID_PREFIX}{n}" for n in range(40)
+    )
+    by_id = {r.webhook_id: r.path for r in receipts}
+    assert all(by_id[f"{RAW_ID_PREFIX}{n}"] == paths[n % 2] for n in range(40))
+
+
+def test_raw_sender_signature_verifies_with_the_official_library() -> None:
+    path = "/r/ok/official"
+    body = b'{"type":"a.b","data":{"n":1}}'
+    secret = derive_secret(SEED, path)
+    stamp = str(int(time.time()))
+    header = raw_signature(secret, "raw_7", stamp, body)
+    headers = {"webhook-id": "raw_7", "webhook-timestamp": stamp, "webhook-signature": header}
+    assert Webhook(secret).verify(body, headers) == {"type": "a.b", "data": {"n": 1}}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(derive_secret(SEED, "/r/ok/other")).verify(body, headers)
+
+
+def test_raw_sender_counts_only_2xx_answers(receiver: RunningReceiver) -> None:
+    result = send_raw(
+        receiver.url(""), ["/r/fail100/x"], [b"{}"], seed=SEED, seconds=5, max_requests=24
+    )
+    assert (result.sent, result.ok, result.errors) == (24, 0, 0)
+    assert result.per_second == 0
+    assert {r.status for r in receiver.receipts()} == {500}
+
+
+def test_raw_sender_threads_share_the_work(tmp_path: Path) -> None:
+    # 16 requests the receiver answers after 300 ms each: one after another they take 4.8 s;
+    # 8 threads with a connection each finish in about 0.6 s.
+    with RunningReceiver(tmp_path / "recv", processes=1, seed=SEED) as receiver:
+        result = send_raw(
+            receiver.url(""), ["/r/delay300/slow"], [b"{}"], seed=SEED, seconds=30, max_requests=16
+        )
+    assert (result.sent, result.ok) == (16, 16)
+    assert 0.55 <= result.seconds < 2.5
+
+
+def test_raw_sender_stops_at_its_time(receiver: RunningReceiver) -> None:
+    started = time.perf_counter()
+    result = send_raw(receiver.url(""), ["/r/ok/t"], [b"{}"], seed=SEED, seconds=1.0)
+    elapsed = time.perf_counter() - started
+    assert result.sent == result.ok > 8
+    assert 1.0 <= result.seconds < elapsed + 0.01
+    assert elapsed < 4.0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bench.load import json_request, run_load
 from bench.profiles import summarise
 from bench.receiver import RunningReceiver
-from bench.report import bench_line, write_chart
+from bench.report import bench_line, cpu_line, write_chart
+from bench.scenarios import cpu_ms_per, cpu_used
 
 
 def test_load_generator_stops_at_its_count(tmp_path: Path) -> None:
@@ -63,12 +65,68 @@ def test_bench_line_is_the_contract() -> None:
     results = {
         "raw": {"raw_per_s": 1000.4},
         "throughput": {"deliveries_per_s": 1500.6},
+        "e2e": {"e2e_per_s": 1200.5},
         "latency": {"p50_ms": 12.4, "p99_ms": 80.6},
     }
-    assert bench_line(results) == (
-        "bench: deliveries_per_s=1501 raw_per_s=1000 ratio=1.50 p50_ms=12 p99_ms=81"
+    line = bench_line(results)
+    assert line == (
+        "bench: deliveries_per_s=1501 e2e_per_s=1200 raw_per_s=1000 ratio=1.50 p50_ms=12 p99_ms=81"
     )
-    assert bench_line({}) == "bench: deliveries_per_s=0 raw_per_s=0 ratio=0.00 p50_ms=0 p99_ms=0"
+    # The shape tools parse (PRODUCT.md, "Contracts that tools rely on").
+    contract = re.compile(
+        r"bench: deliveries_per_s=\d+ e2e_per_s=\d+ raw_per_s=\d+ ratio=\d+\.\d\d "
+        r"p50_ms=\d+ p99_ms=\d+"
+    )
+    assert contract.fullmatch(line)
+    assert bench_line({}) == (
+        "bench: deliveries_per_s=0 e2e_per_s=0 raw_per_s=0 ratio=0.00 p50_ms=0 p99_ms=0"
+    )
+    assert contract.fullmatch(bench_line({}))
+
+
+def test_cpu_line_reads_the_end_to_end_scenario_first() -> None:
+    per_delivery = {
+        "worker_ms": 0.6412,
+        "scheduler_ms": 0.05,
+        "api_ms": 0.1,
+        "postgres_ms": 0.17,
+        "rabbitmq_ms": 0.02,
+        "receiver_ms": 0.08,
+    }
+    results = {
+        "raw": {"cpu_ms_per_request": 0.4104},
+        "throughput": {"cpu_ms_per_delivery": {"worker_ms": 9.0}},
+        "e2e": {"cpu_ms_per_delivery": per_delivery},
+    }
+    assert cpu_line(results) == (
+        "bench-cpu: from=e2e worker_ms=0.641 scheduler_ms=0.050 api_ms=0.100 postgres_ms=0.170 "
+        "rabbitmq_ms=0.020 receiver_ms=0.080 raw_ms_per_request=0.410"
+    )
+    del results["e2e"]
+    assert cpu_line(results).startswith("bench-cpu: from=throughput worker_ms=9.000 ")
+    assert cpu_line({}) == (
+        "bench-cpu: from=none worker_ms=0.000 scheduler_ms=0.000 api_ms=0.000 postgres_ms=0.000 "
+        "rabbitmq_ms=0.000 receiver_ms=0.000 raw_ms_per_request=0.000"
+    )
+
+
+def test_cpu_per_delivery_groups_the_processes_by_component() -> None:
+    before = {"at": 0.0, "worker0": 1.0, "worker1": 2.0, "api": 0.5, "machine": 10.0}
+    after = {
+        "at": 2.0,
+        "worker0": 1.4,
+        "worker1": 2.4,
+        "api": 0.6,
+        "scheduler": 0.1,
+        "rabbitmq": 0.0,
+        "machine": 12.0,
+    }
+    figures = cpu_ms_per(before, after, 1000)
+    assert figures["worker_ms"] == 0.8  # 0.8 s of both workers over 1,000 deliveries
+    assert figures["api_ms"] == 0.1
+    assert figures["scheduler_ms"] == 0.1
+    assert figures["postgres_ms"] == 0.0
+    assert cpu_ms_per(before, after, 0) == {}
 
 
 def test_chart_is_written_from_partial_results(tmp_path: Path) -> None:
@@ -87,3 +145,15 @@ def test_profile_summary_reads_collapsed_stacks(tmp_path: Path) -> None:
     assert "4 samples" in summary
     assert "75.0%  recv (socket.py:1)" in summary
     assert "100.0%  deliver (delivery/tasks/deliver.py:36)" in summary
+
+
+def test_cpu_of_shared_servers_is_compared_process_by_process() -> None:
+    # A postgres backend of someone else's test exits between the snapshots: the group's
+    # sum falls, but the backends that stayed still count what they used.
+    before = {"at": 0.0, "machine": 1.0, "postgresql (all databases)#10": 5.0}
+    before["postgresql (all databases)#11"] = 50.0
+    after = {"at": 1.0, "machine": 2.0, "postgresql (all databases)#10": 5.5}
+    after["postgresql (all databases)#12"] = 0.25  # started in between
+    used = cpu_used(before, after)
+    assert used["postgresql (all databases)"] == 0.75
+    assert cpu_ms_per(before, after, 100)["postgres_all_databases_ms"] == 7.5
