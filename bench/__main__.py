@@ -10,8 +10,8 @@ under ``var/bench/<time>/``, with the processes' logs), and ends with exactly on
     bench: deliveries_per_s=N e2e_per_s=N raw_per_s=N ratio=R p50_ms=N p99_ms=N
 
 preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
-raw sender's per request; see :func:`bench.report.cpu_line`) and, when the auth scenario
-ran, one ``bench-auth:`` line (see :func:`bench.report.auth_line`).
+raw sender's per request; see :func:`bench.report.cpu_line`), and before that, when the auth
+scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
 scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest);
@@ -165,9 +165,9 @@ def main() -> int:
                 shutil.copy(out_dir / name, docs_dir / name)
     if errors:
         print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
-    print(cpu_line(results), flush=True)
     if not only or "auth" in only:
         print(auth_line(results), flush=True)
+    print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0
 
