@@ -172,12 +172,16 @@ def _receiver_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, 
     return {k: after[k] - before.get(k, 0) for k in ("received", "ok", "bad_signature")}
 
 
-def measure(bench: Bench, variant: Variant, endpoints: int, events: int) -> dict[str, Any]:
+def measure(
+    bench: Bench, variant: Variant, endpoints: int, events: int, tokens: TokenServer
+) -> dict[str, Any]:
     """A warm-up round, then ``events`` per endpoint measured; the endpoints are retired."""
     rows = create_endpoints(bench, variant, endpoints)
     event_type = f"bench.auth.{variant.name}"
     try:
+        tokens_at_start = tokens.issued_total
         warm = drain(bench, event_type, rows, WARM_UP_EVENTS)
+        tokens_after_warm_up = tokens.issued_total
         before = variant.receiver.stats()
         receiver_cpu = _tree_cpu(variant.receiver.pid)
         main = drain(bench, event_type, rows, events)
@@ -194,6 +198,10 @@ def measure(bench: Bench, variant: Variant, endpoints: int, events: int) -> dict
         **main,
         "worker_ms_per_delivery": worker_ms,
         "receiver": _receiver_delta(before, after),
+        "tokens_issued": {
+            "warm_up": tokens_after_warm_up - tokens_at_start,
+            "measured": tokens.issued_total - tokens_after_warm_up,
+        },
         "warm_up": {
             key: warm[key]
             for key in ("deliveries", "delivered", "seconds", "deliveries_per_s", "finished")
@@ -215,7 +223,7 @@ def scenario_auth(bench: Bench) -> dict[str, Any]:
     with auth_services(bench) as (tokens, variants):
         for name in VARIANTS:
             print(f"bench: auth: {name} ...", flush=True)
-            measured = measure(bench, variants[name], endpoints, events)
+            measured = measure(bench, variants[name], endpoints, events, tokens)
             result[name] = measured
             result[f"{name}_per_s"] = measured["deliveries_per_s"]
             result[f"{name}_ms"] = measured["worker_ms_per_delivery"]
