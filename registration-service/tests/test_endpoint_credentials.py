@@ -179,3 +179,21 @@ def test_a_ca_bundle_alone_is_allowed_and_null_removes_tls(
     removed = client.patch(path, json={"tls": None}, headers=tenant.headers)
     assert removed.status_code == 200
     assert removed.json["tls"] is None
+
+
+def test_oauth_and_basic_or_bearer_auth_exclude_each_other(
+    client: FlaskClient, tenant: Any, event_types: list[str], field_errors: Any
+) -> None:
+    bearer = {"type": "bearer", "token": "static-token-0123456789"}
+    both = create(client, tenant, oauth=oauth(), auth=bearer)
+    assert both.status_code == 422
+    assert "oauth" in field_errors(both)
+    created = create(client, tenant, auth=bearer)
+    assert created.status_code == 201, created.json
+    path = tenant.path(f"/endpoints/{created.json['id']}")
+    added = client.patch(path, json={"oauth": oauth()}, headers=tenant.headers)
+    assert added.status_code == 422
+    assert "oauth" in field_errors(added)
+    swapped = client.patch(path, json={"oauth": oauth(), "auth": None}, headers=tenant.headers)
+    assert swapped.status_code == 200, swapped.json
+    assert swapped.json["oauth"]["client_id"] == "platform"

@@ -196,3 +196,16 @@ def test_the_background_loop_reseals_until_stopped(
     assert rotated.is_current(stored)
     assert rotated.unseal(stored) == "whsec_loop"
     assert not thread.is_alive()
+
+
+def test_reseal_tells_key_ids_apart_exactly(engine: Engine, db: sessionmaker[Session]) -> None:
+    # "_" is a LIKE wildcard: a value under "kx1" must not pass for one under "k_1".
+    lookalike = "kx1:" + base64.b64encode(b"x" * 32).decode()
+    current = "k_1:" + base64.b64encode(b"y" * 32).decode()
+    with engine.begin() as conn:
+        _insert_secret(conn, KeyRing.parse(lookalike).seal("whsec_lookalike"))
+    ring = KeyRing.parse(f"{current},{lookalike}")
+    assert sealing.reseal(engine, ring) == 1
+    with engine.connect() as conn:
+        stored = conn.scalar(text("SELECT secret FROM endpoint_secrets"))
+    assert sealing.key_id_of(stored) == "k_1"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from delivery.clock import Clock
@@ -79,8 +80,9 @@ class BatchEndpoint:
     failing_since: datetime | None
     circuit_open_until: datetime | None
     last_success_at: datetime | None
-    keys: list[bytes]
+    keys: list[bytes]  # v1 (HMAC) keys
     problem: str | None = None  # why none of its requests can be built
+    ed25519_keys: list[Ed25519PrivateKey] = field(default_factory=list)  # v1a keys
     oauth: OAuthCredentials | None = None  # delivery.credentials sends when either is set
     tls: TLSCredentials | None = None
 

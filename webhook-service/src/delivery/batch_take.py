@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +28,7 @@ from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
 from webhooks_core.endpoints import credentials
 from webhooks_core.endpoints.sealing import SealingError, unseal
-from webhooks_core.signing import secret_key
+from webhooks_core.signing import secret_key, signing_key
 
 _UNLOCK = text("SELECT pg_advisory_unlock(:key)")
 # One round trip: try the batch's lock (the CTE runs first and once); when it is held, the
@@ -62,11 +64,12 @@ _TAKE = text(
                e.oauth_token_url, e.oauth_client_id, e.oauth_client_secret, e.oauth_scopes,
                e.oauth_audience, e.oauth_auth_method, e.tls_client_certificate,
                e.tls_client_key, e.tls_ca_bundle, e.tls_certificate_expires_at,
-               coalesce(array_agg(s.secret ORDER BY s.created_at DESC)
+               coalesce(array_agg(s.scheme || ':' || s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
         LEFT JOIN endpoint_secrets s ON s.endpoint_id = e.id
              AND (s.expires_at IS NULL OR s.expires_at > now())
+             AND s.scheme = ANY(e.signature_schemes)
         WHERE e.id IN (SELECT endpoint_id FROM leased)
         GROUP BY e.id
     )
@@ -183,9 +186,10 @@ def take(
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)
         if row.e_id is not None and row.e_id not in endpoints:
-            headers, keys, problem = _endpoint_problem(
-                row.e_url, row.e_headers, row.e_secrets, row.e_sealed_headers, row.e_auth
+            headers, problem = _endpoint_problem(
+                row.e_url, row.e_headers, row.e_sealed_headers, row.e_auth
             )
+            keys, ed25519_keys, key_problem = _signing_keys(row.e_secrets)
             endpoints[row.e_id] = BatchEndpoint(
                 id=row.e_id,
                 application_id=row.e_application_id,
@@ -198,7 +202,8 @@ def take(
                 circuit_open_until=row.e_circuit_open_until,
                 last_success_at=row.e_last_success_at,
                 keys=keys,
-                problem=problem,
+                ed25519_keys=ed25519_keys,
+                problem=problem or key_problem,
                 oauth=_oauth(row),
                 tls=_tls(row),
             )
@@ -250,20 +255,16 @@ FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def _endpoint_problem(
-    url: str,
-    headers_json: str | None,
-    secrets: list[str],
-    sealed_headers: str | None,
-    auth: str | None,
-) -> tuple[dict[str, str], list[bytes], str | None]:
-    """The endpoint's request headers and signing keys, and why no request can be built.
+    url: str, headers_json: str | None, sealed_headers: str | None, auth: str | None
+) -> tuple[dict[str, str], str | None]:
+    """The endpoint's request headers, and why no request can be built (or None).
 
     Sealed values are unsealed here, once per endpoint per batch (and decrypted once per
     process: :func:`webhooks_core.endpoints.sealing.unseal` caches by stored value).
     """
     problem = url_problem(url)
     if problem is not None:
-        return {}, [], f"the endpoint's URL cannot be used ({problem})"
+        return {}, f"the endpoint's URL cannot be used ({problem})"
     try:
         headers = json.loads(headers_json) if headers_json is not None else {}
     except (ValueError, RecursionError):
@@ -272,27 +273,45 @@ def _endpoint_problem(
         isinstance(value, str) for value in headers.values()
     ):
         shown = "null" if headers is None else type(headers).__name__
-        return {}, [], f"the endpoint's custom headers are not an object of strings ({shown})"
+        return {}, f"the endpoint's custom headers are not an object of strings ({shown})"
     try:
         headers = credentials.request_headers(headers, sealed_headers, auth)
-    except (SealingError, ValueError, KeyError, TypeError) as exc:
-        return {}, [], f"the endpoint's credentials cannot be unsealed ({exc})"
+    except (ValueError, KeyError, TypeError) as exc:
+        return {}, f"the endpoint's credentials cannot be unsealed ({exc})"
     for name, value in headers.items():
         if not _FIELD_NAME.fullmatch(name):
-            return {}, [], f"the endpoint's custom header name {name!r} is not an HTTP token"
+            return {}, f"the endpoint's custom header name {name!r} is not an HTTP token"
         if not FIELD_VALUE.fullmatch(value):
             return (
                 {},
-                [],
                 f"the endpoint's custom header {name!r} holds control characters or characters"
                 " beyond Latin-1",
             )
+    return headers, None
+
+
+@lru_cache(maxsize=4096)
+def _ed25519_key(sealed: str) -> Ed25519PrivateKey:
+    """The Ed25519 key of a sealed ``whsk_`` key, parsed once per process (a parse costs
+    about as much as a signature; the sealed value stands for one key)."""
+    return signing_key(unseal(sealed))
+
+
+def _signing_keys(
+    secrets: list[str],
+) -> tuple[list[bytes], list[Ed25519PrivateKey], str | None]:
+    """The endpoint's ``v1`` and ``v1a`` keys (``scheme:sealed`` each), or why not."""
     keys: list[bytes] = []
-    for secret in secrets:
+    ed25519_keys: list[Ed25519PrivateKey] = []
+    for entry in secrets:
+        scheme, _, sealed = entry.partition(":")
         try:
-            keys.append(secret_key(unseal(secret)))
-        except SealingError as exc:
-            return {}, [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
+            if scheme == "v1a":
+                ed25519_keys.append(_ed25519_key(sealed))
+            else:
+                keys.append(secret_key(unseal(sealed)))
+        except SealingError as exc:  # before ValueError, its base class
+            return [], [], f"a signing secret of the endpoint cannot be unsealed ({exc})"
         except ValueError:
-            return {}, [], "a signing secret of the endpoint cannot be decoded"
-    return headers, keys, None
+            return [], [], "a signing secret of the endpoint cannot be decoded"
+    return keys, ed25519_keys, None

@@ -53,7 +53,9 @@ def _request(endpoint: BatchEndpoint, item: Leased) -> OutboundRequest:
             "User-Agent": USER_AGENT,
             "webhook-id": item.event_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(endpoint.keys, item.event_id, timestamp, body),
+            "webhook-signature": signature_header(
+                endpoint.keys, item.event_id, timestamp, body, endpoint.ed25519_keys
+            ),
         }
     )
     return OutboundRequest(endpoint.url, headers, body)

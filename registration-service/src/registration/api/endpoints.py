@@ -17,7 +17,9 @@ from registration.api.schemas import (
     EndpointPath,
     EndpointQuery,
     RotateIn,
+    RotateSigningKeyIn,
     SecretOut,
+    SigningKeyOut,
 )
 from registration.api.serialize import BEARER, one, page
 from registration.runtime import runtime
@@ -137,3 +139,36 @@ def rotate_secret(path: EndpointPath, body: RotateIn) -> tuple[Response, int]:
         runtime().sessions, runtime().settings, app_id, path.endpoint_id, body.key
     )
     return one(SecretOut, _secret_body(view))
+
+
+def _signing_key_body(view: SecretView) -> dict[str, object]:
+    return {
+        "public_key": view.key,
+        "previous": [{"public_key": key, "expires_at": expires} for key, expires in view.previous],
+    }
+
+
+@bp.get("/<endpoint_id>/signing-key", responses={200: SigningKeyOut})
+def get_signing_key(path: EndpointPath) -> tuple[Response, int]:
+    """The whpk_ public key receivers verify v1a (Ed25519) signatures with.
+
+    And the previous public key while it still signs (its grace period).  The whsk_ secret
+    key is never returned.  404 when the endpoint has no Ed25519 key (it does not sign v1a).
+    """
+    app_id = authorize_application(path.app_id)
+    view = endpoints.get_signing_key(runtime().sessions, app_id, path.endpoint_id)
+    return one(SigningKeyOut, _signing_key_body(view))
+
+
+@bp.post("/<endpoint_id>/signing-key/rotate", responses={200: SigningKeyOut, 409: Problem})
+def rotate_signing_key(path: EndpointPath, body: RotateSigningKeyIn) -> tuple[Response, int]:
+    """Sign v1a with a new Ed25519 key; the old one keeps signing for the grace period.
+
+    The same rules as the secret's rotation: at most the current and the previous key sign;
+    ``key`` equal to the current key changes nothing, equal to the previous one is a 409.
+    """
+    app_id = authorize_application(path.app_id)
+    view = endpoints.rotate_signing_key(
+        runtime().sessions, runtime().settings, app_id, path.endpoint_id, body.key
+    )
+    return one(SigningKeyOut, _signing_key_body(view))

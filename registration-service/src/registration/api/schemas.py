@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -235,18 +236,41 @@ def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
 
 
 # RFC 7617: a user-id holds no colon; RFC 6750: a bearer token is a b64token.
-_USERNAME = r"^[^:\x00-\x1f\x7f]{1,256}$"
-_PASSWORD = r"^[^\x00-\x1f\x7f]{1,1024}$"  # noqa: S105 - a pattern
-_B64TOKEN = r"^[A-Za-z0-9\-._~+/]+=*$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _username(value: str) -> str:
+    if ":" in value or _CONTROL.search(value):
+        raise ValueError("must not contain a colon or control characters (RFC 7617)")
+    return value
+
+
+def _password(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _token(value: str) -> str:
+    if not _B64TOKEN.fullmatch(value):
+        raise ValueError(
+            "must be a b64token (RFC 6750): letters, digits and -._~+/ then optional ="
+        )
+    return value
+
+
+Username = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_username)]
+Password = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_password)]
+BearerToken = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_token)]
 
 
 class BasicAuthIn(Strict):
     """HTTP basic auth (RFC 7617), sent as ``Authorization: Basic ...``."""
 
     type: Literal["basic"]
-    username: str = Field(pattern=_USERNAME, description="no colon, no control characters")
-    password: str = Field(
-        pattern=_PASSWORD,
+    username: Username = Field(description="no colon, no control characters")
+    password: Password = Field(
         description="stored sealed, shown masked; sending the masked value back keeps it",
     )
 
@@ -255,14 +279,34 @@ class BearerAuthIn(Strict):
     """A bearer token (RFC 6750), sent as ``Authorization: Bearer <token>``."""
 
     type: Literal["bearer"]
-    token: str = Field(
-        pattern=_B64TOKEN,
-        max_length=4096,
+    token: BearerToken = Field(
         description="stored sealed, shown masked; sending the masked value back keeps it",
     )
 
 
 AuthIn = Annotated[BasicAuthIn | BearerAuthIn, Field(discriminator="type")]
+
+
+def _distinct(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("lists each scheme once")
+    return value
+
+
+SignatureSchemes = Annotated[
+    list[Literal["v1", "v1a"]], Field(min_length=1, max_length=2), AfterValidator(_distinct)
+]
+
+
+def _v1_only() -> list[Literal["v1", "v1a"]]:
+    return ["v1"]
+
+
+_SCHEMES_DESCRIPTION = (
+    "Standard Webhooks signatures each delivery carries: v1 (HMAC-SHA256 with the whsec_"
+    " secret), v1a (Ed25519 with the endpoint's whsk_ key, verified with its whpk_ public"
+    " key), or both"
+)
 _AUTH_DESCRIPTION = (
     "how the platform authenticates to the endpoint: basic (username, password) or bearer"
     " (token), sent in the Authorization header (then no custom Authorization header);"
@@ -356,6 +400,9 @@ class EndpointFields(Strict):
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
     auth: AuthIn | None = Field(default=None, description=_AUTH_DESCRIPTION)
+    signature_schemes: SignatureSchemes = Field(
+        default_factory=_v1_only, description=_SCHEMES_DESCRIPTION
+    )
     oauth: OAuthIn | None = Field(
         default=None, description="OAuth 2.0 client credentials; null: none"
     )
@@ -369,6 +416,11 @@ class EndpointIn(EndpointFields):
     url: str = Field(min_length=1, max_length=2048)
     secret: str | None = Field(
         default=None, description="whsec_ secret to use; generated when omitted"
+    )
+    signing_key: str | None = Field(
+        default=None,
+        description="whsk_ Ed25519 secret key for v1a; generated when v1a is signed and it is"
+        " omitted; its whpk_ public key is served by GET .../signing-key",
     )
 
 
@@ -389,6 +441,7 @@ class EndpointPatch(Strict):
     )
     metadata: dict[str, Any] = omittable()
     auth: AuthIn | None = Field(default=None, description=_AUTH_DESCRIPTION + "; null: none")
+    signature_schemes: SignatureSchemes = omittable(description=_SCHEMES_DESCRIPTION)
     oauth: OAuthIn | None = Field(
         default=None, description="replaces the OAuth client credentials; null removes them"
     )
@@ -472,6 +525,7 @@ class EndpointOut(Out):
     auth: AuthOut | None = Field(
         validation_alias="shown_auth", description="the auth setting, its secret masked"
     )
+    signature_schemes: list[str] = Field(description=_SCHEMES_DESCRIPTION)
     rate_limit: int | None
     max_in_flight: int | None
     retry_schedule: list[int] | None
@@ -565,3 +619,23 @@ class PreviousSecret(BaseModel):
 class SecretOut(BaseModel):
     key: str
     previous: list[PreviousSecret]
+
+
+class RotateSigningKeyIn(Strict):
+    key: str | None = Field(
+        default=None,
+        description="whsk_ Ed25519 secret key (base64 of the 32-byte seed, or seed and public"
+        " key); generated when omitted",
+    )
+
+
+class PreviousPublicKey(BaseModel):
+    public_key: str
+    expires_at: datetime = Field(description="it signs too until then (the grace period)")
+
+
+class SigningKeyOut(BaseModel):
+    """The whpk_ public keys receivers verify v1a signatures with (never the whsk_ key)."""
+
+    public_key: str = Field(description="whpk_ + base64 of the 32-byte Ed25519 public key")
+    previous: list[PreviousPublicKey]

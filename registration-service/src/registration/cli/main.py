@@ -203,6 +203,30 @@ def _headers_option(values: Iterable[str]) -> dict[str, str]:
     return headers
 
 
+def _security_options(
+    basic_auth: str | None,
+    bearer_token: str | None,
+    schemes: tuple[str, ...],
+    signing_key: str | None,
+) -> dict[str, Any]:
+    """The auth and signing fields of ``endpoints create``."""
+    fields: dict[str, Any] = {}
+    if basic_auth is not None and bearer_token is not None:
+        fail_usage("give --basic-auth or --bearer-token, not both")
+    if basic_auth is not None:
+        username, separator, password = basic_auth.partition(":")
+        if not separator:
+            raise click.BadParameter("is not USER:PASSWORD", param_hint="--basic-auth")
+        fields["auth"] = {"type": "basic", "username": username, "password": password}
+    if bearer_token is not None:
+        fields["auth"] = {"type": "bearer", "token": bearer_token}
+    if schemes:
+        fields["signature_schemes"] = list(dict.fromkeys(schemes))
+    if signing_key is not None:
+        fields["signing_key"] = signing_key
+    return fields
+
+
 @endpoints.command("create")
 @click.argument("url")
 @click.option("--type", "-t", "types", multiple=True, help="An event type (repeat); none: all.")
@@ -211,6 +235,23 @@ def _headers_option(values: Iterable[str]) -> dict[str, str]:
 @click.option("--description", default=None)
 @click.option("--rate-limit", type=click.IntRange(min=1), help="Deliveries per second at most.")
 @click.option("--secret", default=None, help="A whsec_ secret to use; generated when omitted.")
+@click.option(
+    "--basic-auth",
+    metavar="USER:PASSWORD",
+    default=None,
+    help="Authenticate with HTTP basic auth (stored sealed, shown masked).",
+)
+@click.option(
+    "--bearer-token", default=None, help="Authenticate with a bearer token (stored sealed)."
+)
+@click.option(
+    "--sign",
+    "schemes",
+    multiple=True,
+    type=click.Choice(["v1", "v1a"]),
+    help="Signature scheme (repeat for both): v1 HMAC, v1a Ed25519.  [default: v1]",
+)
+@click.option("--signing-key", default=None, help="A whsk_ Ed25519 key for v1a; else generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def endpoints_create(
@@ -222,10 +263,15 @@ def endpoints_create(
     description: str | None,
     rate_limit: int | None,
     secret: str | None,
+    basic_auth: str | None,
+    bearer_token: str | None,
+    schemes: tuple[str, ...],
+    signing_key: str | None,
     as_json: bool,
 ) -> None:
     """Create an endpoint (the same URL and types again updates it)."""
     body: dict[str, Any] = {"url": url, "event_types": list(types)}
+    body.update(_security_options(basic_auth, bearer_token, schemes, signing_key))
     if channels:
         body["channels"] = list(channels)
     if headers:
@@ -283,6 +329,38 @@ def endpoints_rotate(context: Context, endpoint_id: str, key: str | None) -> Non
     _print_secret(secret)
 
 
+@endpoints.command("public-key")
+@click.argument("endpoint_id")
+@pass_context
+def endpoints_public_key(context: Context, endpoint_id: str) -> None:
+    """Print the whpk_ public key receivers verify v1a signatures with."""
+    key = context.client().get(context.app_path(f"/endpoints/{endpoint_id}/signing-key"))
+    _print_public_key(key)
+
+
+def _print_public_key(key: dict[str, Any]) -> None:
+    click.echo(key["public_key"])
+    for previous in key.get("previous") or []:
+        click.echo(
+            f"previous, signing until {human_time(previous['expires_at'])}: "
+            f"{previous['public_key']}",
+            err=True,
+        )
+
+
+@endpoints.command("rotate-signing-key")
+@click.argument("endpoint_id")
+@click.option("--key", default=None, help="The new whsk_ key; generated when omitted.")
+@pass_context
+def endpoints_rotate_signing_key(context: Context, endpoint_id: str, key: str | None) -> None:
+    """Sign v1a with a new Ed25519 key; the old one keeps signing for the grace period."""
+    body = {"key": key} if key else {}
+    public = context.client().post(
+        context.app_path(f"/endpoints/{endpoint_id}/signing-key/rotate"), body
+    )
+    _print_public_key(public)
+
+
 @endpoints.command("disable")
 @click.argument("endpoint_id")
 @click.option("--reason", default=None, help="Why (shown in the console).")
@@ -307,7 +385,13 @@ def endpoints_enable(context: Context, endpoint_id: str) -> None:
 
 
 @cli.command()
-@click.option("--secret", "-s", envvar="WEBHOOKS_SECRET", required=True, help="The whsec_ secret.")
+@click.option(
+    "--secret",
+    "-s",
+    envvar="WEBHOOKS_SECRET",
+    required=True,
+    help="The whsec_ secret (checks v1) or the whpk_ public key (checks v1a).",
+)
 @click.option(
     "--request",
     "request_file",
@@ -333,14 +417,16 @@ def verify(
     tolerance: int,
     no_timestamp_check: bool,
 ) -> None:
-    """Say whether a received webhook's signature is valid for a secret.
+    """Say whether a received webhook's signature is valid for a secret or public key.
 
-    Give the whole request (--request FILE, or on standard input), or --headers FILE with
+    A whsec_ secret checks the v1 (HMAC) signatures, a whpk_ public key the v1a (Ed25519)
+    ones.  Give the whole request (--request FILE, or on standard input), or --headers FILE with
     --body FILE.  Exit code 0 when valid, 1 when not, 2 for bad usage (a malformed secret).
     """
-    if not signing.is_valid_secret(secret):
+    if not (signing.is_valid_secret(secret) or signing.is_valid_public_key(secret)):
         raise click.BadParameter(
-            "must be whsec_ followed by base64 (the endpoint's signing secret)",
+            "must be whsec_ followed by base64 (the endpoint's signing secret) or whpk_"
+            " followed by base64 (its Ed25519 public key)",
             param_hint="--secret",
         )
     if headers_file is not None or body_file is not None:

@@ -52,9 +52,16 @@ def check(
     now: datetime,
     tolerance_seconds: int | None,
 ) -> Verdict:
-    """Verify ``webhook-signature`` over ``id.timestamp.body`` and the timestamp's freshness."""
-    if not signing.is_valid_secret(secret):
-        return Verdict(False, "the secret is not a whsec_ secret (whsec_ + base64)")
+    """Verify ``webhook-signature`` over ``id.timestamp.body`` and the timestamp's freshness.
+
+    ``secret`` is a ``whsec_`` secret (the ``v1`` signatures are checked) or a ``whpk_``
+    public key (the ``v1a`` ones).
+    """
+    asymmetric = signing.is_valid_public_key(secret)
+    if not (asymmetric or signing.is_valid_secret(secret)):
+        return Verdict(
+            False, "the secret is not a whsec_ secret nor a whpk_ public key (prefix + base64)"
+        )
     missing = [
         name
         for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
@@ -68,10 +75,13 @@ def check(
     except ValueError:
         return Verdict(False, "webhook-timestamp is not a number of seconds", msg_id)
     sent_at = datetime.fromtimestamp(stamp, UTC)
-    if not signing.verify(secret, msg_id, stamp, body, headers["webhook-signature"]):
+    verify = signing.verify_v1a if asymmetric else signing.verify
+    if not verify(secret, msg_id, stamp, body, headers["webhook-signature"]):
+        what = "v1a signature matches this public key" if asymmetric else "signature matches"
         return Verdict(
             False,
-            "no signature matches this secret and body (wrong secret, or the body was "
+            f"no {what}{'' if asymmetric else ' this secret'} and body (wrong secret or key, or"
+            " the body was "
             "changed: verify the raw bytes, before any JSON parsing)",
             msg_id,
             sent_at,

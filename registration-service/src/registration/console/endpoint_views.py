@@ -18,13 +18,14 @@ from registration.console.forms import (
     DisableForm,
     EndpointForm,
     RecoverForm,
+    auth_data,
     headers_text,
 )
 from registration.runtime import runtime
 from registration.services import endpoints, event_types, replays, test_events
 from registration.services.endpoint_health import endpoint_health
 from registration.services.endpoints import SecretView
-from registration.services.errors import DomainError, InvalidField
+from registration.services.errors import DomainError, InvalidField, NotFound
 from webhooks_core.models import Endpoint
 from webhooks_core.targets import TargetRefused, check_url
 
@@ -68,7 +69,7 @@ def _checked(form: EndpointForm, model: type[BaseModel]) -> dict[str, Any] | Non
     except ValidationError as exc:
         valid = False
         for error in exc.errors(include_url=False):
-            name = str(error["loc"][0]) if error["loc"] else "url"
+            name = _form_field(error["loc"])
             if name in checked:
                 continue
             target = getattr(form, name, form.url)
@@ -84,8 +85,18 @@ def _checked(form: EndpointForm, model: type[BaseModel]) -> dict[str, Any] | Non
     return fields if valid else None
 
 
+def _form_field(loc: tuple[int | str, ...]) -> str:
+    """The form field of an API schema error's location (``auth.basic.password``: the
+    password field)."""
+    if not loc:
+        return "url"
+    if loc[0] == "auth":
+        return f"auth_{loc[2]}" if len(loc) > 2 else "auth_type"
+    return str(loc[0])
+
+
 def _attach(form: EndpointForm, exc: DomainError) -> None:
-    field = getattr(form, exc.field or "", None)
+    field = getattr(form, _form_field((exc.field,)) if exc.field else "", None)
     if isinstance(exc, InvalidField) and field is not None:
         field.errors = [*field.errors, exc.detail]
     else:
@@ -161,6 +172,8 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
                 "rate_limit": endpoint.rate_limit,
                 "max_in_flight": endpoint.max_in_flight,
                 "retry_schedule": ", ".join(str(d) for d in endpoint.retry_schedule or []),
+                "signature_schemes": endpoint.signature_schemes,
+                **auth_data(endpoint.shown_auth),
             }
         )
     else:
@@ -188,6 +201,14 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
     ), status
 
 
+def _signing_key(endpoint: Endpoint) -> SecretView | None:
+    """The v1a public keys (public: always shown), or None when it has no Ed25519 key."""
+    try:
+        return endpoints.get_signing_key(runtime().sessions, viewer().app_id, endpoint.id)
+    except NotFound:
+        return None
+
+
 def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
     health = endpoint_health(runtime().sessions, runtime().settings, [endpoint])[endpoint.id]
     return render_template(
@@ -195,6 +216,7 @@ def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
         endpoint=endpoint,
         health=health,
         secret=secret,
+        signing_key=_signing_key(endpoint),
         action=ActionForm(),
         disable=DisableForm(),
         recover=RecoverForm(),
@@ -234,6 +256,20 @@ def endpoint_rotate(endpoint_id: uuid.UUID) -> str:
         "success",
     )
     return _detail(_endpoint(endpoint_id), secret=secret)
+
+
+@bp.post("/endpoints/<uuid:endpoint_id>/signing-key/rotate")
+def endpoint_rotate_signing_key(endpoint_id: uuid.UUID) -> str:
+    """Sign v1a with a new Ed25519 key; the old one keeps signing during the grace period."""
+    endpoints.rotate_signing_key(
+        runtime().sessions, runtime().settings, viewer().app_id, endpoint_id, None
+    )
+    flash(
+        "Signing key rotated. Give receivers the new public key: the previous key keeps "
+        "signing until the time shown.",
+        "success",
+    )
+    return _detail(_endpoint(endpoint_id))
 
 
 @bp.post("/endpoints/<uuid:endpoint_id>/disable")

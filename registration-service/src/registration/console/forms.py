@@ -17,6 +17,7 @@ from wtforms import (
 )
 from wtforms.fields import URLField
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
+from wtforms.widgets import PasswordInput
 
 
 class SignInForm(FlaskForm):
@@ -82,6 +83,49 @@ class EndpointForm(FlaskForm):
         render_kw={"placeholder": "0, 5, 300, 1800"},
         description="Seconds before each retry, comma separated. Empty: the platform default.",
     )
+    auth_type = SelectField(
+        "Authentication",
+        choices=[
+            ("", "None"),
+            ("basic", "Basic (username and password)"),
+            ("bearer", "Bearer token"),
+        ],
+        default="",
+        description="Sent as the Authorization header; stored sealed, shown masked.",
+    )
+    auth_username = StringField("Username", validators=[Optional(), Length(max=256)])
+    # Filled with the masked value when editing: left as it is, the stored secret stays.
+    auth_password = PasswordField(
+        "Password",
+        validators=[Optional(), Length(max=1024)],
+        widget=PasswordInput(hide_value=False),
+    )
+    auth_token = PasswordField(
+        "Bearer token",
+        validators=[Optional(), Length(max=4096)],
+        widget=PasswordInput(hide_value=False),
+    )
+    signature_schemes = CheckboxesField(
+        "Signatures",
+        choices=[
+            ("v1", "v1: HMAC-SHA256 with the whsec_ secret"),
+            ("v1a", "v1a: Ed25519, receivers verify with the whpk_ public key"),
+        ],
+        default=["v1"],
+        validate_choice=True,
+    )
+
+    def auth_for_api(self) -> dict[str, str] | None:
+        """The auth fields as the API's ``auth`` object (None: no authentication)."""
+        if self.auth_type.data == "basic":
+            return {
+                "type": "basic",
+                "username": self.auth_username.data or "",
+                "password": self.auth_password.data or "",
+            }
+        if self.auth_type.data == "bearer":
+            return {"type": "bearer", "token": self.auth_token.data or ""}
+        return None
 
     def fields_for_api(self) -> dict[str, Any]:
         """The form as the API's endpoint fields (same names and shapes as the JSON body)."""
@@ -101,6 +145,9 @@ class EndpointForm(FlaskForm):
             "rate_limit": self.rate_limit.data,
             "max_in_flight": self.max_in_flight.data,
             "retry_schedule": _csv(self.retry_schedule.data) or None,
+            "auth": self.auth_for_api(),
+            # None checked (or a form without the field): v1, the default.
+            "signature_schemes": list(self.signature_schemes.data or []) or ["v1"],
         }
 
 
@@ -124,6 +171,18 @@ class RecoverForm(FlaskForm):
 
 def _csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def auth_data(shown: dict[str, str] | None) -> dict[str, str]:
+    """The edit form's auth fields from the endpoint's masked auth setting."""
+    if not shown:
+        return {"auth_type": ""}
+    return {
+        "auth_type": shown["type"],
+        "auth_username": shown.get("username") or "",
+        "auth_password": shown.get("password") or "",
+        "auth_token": shown.get("token") or "",
+    }
 
 
 def headers_text(headers: dict[str, str]) -> str:

@@ -112,7 +112,9 @@ def credential_columns(
 ) -> dict[str, Any]:
     """The credential columns the request changes (none when it has no oauth nor tls)."""
     columns: dict[str, Any] = {}
-    if fields.get("oauth") and fields.get("auth"):
+    auth = fields.get("auth", current.auth if current else None)
+    oauth = fields.get("oauth", current.oauth_token_url if current else None)
+    if auth and oauth:
         raise InvalidField(
             "auth and oauth both set the Authorization header: give one of them", field="oauth"
         )

@@ -29,7 +29,15 @@ from webhooks_core.models import (
     cancel_open_deliveries,
 )
 from webhooks_core.settings import Settings
-from webhooks_core.signing import is_valid_secret, new_secret, secret_key
+from webhooks_core.signing import (
+    is_valid_secret,
+    is_valid_signing_key,
+    new_secret,
+    new_signing_key,
+    public_key,
+    secret_key,
+    signing_key_public_bytes,
+)
 from webhooks_core.targets import TargetRefused, check_url
 
 _UPSERT_KEY_WHERE = text("kind = 'subscription' AND deleted_at IS NULL")
@@ -40,6 +48,12 @@ _MUTABLE = (
     "max_in_flight",
     "retry_schedule",
     "metadata",
+)
+
+
+SIGNING_KEY_RULE = (
+    "must be whsk_ followed by base64 of an Ed25519 seed (32 bytes) or seed and public key"
+    " (64 bytes)"
 )
 
 
@@ -93,27 +107,24 @@ def _load(
     return endpoint
 
 
-def upsert_endpoint(
-    sessions: sessionmaker[Session], settings: Settings, app_id: uuid.UUID, fields: dict[str, Any]
-) -> tuple[Endpoint, bool]:
-    """Create an endpoint, or update the one with the same URL and event types.
-
-    Returns the endpoint and whether it was created.  The partial unique index on
-    ``(application_id, url, event_types)`` decides, so concurrent posts never duplicate.
-    """
+def _checked_values(
+    settings: Settings, app_id: uuid.UUID, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """The endpoint's row values from ``fields``, after the checks no schema can make."""
     _check_target(settings, fields["url"])
-    secret = fields.get("secret")
+    secret, key = fields.get("secret"), fields.get("signing_key")
     if secret is not None and not is_valid_secret(secret):
         raise InvalidField("must be whsec_ followed by base64 of 24 to 64 bytes", field="secret")
-    event_types = normalize_event_types(fields.get("event_types") or [])
+    if key is not None and not is_valid_signing_key(key):
+        raise InvalidField(SIGNING_KEY_RULE, field="signing_key")
     plain_headers, sensitive_headers = credentials.split_headers(fields.get("headers") or {})
     conflict = credentials.header_conflict(list(fields.get("headers") or {}), fields.get("auth"))
     if conflict is not None:
         raise InvalidField(conflict, field="auth")
-    values: dict[str, Any] = {
+    return {
         "application_id": app_id,
         "url": fields["url"],
-        "event_types": event_types,
+        "event_types": normalize_event_types(fields.get("event_types") or []),
         "description": fields.get("description") or "",
         "channels": fields.get("channels"),
         "headers": plain_headers,
@@ -123,14 +134,27 @@ def upsert_endpoint(
         "retry_schedule": fields.get("retry_schedule"),
         "metadata": fields.get("metadata") or {},
         "auth": credentials.seal_json(fields.get("auth")),
+        "signature_schemes": fields.get("signature_schemes") or ["v1"],
     }
+
+
+def upsert_endpoint(
+    sessions: sessionmaker[Session], settings: Settings, app_id: uuid.UUID, fields: dict[str, Any]
+) -> tuple[Endpoint, bool]:
+    """Create an endpoint, or update the one with the same URL and event types.
+
+    Returns the endpoint and whether it was created.  The partial unique index on
+    ``(application_id, url, event_types)`` decides, so concurrent posts never duplicate.
+    """
+    values = _checked_values(settings, app_id, fields)
+    secret = fields.get("secret")
     # A POST defines the endpoint: its credentials come whole (no stored secret is kept).
     credential_values = credential_columns(settings, fields, None)
     values.update(credential_values)
     with transaction(sessions) as session:
         if session.get(Application, app_id) is None:
             raise NotFound(f"application {app_id} not found")
-        _check_event_types(session, event_types)
+        _check_event_types(session, values["event_types"])
         table = Endpoint.__table__
         statement = insert(table).values(id=uuid.uuid4(), **values)  # type: ignore[arg-type]
         given = {
@@ -152,8 +176,22 @@ def upsert_endpoint(
             )
         elif secret is not None:
             _rotate(session, settings, endpoint_id, secret, "secret")
+        endpoint = _load(session, app_id, endpoint_id)
+        _ensure_signing_key(session, settings, endpoint, fields.get("signing_key"))
         session.flush()
-        return _load(session, app_id, endpoint_id), bool(created)
+        return endpoint, bool(created)
+
+
+def _ensure_signing_key(
+    session: Session, settings: Settings, endpoint: Endpoint, key: str | None
+) -> None:
+    """Give an endpoint that signs ``v1a`` its Ed25519 key; a given ``key`` rotates to it."""
+    has_key = bool(_active_secrets(session, endpoint.id, "v1a"))
+    if key is not None and has_key:
+        _rotate(session, settings, endpoint.id, key, "signing_key", "v1a")
+    elif key is not None or ("v1a" in endpoint.signature_schemes and not has_key):
+        sealed = sealing.seal(key or new_signing_key())
+        session.add(EndpointSecret(endpoint_id=endpoint.id, scheme="v1a", secret=sealed))
 
 
 def get_endpoint(
@@ -219,6 +257,9 @@ def update_endpoint(
                 auth = credentials.keep_masked(changes["auth"], endpoint.auth)
                 endpoint.auth = credentials.seal_json(auth)
             _check_credentials(endpoint)
+            if "signature_schemes" in changes:
+                endpoint.signature_schemes = changes["signature_schemes"]
+                _ensure_signing_key(session, settings, endpoint, None)
             for field in _MUTABLE:
                 if field in changes:
                     setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
@@ -300,11 +341,14 @@ def set_enabled(
         return endpoint
 
 
-def _active_secrets(session: Session, endpoint_id: uuid.UUID) -> list[EndpointSecret]:
+def _active_secrets(
+    session: Session, endpoint_id: uuid.UUID, scheme: str = "v1"
+) -> list[EndpointSecret]:
     query = (
         select(EndpointSecret)
         .where(
             EndpointSecret.endpoint_id == endpoint_id,
+            EndpointSecret.scheme == scheme,
             (EndpointSecret.expires_at.is_(None)) | (EndpointSecret.expires_at > func.now()),
         )
         .order_by(EndpointSecret.created_at.desc())
@@ -313,11 +357,20 @@ def _active_secrets(session: Session, endpoint_id: uuid.UUID) -> list[EndpointSe
 
 
 def _view(secrets: list[EndpointSecret]) -> SecretView:
+    """The secrets as shown: ``whsec_`` secrets as they are, ``whsk_`` keys as public keys."""
+
+    def shown(stored: EndpointSecret) -> str:
+        plain = sealing.unseal(stored.secret)
+        return public_key(plain) if stored.scheme == "v1a" else plain
+
     current = next(s for s in secrets if s.expires_at is None)
-    previous = [
-        (sealing.unseal(s.secret), s.expires_at) for s in secrets if s.expires_at is not None
-    ]
-    return SecretView(sealing.unseal(current.secret), previous)
+    previous = [(shown(s), s.expires_at) for s in secrets if s.expires_at is not None]
+    return SecretView(shown(current), previous)
+
+
+def _identity(scheme: str, plain: str) -> bytes:
+    """What makes two secrets of ``scheme`` the same key."""
+    return signing_key_public_bytes(plain) if scheme == "v1a" else secret_key(plain)
 
 
 def get_secret(
@@ -330,7 +383,12 @@ def get_secret(
 
 
 def _rotate(
-    session: Session, settings: Settings, endpoint_id: uuid.UUID, key: str | None, field: str
+    session: Session,
+    settings: Settings,
+    endpoint_id: uuid.UUID,
+    key: str | None,
+    field: str,
+    scheme: str = "v1",
 ) -> None:
     """Make ``key`` (or a fresh secret) current; keep at most one previous secret signing.
 
@@ -340,11 +398,11 @@ def _rotate(
     is a no-op (a repeated request); equal to the previous one is refused (409), since making
     it current again would sign twice with it.  The caller holds the endpoint's row lock.
     """
-    active = _active_secrets(session, endpoint_id)
+    active = _active_secrets(session, endpoint_id, scheme)
     if key is not None:
-        wanted = secret_key(key)
+        wanted = _identity(scheme, key)
         for known in active:
-            if not hmac.compare_digest(secret_key(sealing.unseal(known.secret)), wanted):
+            if not hmac.compare_digest(_identity(scheme, sealing.unseal(known.secret)), wanted):
                 continue
             if known.expires_at is None:
                 return
@@ -355,17 +413,19 @@ def _rotate(
             )
     # Database time on both sides, so a zero grace period ends the old secret at once.
     grace_end = func.now() + timedelta(seconds=settings.secret_rotation_grace_seconds)
+    mine = (EndpointSecret.endpoint_id == endpoint_id) & (EndpointSecret.scheme == scheme)
     session.execute(
         update(EndpointSecret)
-        .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at > func.now())
+        .where(mine, EndpointSecret.expires_at > func.now())
         .values(expires_at=func.now())
     )
     session.execute(
         update(EndpointSecret)
-        .where(EndpointSecret.endpoint_id == endpoint_id, EndpointSecret.expires_at.is_(None))
+        .where(mine, EndpointSecret.expires_at.is_(None))
         .values(expires_at=grace_end)
     )
-    session.add(EndpointSecret(endpoint_id=endpoint_id, secret=sealing.seal(key or new_secret())))
+    fresh = key or (new_signing_key() if scheme == "v1a" else new_secret())
+    session.add(EndpointSecret(endpoint_id=endpoint_id, scheme=scheme, secret=sealing.seal(fresh)))
 
 
 def rotate_secret(
@@ -386,3 +446,38 @@ def rotate_secret(
         _rotate(session, settings, endpoint.id, key, "key")
         session.flush()
         return _view(_active_secrets(session, endpoint.id))
+
+
+def get_signing_key(
+    sessions: sessionmaker[Session], app_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> SecretView:
+    """The ``whpk_`` public keys receivers verify ``v1a`` with (current, and previous ones)."""
+    with sessions() as session:
+        endpoint = _load(session, app_id, endpoint_id)
+        active = _active_secrets(session, endpoint.id, "v1a")
+        if not active:
+            raise NotFound(
+                f"endpoint {endpoint_id} has no Ed25519 key: add v1a to its signature_schemes"
+            )
+        return _view(active)
+
+
+def rotate_signing_key(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    app_id: uuid.UUID,
+    endpoint_id: uuid.UUID,
+    key: str | None,
+) -> SecretView:
+    """Sign ``v1a`` with a new Ed25519 key (``key``, a ``whsk_`` key, or a fresh one).
+
+    The same grace rules as :func:`rotate_secret`: the key that was current signs on for the
+    grace period, at most two keys sign, the previous key again is a 409.
+    """
+    if key is not None and not is_valid_signing_key(key):
+        raise InvalidField(SIGNING_KEY_RULE, field="key")
+    with transaction(sessions) as session:
+        endpoint = _load(session, app_id, endpoint_id, lock=True)
+        _rotate(session, settings, endpoint.id, key, "key", "v1a")
+        session.flush()
+        return _view(_active_secrets(session, endpoint.id, "v1a"))

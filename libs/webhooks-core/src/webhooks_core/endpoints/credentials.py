@@ -59,9 +59,12 @@ def unseal_json(stored: str | None) -> dict[str, Any]:
     return document
 
 
-def shown_headers(plain: dict[str, str], sealed_headers: str | None) -> dict[str, str]:
-    """Every custom header as the API shows it: the sensitive ones masked."""
-    shown = dict(plain)
+def shown_headers(plain: dict[str, str] | None, sealed_headers: str | None) -> dict[str, str]:
+    """Every custom header as the API shows it: the sensitive ones masked.
+
+    ``plain`` may be None: earlier versions could store JSON null (read as no headers).
+    """
+    shown = dict(plain or {})
     shown.update({k: mask(v) for k, v in unseal_json(sealed_headers).items()})
     return shown
 

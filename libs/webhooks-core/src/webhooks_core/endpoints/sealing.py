@@ -222,12 +222,12 @@ def reseal(engine: Engine, ring: KeyRing, *, batch_size: int = 500) -> int:
     from sqlalchemy import text
 
     done = 0
-    current = f"{PREFIX}{ring.current_id}:%"
+    current = f"{PREFIX}{ring.current_id}:"  # starts_with, not LIKE: ids may hold "_"
     for target in SEALED_COLUMNS:
         # Names come from SEALED_COLUMNS (code), never from input.
         pick = text(
             f"SELECT {target.key} AS k, {target.column} AS v FROM {target.table} "  # noqa: S608
-            f"WHERE {target.column} IS NOT NULL AND {target.column} NOT LIKE :current "
+            f"WHERE {target.column} IS NOT NULL AND NOT starts_with({target.column}, :current) "
             f"ORDER BY {target.key} LIMIT :limit"
         )
         put = text(
