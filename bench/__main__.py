@@ -10,10 +10,11 @@ under ``var/bench/<time>/``, with the processes' logs), and ends with exactly on
     bench: deliveries_per_s=N e2e_per_s=N raw_per_s=N ratio=R p50_ms=N p99_ms=N
 
 preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
-raw sender's per request; see :func:`bench.report.cpu_line`).
+raw sender's per request; see :func:`bench.report.cpu_line`), and before that, when the auth
+scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
-scenarios (raw, throughput, e2e, latency, fanout, isolation, backlog, ingest);
+scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -28,9 +29,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import probes, scenarios, seed
+from bench import auth, probes, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
-from bench.report import bench_line, cpu_line, write_chart
+from bench.report import auth_line, bench_line, cpu_line, write_chart
 from bench.stack import (
     REPO,
     ServiceNames,
@@ -47,6 +48,7 @@ SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("throughput", scenarios.scenario_throughput),
     ("e2e", scenarios.scenario_e2e),
     ("latency", scenarios.scenario_latency),
+    ("auth", auth.scenario_auth),
     ("fanout", scenarios.scenario_fanout),
     ("isolation", scenarios.scenario_isolation),
     ("backlog", scenarios.scenario_backlog),
@@ -163,6 +165,8 @@ def main() -> int:
                 shutil.copy(out_dir / name, docs_dir / name)
     if errors:
         print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
+    if not only or "auth" in only:
+        print(auth_line(results), flush=True)
     print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0
@@ -181,6 +185,8 @@ def _summary(result: dict[str, Any] | None) -> str:
         "seconds_to_last_receipt",
         "relative_to_throughput",
         "memory_after",
+        *(f"{variant}_{unit}" for variant in auth.VARIANTS for unit in ("per_s", "ms")),
+        "oauth_tokens",
     )
     shown = {k: result[k] for k in keys if k in result}
     if "cpu_ms_per_delivery" in result:

@@ -18,7 +18,10 @@ Behaviour is chosen by the path, ``/r/<spec>/<name>``, where ``spec`` is ``-``-s
 * ``fail<N>``: answer 500 to N % of requests;
 * ``hang<N>``: never answer N % of requests (the connection is closed after the hang time);
 * ``timeout``: never answer any request;
-* ``delay<MS>``: wait MS milliseconds before answering.
+* ``delay<MS>``: wait MS milliseconds before answering;
+* ``bearer``: answer 401 unless ``Authorization: Bearer`` holds a token the benchmark's
+  token server (:mod:`bench.tokens`) issued to the client id that is this path
+  (:func:`token_valid`).
 
 Hostile receivers, for the chaos run's poisoned application (``make bench`` uses none):
 
@@ -29,7 +32,9 @@ Hostile receivers, for the chaos run's poisoned application (``make bench`` uses
 
 ``GET /_stats`` answers the counters of all processes as JSON.  Run it with
 ``python -m bench.receiver --log-dir DIR --port-file FILE`` (``--help`` for the rest); the
-seed comes from ``BENCH_SECRET_SEED``.
+seed comes from ``BENCH_SECRET_SEED``.  With ``--tls-cert`` and ``--tls-key`` it serves
+HTTPS, and with ``--tls-client-ca`` as well it requires a client certificate issued by that
+CA (mutual TLS): a client without one never gets past the handshake, so nothing is recorded.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -68,6 +74,7 @@ _RESPONSES = {
     200: b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
     500: b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
     400: b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    401: b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\r\n",
     404: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
     410: b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n",
 }
@@ -91,6 +98,30 @@ def derive_secret(seed: str, path: str) -> str:
     """The ``whsec_`` secret of the endpoint at ``path``: HMAC(seed, path), 24 bytes."""
     key = hmac.new(seed.encode(), path.encode(), hashlib.sha256).digest()[:24]
     return "whsec_" + base64.b64encode(key).decode()
+
+
+def derive_client_secret(seed: str, client_id: str) -> str:
+    """The OAuth client secret of ``client_id`` at the benchmark's token server."""
+    return hmac.new(seed.encode(), b"client:" + client_id.encode(), hashlib.sha256).hexdigest()
+
+
+def _token_mac(seed: str, client_id: str, nonce: str) -> str:
+    digest = hmac.new(seed.encode(), f"token:{client_id}:{nonce}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+def issue_token(seed: str, client_id: str, nonce: str) -> str:
+    """An access token for ``client_id``: ``nonce.mac``, checkable without a shared store."""
+    return f"{nonce}.{_token_mac(seed, client_id, nonce)}"
+
+
+def token_valid(seed: str, client_id: str, authorization: str) -> bool:
+    """True when ``authorization`` is ``Bearer <a token issued to client_id>``."""
+    scheme, _, token = authorization.partition(" ")
+    nonce, _, mac = token.strip().partition(".")
+    if scheme.lower() != "bearer" or not nonce or not mac:
+        return False
+    return hmac.compare_digest(mac, _token_mac(seed, client_id, nonce))
 
 
 def signature_valid(secret: str, msg_id: str, timestamp: str, body: bytes, header: str) -> bool:
@@ -119,6 +150,7 @@ class Behaviour:
     poisoned_body: bool = False
     cut: bool = False
     gone: bool = False
+    bearer: bool = False
 
     @classmethod
     def parse(cls, path: str) -> Behaviour:
@@ -144,6 +176,7 @@ class Behaviour:
             poisoned_body="nul" in words,
             cut="cut" in words,
             gone="gone" in words,
+            bearer="bearer" in words,
         )
 
 
@@ -290,6 +323,8 @@ class _Connection(asyncio.Protocol):
         status = 500 if draw < behaviour.hang_ratio + behaviour.fail_ratio else 200
         if behaviour.gone:
             status = 410
+        if behaviour.bearer and not server.bearer_valid(path, headers.get("authorization", "")):
+            status = 401
         server.recorder.record(webhook_id, path, signature, status)
         if behaviour.delay_seconds:
             reply = functools.partial(self._reply, status, poisoned=behaviour.poisoned_body)
@@ -337,6 +372,9 @@ class _ReceiverState:
             secret = self._secrets[path] = derive_secret(self._seed, path)
         return secret
 
+    def bearer_valid(self, path: str, authorization: str) -> bool:
+        return token_valid(self._seed, path, authorization)
+
     def behaviour(self, path: str) -> Behaviour:
         behaviour = self._behaviours.get(path)
         if behaviour is None:
@@ -369,7 +407,9 @@ def _serve_process(
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        server = await loop.create_server(lambda: _Connection(state), sock=sock, backlog=4096)
+        server = await loop.create_server(
+            lambda: _Connection(state), sock=sock, backlog=4096, ssl=server_context(args)
+        )
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -380,6 +420,19 @@ def _serve_process(
             recorder.close()
 
     asyncio.run(main())
+
+
+def server_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of ``--tls-cert``/``--tls-key`` (None: plain HTTP); with
+    ``--tls-client-ca``, client certificates issued by that CA are required."""
+    if not args.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_client_ca:
+        context.load_verify_locations(cafile=args.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -430,8 +483,30 @@ def _write_port_file(port_file: str | None, port: int) -> None:
         tmp.replace(port_file)  # atomic, so a reader never sees half a number
 
 
+@dataclass(frozen=True)
+class ReceiverTLS:
+    """The PEM files of an HTTPS receiver: its certificate chain and key, and the CA that
+    issued them (the harness trusts it for ``/_stats``); for mutual TLS, the CA its clients'
+    certificates must come from and the harness's own client certificate and key."""
+
+    certificate: Path
+    key: Path
+    ca: Path
+    client_ca: Path | None = None
+    client_certificate: Path | None = None
+    client_key: Path | None = None
+
+    def arguments(self) -> list[str]:
+        """The receiver's command-line options for these files."""
+        options = ["--tls-cert", str(self.certificate), "--tls-key", str(self.key)]
+        if self.client_ca is not None:
+            options += ["--tls-client-ca", str(self.client_ca)]
+        return options
+
+
 class RunningReceiver:
-    """A receiver started as a child process of the harness (``python -m bench.receiver``)."""
+    """A receiver started as a child process of the harness (``python -m bench.receiver``);
+    HTTPS with ``tls``."""
 
     def __init__(
         self,
@@ -441,15 +516,23 @@ class RunningReceiver:
         hang_seconds: float = 60.0,
         seed: str = DEFAULT_SEED,
         python: str = sys.executable,
+        tls: ReceiverTLS | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.seed = seed
+        self.tls = tls
         self._processes = processes
         self._hang_seconds = hang_seconds
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._http = requests.Session()
+        # Loopback only: no proxy, and no REQUESTS_CA_BUNDLE overriding the test CA below.
+        self._http.trust_env = False
+        if tls is not None:
+            self._http.verify = str(tls.ca)
+            if tls.client_certificate is not None and tls.client_key is not None:
+                self._http.cert = (str(tls.client_certificate), str(tls.client_key))
 
     def start(self, timeout: float = 20.0) -> RunningReceiver:
         """Start it and wait until it listens."""
@@ -470,6 +553,7 @@ class RunningReceiver:
                 str(self._processes),
                 "--hang-seconds",
                 str(self._hang_seconds),
+                *(self.tls.arguments() if self.tls else []),
             ],
             env=env,
             cwd=Path(__file__).resolve().parent.parent,
@@ -499,7 +583,8 @@ class RunningReceiver:
 
     def url(self, path: str) -> str:
         """The full URL of ``path`` on this receiver."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def stats(self) -> dict[str, int]:
         """Counters of all processes: received, ok, bad_signature, flushed."""
@@ -552,7 +637,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-dir", required=True, help="receipts-<process>.tsv go here")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--hang-seconds", type=float, default=60.0)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    parser.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="require client certificates issued by this CA")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if args.host not in {"127.0.0.1", "localhost", "::1"}:
         parser.error("the receiver only listens on the loopback interface")
     return args

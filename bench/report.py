@@ -53,6 +53,24 @@ def cpu_line(results: dict[str, Any]) -> str:
     return f"bench-cpu: from={source or 'none'} {fields} raw_ms_per_request={raw:.3f}"
 
 
+AUTH_VARIANTS = ("hmac", "oauth", "https", "mtls")
+
+
+def auth_line(results: dict[str, Any]) -> str:
+    """``bench-auth: hmac_per_s=N hmac_ms=N oauth_per_s=N oauth_ms=N oauth_tokens=N
+    https_per_s=N https_ms=N mtls_per_s=N mtls_ms=N``: deliveries per second and the workers'
+    CPU milliseconds per delivery of each variant of the auth scenario, and the OAuth tokens
+    its token server issued (0 for what did not run)."""
+    auth = results.get("auth", {})
+    fields = []
+    for variant in AUTH_VARIANTS:
+        fields.append(f"{variant}_per_s={round(float(auth.get(f'{variant}_per_s') or 0))}")
+        fields.append(f"{variant}_ms={float(auth.get(f'{variant}_ms') or 0):.3f}")
+        if variant == "oauth":
+            fields.append(f"oauth_tokens={int(auth.get('oauth_tokens') or 0)}")
+    return "bench-auth: " + " ".join(fields)
+
+
 def write_chart(results: dict[str, Any], path: Path) -> None:
     """Four panels: delivery rates, latency percentiles, fan-out and ingest, memory."""
     import matplotlib

@@ -58,6 +58,8 @@ class BenchConfig:
     e2e_events: int = 600
     e2e_batch: int = 20
     e2e_clients: int = 4
+    auth_endpoints: int = 20
+    auth_deliveries: int = 3000
     workers: int = 2
     concurrency: int = 16
     pool: str = "threads"
@@ -85,6 +87,8 @@ class BenchConfig:
             e2e_events=_env_int("BENCH_E2E_EVENTS", max(int(600 * s), 40)),
             e2e_batch=_env_int("BENCH_E2E_BATCH", 20),
             e2e_clients=_env_int("BENCH_E2E_CLIENTS", 4),
+            auth_endpoints=_env_int("BENCH_AUTH_ENDPOINTS", 20),
+            auth_deliveries=_env_int("BENCH_AUTH_DELIVERIES", max(int(3000 * s), 300)),
             workers=_env_int("BENCH_WORKERS", 2),
             concurrency=_env_int("BENCH_CONCURRENCY", 16),
             pool=os.environ.get("BENCH_POOL", "threads"),

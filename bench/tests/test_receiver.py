@@ -67,6 +67,7 @@ def test_behaviour_is_read_from_the_path() -> None:
     assert Behaviour.parse("/r/nul-fail50/a") == Behaviour(fail_ratio=0.5, poisoned_body=True)
     assert Behaviour.parse("/r/cut/a").cut
     assert Behaviour.parse("/r/gone/a").gone
+    assert Behaviour.parse("/r/bearer/a") == Behaviour(bearer=True)
 
 
 def test_hostile_paths_answer_poisoned_bytes_cut_headers_and_410(
