@@ -34,9 +34,9 @@ from bench.receiver import ReceiverTLS, RunningReceiver, derive_client_secret, e
 from bench.report import AUTH_VARIANTS
 from bench.scenarios import Bench, _tree_cpu, drain
 from bench.tokens import TokenServer
+from registration.config import APISettings
 from registration.services.endpoint_credentials import oauth_columns, tls_columns
 from webhooks_core.models import Endpoint
-from webhooks_core.settings import Settings
 
 VARIANTS = AUTH_VARIANTS  # in the order they run
 WARM_UP_EVENTS = 4  # per endpoint: every worker process meets every endpoint
@@ -105,8 +105,11 @@ def auth_services(bench: Bench) -> Iterator[tuple[TokenServer, dict[str, Variant
     pki = BenchPKI.create(directory / "pki")
     receiver_seed = bench.receiver.seed
     processes = bench.config.receiver_processes
-    platform = Settings(
-        allowed_target_networks=bench.env["WEBHOOKS_ALLOWED_TARGET_NETWORKS"].split(",")
+    # The API's checks of credentials, as the run's API would make them.
+    platform = APISettings.from_env(
+        database_url=bench.env["WEBHOOKS_DATABASE_URL"],
+        broker_url=bench.env["WEBHOOKS_BROKER_URL"],
+        allowed_target_networks=bench.env["WEBHOOKS_ALLOWED_TARGET_NETWORKS"].split(","),
     )
     with ExitStack() as stack:
         tokens = stack.enter_context(TokenServer(seed=receiver_seed))

@@ -121,6 +121,7 @@ def _handler(tokens: TokenServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length).decode("utf-8", "replace")
+            body: dict[str, object]
             if self.path.split("?", 1)[0] != TOKEN_PATH:
                 status, body = 404, {"error": "not_found"}
             else:

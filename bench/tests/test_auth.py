@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,9 @@ from bench.auth import BenchPKI
 from bench.receiver import RunningReceiver, derive_client_secret, derive_secret
 from bench.report import auth_line
 from bench.tokens import TokenServer
+from registration.config import APISettings
 from registration.services.endpoint_credentials import oauth_columns, tls_columns
 from webhooks_core.endpoints import sealing
-from webhooks_core.settings import Settings
 
 SEED = "auth-test-seed"
 
@@ -143,9 +143,10 @@ def test_tls_receivers_serve_https_with_the_test_ca(
 
 
 def test_endpoint_credentials_pass_the_api_checks_and_are_sealed(
-    pki: BenchPKI, settings: Settings
+    pki: BenchPKI, make_settings: Callable[..., APISettings]
 ) -> None:
-    # ``settings`` (the root conftest) installs the test sealing keys.
+    # The root conftest installs the test sealing keys.
+    settings = make_settings(APISettings)
     secret = derive_client_secret(SEED, "/r/bearer/a")
     oauth = oauth_columns(
         settings,
