@@ -65,7 +65,7 @@ test: venv services  ## Run every test against the real PostgreSQL and RabbitMQ
 lint: venv  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/webhooks-core/src registration-service/src webhook-service/src event-producer/src
+	$(BIN)/mypy libs/webhooks-core/src registration-service/src webhook-service/src event-producer/src bench chaos scripts
 
 format: venv  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
