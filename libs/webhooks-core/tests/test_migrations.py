@@ -33,12 +33,18 @@ def scratch_settings(settings: CoreSettings) -> Iterator[CoreSettings]:
     admin.dispose()
 
 
+def _not_a_partition(name: str | None, type_: str, parent_names: object) -> bool:
+    """The attempts' partitions (made by migration 0011 and retention) are no model's table."""
+    return not (type_ == "table" and name is not None and name.startswith("attempts_"))
+
+
 def test_upgrade_from_empty_matches_models_and_downgrades(scratch_settings: CoreSettings) -> None:
     upgrade(scratch_settings)
     engine = create_engine(scratch_settings.database_url)
     with engine.connect() as conn:
         assert set(Base.metadata.tables) <= set(inspect(conn).get_table_names())
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": _not_a_partition})
+        diff = compare_metadata(context, Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
 
     downgrade(scratch_settings)

@@ -23,6 +23,16 @@ class Application(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", server_default=text("'{}'::jsonb"), default=dict
     )
+    # Days kept (webhooks_core.retention); null: the platform default (CoreSettings).
+    retention_attempts_days: Mapped[int | None] = mapped_column(
+        comment="days attempts are kept; null: the platform default"
+    )
+    retention_messages_days: Mapped[int | None] = mapped_column(
+        comment="days messages are kept; null: the platform default"
+    )
+    retention_payload_days: Mapped[int | None] = mapped_column(
+        comment="days payload are kept; null: the platform default"
+    )
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 

@@ -51,6 +51,11 @@ class Message(Base):
     occurred_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(16), comment="broker, http or relay")
     created_at: Mapped[datetime] = created_at()
+    # Set when retention replaced the payload by ``{}`` (webhooks_core.retention): the
+    # metadata stays, the data is gone; never while a delivery of the message is open.
+    payload_dropped_at: Mapped[datetime | None] = mapped_column(
+        comment="retention replaced the payload by {} at this time"
+    )
 
 
 class IdempotencyKey(Base):
