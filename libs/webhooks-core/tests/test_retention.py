@@ -1,3 +1,4 @@
+# ruff: noqa: S608 - statements of the test's own constants
 """Retention on the real database: day partitions of attempts made ahead and dropped, a
 partition holding an open delivery kept, per-application retention, payloads emptied."""
 
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.retention import run_retention
+from webhooks_core.retention.run import run_retention
 from webhooks_core.retention.partitions import DayPartition
 from webhooks_core.retention.policy import Retention, RetentionError, check
 from webhooks_core.settings import CoreSettings
@@ -152,12 +153,14 @@ def test_each_application_keeps_its_own_retention(
         )
         .one()
     )
-    assert payload == {} and dropped is not None
+    assert payload == {}
+    assert dropped is not None
     # A message whose delivery is still open keeps everything, whatever its age.
     assert _count(db, "messages", "id", brief_open) == 1
     assert _count(db, "attempts", "delivery_id", brief_open_delivery) == 1
     assert _one(db, "SELECT payload FROM messages WHERE id = :m", m=brief_open) == {"person": 1}
-    assert report.messages_deleted == 1 and report.attempts_deleted == 2
+    assert report.messages_deleted == 1
+    assert report.attempts_deleted == 2
     assert report.payloads_dropped == 2  # 5 and 8 days old; the open one kept
 
 

@@ -46,7 +46,7 @@ from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
 from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
-from webhooks_core.retention import start_retention
+from webhooks_core.retention.run import start_retention
 
 logger = logging.getLogger("delivery.scheduler")
 

@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webhooks_core.models.base import Base, created_at, updated_at, uuid_pk
+from webhooks_core.retention.policy import RetentionOverrides
 
 
 class Application(Base):
@@ -35,6 +36,13 @@ class Application(Base):
     )
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
+
+    @property
+    def retention(self) -> RetentionOverrides:
+        """The application's own retention values (None: the platform's default)."""
+        return RetentionOverrides(
+            self.retention_attempts_days, self.retention_messages_days, self.retention_payload_days
+        )
 
 
 class ApiToken(Base):

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from webhooks_core.db import make_engine, make_session_factory
-from webhooks_core.retention import run_retention
+from webhooks_core.retention.run import run_retention
 from webhooks_core.settings import CoreSettings, SettingsError
 
 

@@ -51,12 +51,15 @@ def defaults(settings: CoreSettings) -> Retention:
 
 
 def effective(overrides: RetentionOverrides, settings: CoreSettings) -> Retention:
-    """An application's retention: its own values, else the platform's."""
+    """An application's retention: its own values, else the platform's -- a default no
+    longer than the application's messages (they take their attempts and payload along)."""
     base = defaults(settings)
+    messages = overrides.messages_days or base.messages_days
+    payload = overrides.payload_days or base.payload_days
+    if overrides.payload_days is None and payload is not None:
+        payload = min(payload, messages)
     return Retention(
-        overrides.attempts_days if overrides.attempts_days is not None else base.attempts_days,
-        overrides.messages_days if overrides.messages_days is not None else base.messages_days,
-        overrides.payload_days if overrides.payload_days is not None else base.payload_days,
+        overrides.attempts_days or min(base.attempts_days, messages), messages, payload
     )
 
 
