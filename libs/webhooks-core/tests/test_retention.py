@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhooks_core.retention.run import run_retention
 from webhooks_core.retention.partitions import DayPartition
 from webhooks_core.retention.policy import Retention, RetentionError, check
+from webhooks_core.retention.run import run_retention
 from webhooks_core.settings import CoreSettings
 
 NOW = datetime.now(UTC)
