@@ -12,16 +12,20 @@ behind a long query gives up until the next run instead of queueing the engine's
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import run_transaction
 from webhooks_core.deliveries.states import OPEN_SQL
+
+log = logging.getLogger(__name__)
 
 PARENT = "attempts"
 DEFAULT = "attempts_default"
@@ -103,12 +107,16 @@ def ensure_ahead(
     made = []
     for day in sorted(wanted - existing):
         partition = DayPartition(day)
-        run_transaction(
-            sessions,
-            partial(create_partition, partition=partition, lock_timeout_ms=lock_timeout_ms),
-            what="create partition",
-            retry=False,
-        )
+        try:
+            run_transaction(
+                sessions,
+                partial(create_partition, partition=partition, lock_timeout_ms=lock_timeout_ms),
+                what="create partition",
+                retry=False,
+            )
+        except DBAPIError as exc:  # lock_timeout, or another scheduler's run made it first
+            log.warning("retention: %s not made now (%s)", partition.name, exc.orig)
+            continue
         made.append(partition)
     return made
 

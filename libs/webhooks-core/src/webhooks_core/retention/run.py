@@ -10,7 +10,7 @@ from functools import partial
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import make_session_factory, run_transaction
@@ -126,7 +126,7 @@ def _drop_expired(
                 what="drop partition",
                 retry=False,
             )
-        except OperationalError as exc:  # lock_timeout: another run will do it
+        except DBAPIError as exc:  # lock_timeout, or another scheduler's run dropped it first
             log.warning("retention: %s not dropped now (%s)", partition.name, exc.orig)
             report.skipped.append(partition.name)
             continue
