@@ -4,6 +4,7 @@ partition holding an open delivery kept, per-application retention, payloads emp
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,3 +178,34 @@ def test_retention_values_that_cannot_hold_are_refused(retention: Retention, fie
     with pytest.raises(RetentionError) as refused:
         check(retention)
     assert refused.value.field == field
+
+
+def test_the_periodic_thread_remakes_partitions_ahead_and_counts_its_runs(
+    db: sessionmaker[Session], settings: CoreSettings, engine: Any
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from webhooks_core.retention.run import start_retention
+
+    run_retention(db, settings, now=NOW)
+    last = DayPartition((NOW + timedelta(days=settings.retention_partitions_ahead_days)).date())
+    _one(db, f"DROP TABLE {last.name}")
+    assert not _partition_exists(db, -settings.retention_partitions_ahead_days)
+    before = REGISTRY.get_sample_value("webhooks_retention_last_run_timestamp_seconds") or 0
+
+    stop = start_retention(engine, settings, 0.2)  # what the scheduler starts (hourly there)
+    assert stop is not None
+    try:
+        deadline = time.monotonic() + 30
+        while not _partition_exists(db, -settings.retention_partitions_ahead_days):
+            assert time.monotonic() < deadline, "the retention thread did not make the partition"
+            time.sleep(0.1)
+        while (
+            REGISTRY.get_sample_value("webhooks_retention_last_run_timestamp_seconds") or 0
+        ) <= before:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        stop.set()
+    assert REGISTRY.get_sample_value("webhooks_retention_partitions") >= 9
+    assert start_retention(engine, settings, 0) is None  # 0: no thread
