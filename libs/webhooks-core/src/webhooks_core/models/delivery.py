@@ -178,6 +178,8 @@ class DeadLetter(Base):
             postgresql_where=text("redriven_at IS NULL"),
         ),
         Index("ix_dead_letters_application_created", "application_id", "created_at"),
+        # Retention deletes deliveries; their dead letters (redriven ones too) go by cascade.
+        Index("ix_dead_letters_delivery", "delivery_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -62,6 +62,8 @@ class IdempotencyKey(Base):
     """The first answer to an ``Idempotency-Key``; kept for the idempotency window."""
 
     __tablename__ = "idempotency_keys"
+    # Retention deletes messages; their keys go by cascade, found by this index.
+    __table_args__ = (Index("ix_idempotency_keys_message", "message_id"),)
 
     application_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True

@@ -12,6 +12,8 @@ Create Date: 2026-12-01 16:00:00
 * ``applications.retention_*_days``: per-application retention (null: the platform's
   default, ``WEBHOOKS_RETENTION_*_DAYS``).
 * ``messages.payload_dropped_at``: set when retention replaced the payload by ``{}``.
+* Indexes for the cascades of retention's deletes: dead letters and idempotency keys by the
+  delivery and the message they reference (without them each deleted row scans the table).
 
 messages and deliveries stay plain tables: their unique keys (event id per application,
 one delivery per message and endpoint) and the foreign keys to them cannot hold on a
@@ -135,6 +137,8 @@ def upgrade() -> None:
                 comment=f"days {column} are kept; null: the platform default",
             ),
         )
+    op.create_index('ix_dead_letters_delivery', 'dead_letters', ['delivery_id'])
+    op.create_index('ix_idempotency_keys_message', 'idempotency_keys', ['message_id'])
     op.add_column(
         'messages',
         sa.Column(
@@ -146,6 +150,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_column('messages', 'payload_dropped_at')
+    op.drop_index('ix_idempotency_keys_message', table_name='idempotency_keys')
+    op.drop_index('ix_dead_letters_delivery', table_name='dead_letters')
     for column in ('attempts', 'messages', 'payload'):
         op.drop_column('applications', f'retention_{column}_days')
     op.execute('ALTER TABLE attempts RENAME TO attempts_partitioned')
