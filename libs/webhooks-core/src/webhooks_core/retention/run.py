@@ -89,19 +89,12 @@ def spans(session: Session, settings: CoreSettings) -> Spans:
             "p": settings.retention_payload_days,
         },
     ).one()
-    a, m, p = (
-        settings.retention_attempts_days,
-        settings.retention_messages_days,
-        settings.retention_payload_days,
-    )
-    payload_min = min(x for x in (row[4], p) if x is not None) if (row[4] or p) else None
-    return Spans(
-        min(row[0] or a, a),
-        max(row[1] or a, a),
-        min(row[2] or m, m),
-        max(row[3] or m, m),
-        payload_min,
-    )
+    if row[0] is None:  # no application yet: the defaults
+        a, m = settings.retention_attempts_days, settings.retention_messages_days
+        return Spans(a, a, m, m, settings.retention_payload_days)
+    # Over the applications only (each with its values or the defaults): the defaults alone
+    # keep nothing longer than an application would.
+    return Spans(row[0], row[1], row[2], row[3], row[4])
 
 
 def _drop_expired(
