@@ -146,14 +146,11 @@ def test_each_application_keeps_its_own_retention(
     # Its message of 8 days stays, without its attempt (7 days) or payload (3 days).
     assert _count(db, "messages", "id", brief_week) == 1
     assert _count(db, "attempts", "delivery_id", brief_week_delivery) == 0
-    payload, dropped = (
-        db()
-        .execute(
+    with db() as session:
+        payload, dropped = session.execute(
             text("SELECT payload, payload_dropped_at FROM messages WHERE id = :m"),
             {"m": brief_recent},
-        )
-        .one()
-    )
+        ).one()
     assert payload == {}
     assert dropped is not None
     # A message whose delivery is still open keeps everything, whatever its age.
