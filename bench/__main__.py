@@ -14,7 +14,8 @@ raw sender's per request; see :func:`bench.report.cpu_line`), and before that, w
 scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
-scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest);
+scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest; and
+retention, only when named: see :mod:`bench.retention`);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -29,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import auth, probes, scenarios, seed
+from bench import auth, probes, retention, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
 from bench.report import auth_line, bench_line, cpu_line, write_chart
 from bench.stack import (
@@ -53,7 +54,10 @@ SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("isolation", scenarios.scenario_isolation),
     ("backlog", scenarios.scenario_backlog),
     ("ingest", scenarios.scenario_ingest),
+    ("retention", retention.scenario_retention),
 ]
+# Run only when named in BENCH_ONLY: loading ten million attempts takes minutes.
+NOT_BY_DEFAULT = {"retention"}
 
 
 def engine_settings() -> dict[str, str]:
@@ -128,7 +132,7 @@ def main() -> int:
             scenarios.start_engine(bench)
             results["memory_at_start"] = bench.memory()
             for name, scenario in SCENARIOS:
-                if only and name not in only:
+                if (only and name not in only) or (not only and name in NOT_BY_DEFAULT):
                     continue
                 vacuumed = seed.vacuum_analyze(engine)
                 print(f"bench: {name} ... (VACUUM ANALYZE took {vacuumed:.1f} s)", flush=True)
@@ -167,6 +171,8 @@ def main() -> int:
         print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
     if not only or "auth" in only:
         print(auth_line(results), flush=True)
+    if "retention" in only and "retention" in results:
+        print(retention.retention_line(results["retention"]), flush=True)
     print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0

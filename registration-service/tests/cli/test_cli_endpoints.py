@@ -138,3 +138,30 @@ def test_pause_and_resume(webhooks, tenant, db) -> None:
     assert resumed.exit_code == 0, resumed.output
     assert endpoints.get_endpoint(db, tenant.id, endpoint_id).paused_at is None
     assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[3] == "enabled"
+
+
+def test_applications_retention_shows_changes_and_resets(webhooks, tenant) -> None:
+    admin = {"WEBHOOKS_API_TOKEN": "test-admin-token-0123456789"}
+    app = str(tenant.id)
+    shown = webhooks("applications", "retention", app, **admin)
+    assert shown.exit_code == 0, shown.output
+    assert [line.split() for line in shown.stdout.splitlines()[1:]] == [
+        ["attempts", "default"],
+        ["messages", "default"],
+        ["payload", "default"],
+    ]
+    changed = webhooks(
+        "applications", "retention", app, "--attempts-days", "7", "--payload-days", "3",
+        "--json", **admin,
+    )  # fmt: skip
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.stdout) == {
+        "attempts_days": 7,
+        "messages_days": None,
+        "payload_days": 3,
+    }
+    reset = webhooks("applications", "retention", app, "--default", "payload", "--json", **admin)
+    assert json.loads(reset.stdout)["payload_days"] is None
+    refused = webhooks("applications", "retention", app, "--attempts-days", "200", **admin)
+    assert refused.exit_code == 1
+    assert "retention.attempts_days" in refused.stderr

@@ -46,6 +46,9 @@ class DeliverySettings(EndpointSettings):
     # How often the scheduler re-encrypts secrets sealed under an older key (0: never; the
     # ``reseal`` command does it on demand).
     reseal_interval_seconds: float = Field(default=600.0, ge=0)
+    # The scheduler's retention thread (webhooks_core.retention): partitions made ahead,
+    # expired data dropped, every this many seconds (0: never; ``make retention`` runs it).
+    retention_interval_seconds: float = Field(default=3600.0, ge=0)
     # Every request of the workers (webhooks and OAuth token requests) goes through this
     # forward proxy when set: ``http://[user:password@]host:port``.  HTTPS targets through
     # an HTTP CONNECT tunnel, plain HTTP ones forwarded.  The target is still resolved and

@@ -46,6 +46,7 @@ from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
 from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
+from webhooks_core.retention.run import start_retention
 
 logger = logging.getLogger("delivery.scheduler")
 
@@ -254,11 +255,14 @@ def main(settings: DeliverySettings | None = None, clock: Clock | None = None) -
     stop = threading.Event()
     # Secrets sealed under an older key are re-encrypted under the newest in the background.
     stop_resealing = sealing.start_resealing(engine, settings, settings.reseal_interval_seconds)
+    # Partitions made ahead and expired data dropped in the background (docs/retention.md).
+    stop_retention = start_retention(engine, settings, settings.retention_interval_seconds)
 
     def _stop(signum: int, frame: FrameType | None) -> Any:
         stop.set()
-        if stop_resealing is not None:
-            stop_resealing.set()
+        for background in (stop_resealing, stop_retention):
+            if background is not None:
+                background.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
