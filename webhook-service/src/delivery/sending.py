@@ -2,8 +2,9 @@
 
 Deliveries of one endpoint go out in order; sending stops early (the rest is released, due
 at once, not counted as an attempt) when a request timed out, when the endpoint answered
-410, when the breaker's threshold is reached, or when the lease would run out before another
-request could finish.  What each result means is :func:`webhooks_core.deliveries.outcomes.decide`.
+410 or asked for a pause (``Retry-After`` on a 429 or 503), when the breaker's threshold is
+reached, or when the lease would run out before another request could finish.  What each
+result means is :func:`webhooks_core.deliveries.outcomes.decide`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from delivery.credentials import RunCredentials, send_with_credentials
 from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
+from webhooks_core.endpoints.flow import holds_endpoint, is_throttled
 from webhooks_core.messages.envelope import utcnow, webhook_body
 from webhooks_core.signing import signature_header
 
@@ -132,7 +134,8 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
     else:
         result = _send_with_credentials(rt, run, request)
     run.results.append((attempted_at, result))
-    run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
+    if not (settings.flow_control and is_throttled(result)):
+        run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
     output.attempts.append(
         {
             "delivery_id": item.id,
@@ -172,11 +175,16 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
     run.gone = run.gone or decision.gone
     output.changes.append(change)
     _log_attempt(item, endpoint, result, change, settings.log_successful_attempts)
-    return decision.stop or breaker_tripped(
-        run.trailing_failures,
-        len(run.results),
-        endpoint.consecutive_failures,
-        settings.circuit_breaker_threshold,
+    # A Retry-After on a 429 or 503 holds the whole endpoint (webhooks_core.endpoints.flow).
+    return (
+        decision.stop
+        or holds_endpoint(result)
+        or breaker_tripped(
+            run.trailing_failures,
+            len(run.results),
+            endpoint.consecutive_failures,
+            settings.circuit_breaker_threshold,
+        )
     )
 
 
