@@ -131,7 +131,8 @@ def test_rising_latency_lowers_the_concurrency_gently() -> None:
     slower = adapt(learnt, signal(slow, at=now), LIMITS, POLICY, now)
     assert slower.max_in_flight == pytest.approx(8 * 0.9)
     assert slower.reason == "latency"
-    assert slower.latency_ms is not None and 10 < slower.latency_ms < 11  # learnt slowly
+    assert slower.latency_ms is not None
+    assert 10 < slower.latency_ms < 11
     # A small rise (under the tolerance or the minimum rise) is not overload.
     mild = [Result("success", latency_ms=25.0, status_code=200)] * 5
     assert adapt(learnt, signal(mild, at=now), LIMITS, POLICY, now).max_in_flight is None
@@ -149,9 +150,11 @@ def test_retry_after_holds_the_endpoint_capped_by_the_maximum() -> None:
     later = T0 + timedelta(seconds=31)
     cleared = adapt(held, signal([OK], at=later), LIMITS, POLICY, later)
     assert cleared.throttled_until is None
-    assert holds_endpoint(asked) and holds_endpoint(greedy)
+    assert holds_endpoint(asked)
+    assert holds_endpoint(greedy)
     assert not holds_endpoint(TOO_MANY)
-    assert is_throttled(TOO_MANY) and not is_throttled(UNAVAILABLE)
+    assert is_throttled(TOO_MANY)
+    assert not is_throttled(UNAVAILABLE)
 
 
 def test_a_rate_imposed_without_a_configured_one_is_forgotten() -> None:
