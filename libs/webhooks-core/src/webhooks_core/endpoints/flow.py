@@ -339,3 +339,64 @@ def effective_rate(configured: int | None, adaptive: float | None) -> float | No
     if adaptive is None:
         return float(configured) if configured else None
     return min(float(configured), adaptive) if configured else adaptive
+
+
+class FlowColumns(Protocol):
+    """The ``endpoint_flow`` columns a reading needs (an ``EndpointFlow`` row has them)."""
+
+    @property
+    def max_in_flight(self) -> float | None: ...
+
+    @property
+    def rate_limit(self) -> float | None: ...
+
+    @property
+    def throttled_until(self) -> datetime | None: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class FlowReading:
+    """An endpoint's current limits, as the API, the console and the metrics show them.
+
+    ``max_in_flight``: batches in flight now allowed (None: the configured value, or the
+    default when none is configured); ``rate_limit``: deliveries per second now allowed
+    (None: no limit); ``adapted``: below the configured maximum because of what the
+    receiver answered (``reason``: ``429``, ``503``, ``timeout``, ``latency`` or
+    ``retry-after``); ``throttled_until``: a ``Retry-After`` holds every delivery until then.
+    """
+
+    max_in_flight: int | None
+    rate_limit: float | None
+    throttled_until: datetime | None
+    reason: str | None
+    adapted: bool
+
+
+def flow_reading(
+    configured_in_flight: int | None,
+    configured_rate: int | None,
+    flow: FlowColumns | None,
+    now: datetime,
+) -> FlowReading:
+    """Read an endpoint's current limits (the adaptive ones are never above the configured
+    ones, which bound them when they are computed)."""
+    adaptive_in_flight = flow.max_in_flight if flow is not None else None
+    adaptive_rate = flow.rate_limit if flow is not None else None
+    until = flow.throttled_until if flow is not None else None
+    held = until is not None and until > now
+    in_flight = configured_in_flight
+    if adaptive_in_flight is not None:
+        floor = max(math.floor(adaptive_in_flight), 1)
+        in_flight = min(configured_in_flight, floor) if configured_in_flight else floor
+    rate = effective_rate(configured_rate, adaptive_rate)
+    adapted = held or adaptive_in_flight is not None or adaptive_rate is not None
+    return FlowReading(
+        in_flight,
+        None if rate is None else round(rate, 2),
+        until if held else None,
+        flow.reason if flow is not None and adapted else None,
+        adapted,
+    )
