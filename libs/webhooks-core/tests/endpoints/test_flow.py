@@ -129,13 +129,20 @@ def test_rising_latency_lowers_the_concurrency_gently() -> None:
     assert learnt.max_in_flight is None
     now = T0 + timedelta(seconds=1)
     slower = adapt(learnt, signal(slow, at=now), LIMITS, POLICY, now)
-    assert slower.max_in_flight == pytest.approx(8 * 0.9)
+    # 80 ms against 2 x 10 ms allowed: the gradient (0.25) is floored at one half.
+    assert slower.max_in_flight == pytest.approx(8 * 0.5)
     assert slower.reason == "latency"
     assert slower.latency_ms is not None
     assert 10 < slower.latency_ms < 11
     # A small rise (under the tolerance or the minimum rise) is not overload.
     mild = [Result("success", latency_ms=25.0, status_code=200)] * 5
     assert adapt(learnt, signal(mild, at=now), LIMITS, POLICY, now).max_in_flight is None
+    # Just above: the gentle factor.
+    learnt = adapt(FlowState(), signal([Result("success", latency_ms=30.0, status_code=200)]),
+                   LIMITS, POLICY, T0)  # fmt: skip
+    above = [Result("success", latency_ms=61.0, status_code=200)] * 5
+    gentle = adapt(learnt, signal(above, at=now), LIMITS, POLICY, now)
+    assert gentle.max_in_flight == pytest.approx(8 * 0.9)
 
 
 def test_retry_after_holds_the_endpoint_capped_by_the_maximum() -> None:

@@ -13,7 +13,8 @@ adjusts them (:func:`adapt`), AIMD as TCP does, one decrease per window:
 * **a timeout**: the concurrency limit is multiplied by ``flow_backoff_factor``;
 * **rising latency** (the batch's median above ``flow_latency_tolerance`` times the
   baseline, and at least ``flow_latency_min_rise_ms`` above it, Vegas-style): the
-  concurrency limit is multiplied by ``flow_latency_backoff_factor``;
+  concurrency limit is multiplied by the gradient ``tolerance x baseline / median``,
+  between 0.5 and ``flow_latency_backoff_factor`` (the further above, the steeper);
 * **Retry-After** on a 429 or 503: the whole endpoint is held until then (at most
   ``retry_after_max_seconds``), as an open breaker is;
 * **a clean batch** (no such signal): the concurrency limit grows by one per window (``1 /
@@ -226,8 +227,11 @@ def _decrease(
     if signal.overloaded:
         concurrency *= policy.flow_backoff_factor
         reason = "timeout" if not signal.throttled else "503"
-    elif slow:
-        concurrency *= policy.flow_latency_backoff_factor
+    elif slow and state.latency_ms and signal.median_ms:
+        # The gradient (Netflix's concurrency-limits): how far the latency is above what
+        # the tolerance allows, between halving and the gentle factor.
+        gradient = policy.flow_latency_tolerance * state.latency_ms / signal.median_ms
+        concurrency *= min(max(gradient, 0.5), policy.flow_latency_backoff_factor)
         reason = "latency"
     if signal.throttled:
         current = rate if rate is not None else limits.rate_limit
