@@ -48,6 +48,7 @@ from webhooks_core.deliveries.planning import (
     DueRow,
     RateLimiter,
     plan_batches,
+    rate_wait_sql,
     read_capacity,
 )
 from webhooks_core.deliveries.states import (
@@ -61,6 +62,7 @@ from webhooks_core.endpoints.flow import (
     effective_in_flight,
     effective_in_flight_sql,
     effective_rate,
+    effective_rate_sql,
 )
 from webhooks_core.endpoints.health import is_half_open
 from webhooks_core.endpoints.pause import PAUSED_SQL
@@ -133,7 +135,12 @@ class PublishFailed(Exception):
 _IN_FLIGHT = text(
     f"""
     WITH claim_lock AS MATERIALIZED (
-        SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true))
+        SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true)),
+    rated AS (
+        SELECT b.endpoint_id, b.tokens, b.stamp, e.rate_limit AS configured_rate,
+               f.rate_limit AS adaptive_rate
+        FROM claim_lock, endpoint_rate_buckets b JOIN endpoints e ON e.id = b.endpoint_id
+             LEFT JOIN endpoint_flow f ON f.endpoint_id = b.endpoint_id)
     SELECT 'endpoint' AS kind, l.endpoint_id AS id, count(*) AS batches,
            CASE WHEN e.consecutive_failures > 0 THEN 1
                 ELSE {effective_in_flight_sql("coalesce(e.max_in_flight, :default_limit)")}
@@ -150,6 +157,8 @@ _IN_FLIGHT = text(
     WHERE e.circuit_open_until > :now OR {PAUSED_SQL}
     UNION ALL
     SELECT 'open', f.endpoint_id, 0, 0 FROM claim_lock, endpoint_flow f WHERE {THROTTLED_SQL}
+    UNION ALL
+    {rate_wait_sql(effective_rate_sql("b.configured_rate", "b.adaptive_rate"))}
     """  # noqa: S608 - a constant fragment
 )
 _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
@@ -314,6 +323,7 @@ def claim_cycle(
             "default_limit": default_limit,
             "application_limit": settings.application_max_in_flight,
             "now": now,
+            "batch_size": settings.delivery_batch_size,
         },
     )
     capacity = read_capacity(in_flight, settings.application_max_in_flight)

@@ -86,3 +86,21 @@ def test_a_held_endpoint_is_left_out_of_the_claim(
         )
     assert _claim(db, settings, now) == 0
     assert _claim(db, settings, now + timedelta(seconds=31)) == 3
+
+
+def test_a_rate_limited_backlog_does_not_fill_the_claim(
+    db: sessionmaker[Session], settings: DeliverySettings
+) -> None:
+    small = settings.model_copy(update={"scheduler_claim_limit": 20})
+    _endpoint_with_due(db, 40, rate_limit=10, max_in_flight=50)
+    other = _endpoint_with_due(db, 3)  # due after the whole backlog
+    now = utcnow() + timedelta(seconds=1)
+    assert _claim(db, small, now) == 10  # the scan held only the backlog's rows
+    # Without tokens the backlog is left out of the scan: the other endpoint's rows are read.
+    assert _claim(db, small, now + timedelta(milliseconds=10)) == 3
+    with db() as session:
+        leased = session.execute(
+            text("SELECT count(*) FROM deliveries WHERE endpoint_id = :id AND state = 'sending'"),
+            {"id": other},
+        ).scalar_one()
+    assert leased == 3

@@ -53,11 +53,19 @@ class Capacity:
     at_limit: frozenset[uuid.UUID] = frozenset()
     open_breakers: frozenset[uuid.UUID] = frozenset()
     application_free: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Rate-limited endpoints without the tokens of a batch: seconds until they have them.
+    rate_waits: dict[uuid.UUID, float] = field(default_factory=dict)
 
     @property
     def excluded_endpoints(self) -> set[uuid.UUID]:
-        """Endpoints whose due rows the scan leaves out (no slot, or breaker open)."""
-        return set(self.at_limit | self.open_breakers)
+        """Endpoints whose due rows the scan leaves out (no slot, breaker open, or no
+        tokens: a rate-limited backlog must not fill the rows a claim reads either)."""
+        return set(self.at_limit | self.open_breakers) | set(self.rate_waits)
+
+    @property
+    def wake_in(self) -> float | None:
+        """Seconds until the first endpoint left out for its rate has a batch's tokens."""
+        return min(self.rate_waits.values(), default=None)
 
     @property
     def full_applications(self) -> set[uuid.UUID]:
@@ -79,16 +87,20 @@ def read_capacity(
     """The :class:`Capacity` from rows of ``(kind, id, batches, limit)``.
 
     ``kind`` is ``'endpoint'`` (batches in flight and its limit), ``'application'`` (batches
-    in flight and its limit) or ``'open'`` (a breaker-open or paused endpoint: its due rows are
-    left alone).
+    in flight and its limit), ``'open'`` (a breaker-open, paused or held endpoint: its due
+    rows are left alone) or ``'rate'`` (an endpoint short of a batch's tokens: ``batches``
+    holds the milliseconds until it has them, see :data:`RATE_WAIT_SQL`).
     """
     in_flight: dict[uuid.UUID, int] = {}
     at_limit: set[uuid.UUID] = set()
     open_breakers: set[uuid.UUID] = set()
     application_free: dict[uuid.UUID, int] = {}
+    rate_waits: dict[uuid.UUID, float] = {}
     for kind, key, batches, limit in rows:
         if kind == "open":
             open_breakers.add(key)
+        elif kind == "rate":
+            rate_waits[key] = max(batches, 1) / 1000
         elif kind == "application":
             application_free[key] = max(limit - batches, 0)
         else:
@@ -101,6 +113,7 @@ def read_capacity(
         frozenset(at_limit),
         frozenset(open_breakers),
         application_free,
+        rate_waits,
     )
 
 
@@ -197,6 +210,19 @@ class RateLimiter:
 # A rate-limited endpoint is claimed in batches of at least this share of a second's worth
 # (at most a batch): at 200 per second, 20 at a time, not 200 batches of one.
 RATE_BATCH_SECONDS = 0.1
+
+
+def rate_wait_sql(rate: str) -> str:
+    """The claim's rows of kind ``'rate'`` (see :func:`read_capacity`): the endpoints whose
+    stored bucket (``endpoint_rate_buckets b``) holds fewer tokens than a batch's worth (the
+    rule of :meth:`_Planner._rate_limited`), with the milliseconds until it does.  ``rate``
+    is the SQL of the endpoint's effective rate (NULL: none); bind ``:now`` and
+    ``:batch_size``."""
+    tokens = f"least({rate}, b.tokens + extract(epoch FROM :now - b.stamp) * {rate})"
+    enough = f"greatest(1, least(:batch_size, floor({rate} * {RATE_BATCH_SECONDS})))"
+    wait = f"CAST(ceil(1000 * ({enough} - {tokens}) / {rate}) AS int)"
+    where = f"{rate} IS NOT NULL AND {tokens} < {enough}"
+    return f"SELECT 'rate', b.endpoint_id, {wait}, 0 FROM rated b WHERE {where}"  # noqa: S608
 
 
 @dataclass
@@ -329,7 +355,10 @@ class _Planner:
         batches = self.batches + [Batch(None, mixed) for mixed in self.mixing.values()]
         taken = {i for batch in batches for i in batch.delivery_ids}
         left = [row.delivery_id for row in rows if row.delivery_id not in taken]
-        return Plan(batches, self.saturated, self.wake_in, left)
+        wake_in = min(
+            (w for w in (self.wake_in, self.capacity.wake_in) if w is not None), default=None
+        )
+        return Plan(batches, self.saturated, wake_in, left)
 
 
 def plan_batches(

@@ -327,6 +327,14 @@ def effective_in_flight_sql(configured: str) -> str:
     )
 
 
+def effective_rate_sql(configured: str, adaptive: str) -> str:
+    """:func:`effective_rate` in SQL (NULL: no limit)."""
+    return (
+        f"CASE WHEN {adaptive} IS NULL THEN CAST({configured} AS float8)"
+        f" WHEN {configured} IS NULL THEN {adaptive} ELSE least({configured}, {adaptive}) END"
+    )
+
+
 # The claim's condition for "a Retry-After holds this endpoint" over an ``endpoint_flow f``.
 THROTTLED_SQL = "f.throttled_until > :now"
 
