@@ -17,8 +17,9 @@ then the same beside the two.  The scenario ends with one line (see :func:`flow_
     bench-flow: converge_s=N refused_after=R latency_converge_s=N healthy_per_s=N
         healthy_alone_per_s=N  (one line)
 
-* ``converge_s``: seconds from the release to the first second in which the limited
-  endpoint got at least half the hidden rate accepted with under 5 % refused;
+* ``converge_s``: seconds from the release to the end of the first second, after the
+  receiver first refused, in which the limited endpoint got at least half the hidden rate
+  accepted with under 5 % refused;
 * ``refused_after``: the share of its requests refused (429) from then to the window's end;
 * ``latency_converge_s``: seconds to the first second in which the slow receiver served
   at most 3 requests at once (median over the second's requests; 8 at the start);
@@ -121,7 +122,7 @@ class FlowReceiver:
 def scenario_flow(bench: Bench) -> dict[str, Any]:
     """See the module doc."""
     cfg = bench.config
-    seconds = float(os.environ.get("BENCH_FLOW_SECONDS", max(20.0 * cfg.scale, 12.0)))
+    seconds = float(os.environ.get("BENCH_FLOW_SECONDS", max(15.0 * cfg.scale, 10.0)))
     rate = float(os.environ.get("BENCH_FLOW_RATE", "200"))
     receiver = FlowReceiver(rate).start()
     try:
@@ -141,8 +142,8 @@ def _run(bench: Bench, receiver: FlowReceiver, seconds: float, rate: float) -> d
         bench.receiver.seed,
         [(f"/r/ok/flow-{i:03d}", [HEALTHY]) for i in range(min(bench.config.endpoints, 20))],
     )
-    events = max(10, int(4000 * seconds / len(healthy)))
-    alone = drain(bench, HEALTHY, healthy, events, window=min(seconds, 10.0))
+    events = max(10, int(1500 * seconds / len(healthy)))
+    alone = drain(bench, HEALTHY, healthy, events, window=min(seconds, 8.0))
 
     app = bench.application_id
     limited = seed.create_endpoints(
@@ -158,7 +159,7 @@ def _run(bench: Bench, receiver: FlowReceiver, seconds: float, rate: float) -> d
         _wait_delivered(engine, SLOW, n)
     receiver.records.clear()
 
-    seed.preload(engine, app, LIMITED, int(rate * seconds * 2))
+    seed.preload(engine, app, LIMITED, int(rate * seconds * 1.5))
     seed.preload(engine, app, SLOW, int(seconds * 1000 / SLOW_MS_PER_REQUEST))
     seed.preload(engine, app, HEALTHY, events)
     seed.vacuum_analyze(engine)
@@ -199,10 +200,12 @@ def _limited(
         if kind == "limited":
             per_second[int(at - started)][status == 429] += 1
     converged = None
+    pushed_back = False  # the first seconds' burst passes before the receiver refuses
     for second in range(int(seconds)):
         accepted, refused = per_second[second]
         total = accepted + refused
-        if total and accepted >= rate / 2 and refused / total < CONVERGED_REFUSED:
+        pushed_back = pushed_back or refused > 0
+        if pushed_back and accepted >= rate / 2 and refused / total < CONVERGED_REFUSED:
             converged = second + 1
             break
     after = [per_second[s] for s in range(converged or int(seconds), int(seconds))]

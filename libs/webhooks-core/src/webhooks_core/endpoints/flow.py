@@ -19,9 +19,10 @@ adjusts them (:func:`adapt`), AIMD as TCP does, one decrease per window:
   ``retry_after_max_seconds``), as an open breaker is;
 * **a clean batch** (no such signal): the concurrency limit grows by one per window (``1 /
   limit`` per batch), the rate by its step per second (``flow_rate_increase`` of the rate
-  it backed off from), each back to the configured maximum, where the row's value goes
-  back to null.  ``flow_forget_seconds`` after the last decrease, a rate an endpoint
-  without a configured one was given is dropped.
+  it backed off from; a tenth of that above the rate it was refused at), each back to the
+  configured maximum, where the row's value goes back to null.  ``flow_forget_seconds``
+  after the last decrease, a rate an endpoint without a configured one was given is
+  dropped.
 
 A decrease happens only for a batch that started after the last decrease: the batches in
 flight when the receiver pushed back all carry the same news, and halving once per batch
@@ -49,6 +50,8 @@ THROTTLE_STATUSES = frozenset({429, 503})
 # The rate's growth is counted over at most this long between two batches: an endpoint
 # idle for minutes does not come back at many times its last rate.
 _MAX_GROWTH_SECONDS = 2.0
+# Above the rate it was last refused at, the rate grows this much slower.
+_PROBE_SHARE = 0.1
 # A baseline change alone is written only from this relative change (it moves slowly).
 _BASELINE_WRITE_SHARE = 0.1
 # How fast the baseline follows the batches' median latency upwards: quickly while the
@@ -268,7 +271,12 @@ def _increase(state: FlowState, limits: Limits, policy: FlowPolicy, now: datetim
     if rate is not None:
         since = state.changed_at or now
         grown = max(min((now - since).total_seconds(), _MAX_GROWTH_SECONDS), 0.0)
-        rate += (step or policy.flow_min_rate) * grown
+        step = step or policy.flow_min_rate
+        # Above the rate it was refused at (the step is a share of it), only probe: a rate
+        # that grew while the endpoint did not use it (its backlog was small) would send a
+        # burst far above what the receiver takes once the backlog is back (CUBIC's plateau).
+        ceiling = step / policy.flow_rate_increase
+        rate += step * grown * (_PROBE_SHARE if rate >= ceiling else 1.0)
         if (limits.rate_limit is not None and rate >= limits.rate_limit) or (
             limits.rate_limit is None and forget
         ):
