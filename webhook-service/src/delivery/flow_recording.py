@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -88,6 +89,10 @@ def _adapted(
     signal = batch_signal(run.results, utcnow)
     if signal is None:
         return None
+    if run.claimed_at is not None:
+        # The window is the claim's: a batch leased before the last decrease was sized by
+        # the limits before it, and brings no news about the new ones.
+        signal = replace(signal, started_at=run.claimed_at)
     endpoint = run.endpoint
     limits = Limits(endpoint.max_in_flight or settings.endpoint_max_in_flight, endpoint.rate_limit)
     new = adapt(state, signal, limits, settings, now)

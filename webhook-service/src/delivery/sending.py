@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from delivery.batch import BatchEndpoint, Change, DeliveryRuntime, Leased
@@ -72,6 +72,7 @@ class EndpointRun:
     gone: bool = False
     trailing_failures: int = 0  # of this batch's attempts, the failed ones at its end
     credentials: RunCredentials | None = None  # an endpoint with OAuth or TLS settings
+    claimed_at: datetime | None = None
 
 
 @dataclass
@@ -109,6 +110,9 @@ def send_run(
     change by waiting), a sender that raises is a failed attempt retried by schedule.
     """
     output = RunOutput(EndpointRun(endpoint))
+    if items:  # when the claim leased them (flow control's window, endpoints.flow)
+        lease = timedelta(seconds=rt.settings.lease_seconds)
+        output.run.claimed_at = min(item.lease_expires_at for item in items) - lease
     stopped = False
     for item in items:
         if stopped or time.monotonic() > send_until:
