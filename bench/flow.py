@@ -17,10 +17,10 @@ then the same beside the two.  The scenario ends with one line (see :func:`flow_
     bench-flow: converge_s=N refused_after=R latency_converge_s=N healthy_per_s=N
         healthy_alone_per_s=N  (one line)
 
-* ``converge_s``: seconds from the release to the end of the first second, after the
-  receiver first refused, in which the limited endpoint got at least half the hidden rate
-  accepted with under 5 % refused;
-* ``refused_after``: the share of its requests refused (429) from then to the window's end;
+* ``converge_s``: seconds from the release to the end of the last second in which 5 % or
+  more of the limited endpoint's requests were refused (``n/a``: the window's last);
+* ``refused_after``: the share of its requests refused (429) from then to the window's end
+  (every second of it under 5 % by definition; this is the whole stretch's share);
 * ``latency_converge_s``: seconds to the first second in which the slow receiver served
   at most 3 requests at once (median over the second's requests; 8 at the start);
 * ``healthy_per_s`` / ``healthy_alone_per_s``: the healthy endpoints' deliveries per second
@@ -199,24 +199,24 @@ def _limited(
     for at, kind, status, _ in records:
         if kind == "limited":
             per_second[int(at - started)][status == 429] += 1
-    converged = None
-    pushed_back = False  # the first seconds' burst passes before the receiver refuses
-    for second in range(int(seconds)):
-        accepted, refused = per_second[second]
-        total = accepted + refused
-        pushed_back = pushed_back or refused > 0
-        if pushed_back and accepted >= rate / 2 and refused / total < CONVERGED_REFUSED:
-            converged = second + 1
-            break
-    after = [per_second[s] for s in range(converged or int(seconds), int(seconds))]
+    windows = [per_second[s] for s in range(int(seconds))]
+    # Converged after the last second with 5 % or more refused (0: never refused so much).
+    converged = max(
+        (s + 1 for s, (a, r) in enumerate(windows) if r and r / (a + r) >= CONVERGED_REFUSED),
+        default=0,
+    )
+    after = windows[converged:]
     accepted_after = sum(a for a, _ in after)
     refused_after = sum(r for _, r in after)
     total_after = accepted_after + refused_after
+    refused = sum(r for _, r in windows)
+    total = refused + sum(a for a, _ in windows)
     return {
-        "converge_s": converged,
+        "converge_s": converged if converged < int(seconds) else None,
         "refused_after": round(refused_after / total_after, 4) if total_after else None,
+        "refused_overall": round(refused / total, 4) if total else None,
         "accepted_after_per_s": round(accepted_after / max(len(after), 1), 1),
-        "limited_per_second": [per_second[s] for s in range(int(seconds))],
+        "limited_per_second": windows,
     }
 
 
