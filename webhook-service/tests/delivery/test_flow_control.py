@@ -11,6 +11,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from webhooks_core.db import transaction
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Delivery
 
 # Retries one second apart, so refused deliveries come back soon; a rate imposed on an
@@ -60,8 +63,12 @@ def _flow(platform: Any, endpoint_id: uuid.UUID) -> Any:
 
 
 def _publish(platform: Any, count: int) -> None:
-    for n in range(count):
-        platform.publish({"n": n})
+    """``count`` messages accepted in one transaction: due together, sent as fast as the
+    engine goes (far above the hidden rate)."""
+    with transaction(platform.sessions) as session:
+        for n in range(count):
+            envelope = Envelope(type="person.created", data={"n": n})
+            accept_message(session, envelope, source="http", application_id=platform.application())
 
 
 def _all_delivered(platform: Any, endpoint_id: uuid.UUID, count: int) -> list[Delivery] | None:

@@ -52,13 +52,14 @@ THROTTLE_STATUSES = frozenset({429, 503})
 _MAX_GROWTH_SECONDS = 2.0
 # Above the rate it was last refused at, the rate grows this much slower.
 _PROBE_SHARE = 0.1
-# A baseline change alone is written only from this relative change (it moves slowly).
-_BASELINE_WRITE_SHARE = 0.1
+# A baseline change alone is written only from this relative change.
+_BASELINE_WRITE_SHARE = 0.05
 # How fast the baseline follows the batches' median latency upwards: quickly while the
 # latency is within the tolerance, slowly when it is above (so overload is seen as such,
-# yet a receiver that became slower for good is learnt within about a hundred batches).
-_BASELINE_DRIFT = 0.1
-_BASELINE_DRIFT_OVERLOADED = 0.01
+# yet a receiver that became slower for good is learnt within a few tens of batches: at
+# twice the baseline, 5 % of it per batch, which is also enough to be written).
+_BASELINE_DRIFT = 0.2
+_BASELINE_DRIFT_OVERLOADED = 0.05
 
 
 class FlowPolicy(Protocol):
@@ -197,103 +198,111 @@ def adapt(
     policy: FlowPolicy,
     now: datetime,
 ) -> FlowState:
-    """The endpoint's flow state after a batch (see the module doc)."""
+    """The endpoint's flow state after a batch (see the module doc).
+
+    The concurrency limit follows 503s, timeouts and latency; the rate follows 429s and
+    503s: a receiver that is slow but never refuses keeps gaining rate, one that refuses
+    but answers fast keeps its concurrency.
+    """
     if state.throttled_until is not None and state.throttled_until <= now:
         state = replace(state, throttled_until=None)
-    baseline = _baseline(state.latency_ms, signal.median_ms, policy)
     slow = _slow(state.latency_ms, signal.median_ms, policy)
-    new = replace(state, latency_ms=baseline)
+    new = replace(state, latency_ms=_baseline(state.latency_ms, signal.median_ms, policy))
     if signal.retry_after is not None and signal.throttled:
         held = now + timedelta(seconds=min(signal.retry_after, policy.retry_after_max_seconds))
         if state.throttled_until is None or held > state.throttled_until:
             new = replace(new, throttled_until=held, reason="retry-after")
-    window_open = state.decreased_at is None or signal.started_at > state.decreased_at
-    if signal.throttled or signal.overloaded or slow:
-        if not window_open:
-            return new
-        return _decrease(new, signal, limits, policy, now, slow)
-    if not signal.successes:
+    if not signal.successes and not (signal.throttled or signal.overloaded):
         return new  # connection errors and the like: the breaker's business, not ours
-    return _increase(new, limits, policy, now)
+    window_open = state.decreased_at is None or signal.started_at > state.decreased_at
+    in_flight, in_flight_reason = _concurrency(state, signal, limits, policy, slow, window_open)
+    rate, step, rate_reason = _rate(state, signal, limits, policy, now, window_open)
+    decreased = in_flight_reason or rate_reason
+    if decreased:
+        reason = "retry-after" if _held(new, now) else (rate_reason or in_flight_reason)
+        new = replace(new, reason=reason, decreased_at=now)
+    elif in_flight is None and rate is None and not _held(new, now):
+        new = replace(new, reason=None)
+    changed = (in_flight, rate) != (state.max_in_flight, state.rate_limit)
+    return replace(
+        new,
+        max_in_flight=in_flight,
+        rate_limit=rate,
+        rate_step=step,
+        changed_at=now if changed else state.changed_at,
+    )
 
 
-def _decrease(
+def _concurrency(
+    state: FlowState,
+    signal: BatchSignal,
+    limits: Limits,
+    policy: FlowPolicy,
+    slow: bool,
+    window_open: bool,
+) -> tuple[float | None, str | None]:
+    """The concurrency limit after the batch, and why it went down (None: it did not)."""
+    current = state.max_in_flight
+    if signal.overloaded or slow:
+        if not window_open:
+            return current, None
+        limit = current if current is not None else float(limits.max_in_flight)
+        if signal.overloaded:
+            factor, reason = policy.flow_backoff_factor, "503" if signal.throttled else "timeout"
+        else:
+            # The gradient (Netflix's concurrency-limits): how far the latency is above what
+            # the tolerance allows, between halving and the gentle factor.
+            assert state.latency_ms is not None
+            assert signal.median_ms is not None
+            gradient = policy.flow_latency_tolerance * state.latency_ms / signal.median_ms
+            factor, reason = min(max(gradient, 0.5), policy.flow_latency_backoff_factor), "latency"
+        return max(limit * factor, 1.0), reason
+    if current is None or not signal.successes:
+        return current, None
+    grown = current + 1.0 / max(current, 1.0)
+    return (None if grown >= limits.max_in_flight else grown), None
+
+
+def _rate(
     state: FlowState,
     signal: BatchSignal,
     limits: Limits,
     policy: FlowPolicy,
     now: datetime,
-    slow: bool,
-) -> FlowState:
-    concurrency = state.max_in_flight if state.max_in_flight is not None else limits.max_in_flight
-    rate, step, reason = state.rate_limit, state.rate_step, state.reason
-    if signal.overloaded:
-        concurrency *= policy.flow_backoff_factor
-        reason = "timeout" if not signal.throttled else "503"
-    elif slow and state.latency_ms and signal.median_ms:
-        # The gradient (Netflix's concurrency-limits): how far the latency is above what
-        # the tolerance allows, between halving and the gentle factor.
-        gradient = policy.flow_latency_tolerance * state.latency_ms / signal.median_ms
-        concurrency *= min(max(gradient, 0.5), policy.flow_latency_backoff_factor)
-        reason = "latency"
+    window_open: bool,
+) -> tuple[float | None, float | None, str | None]:
+    """The rate and its step after the batch, and why it went down (None: it did not)."""
+    rate, step = state.rate_limit, state.rate_step
     if signal.throttled:
+        if not window_open:
+            return rate, step, None
         current = rate if rate is not None else limits.rate_limit
         if current is None:
             # No rate yet: the rate this batch was accepted at, with every batch in flight.
-            current = signal.successes / signal.duration_s * max(concurrency, 1.0)
+            in_flight = state.max_in_flight or float(limits.max_in_flight)
+            current = signal.successes / signal.duration_s * max(in_flight, 1.0)
         step = max(current * policy.flow_rate_increase, policy.flow_min_rate / 10)
         rate = max(current * policy.flow_backoff_factor, policy.flow_min_rate)
-        reason = "429" if reason not in ("503", "retry-after") else reason
-    if state.throttled_until is not None and state.throttled_until > now:
-        reason = "retry-after"
-    return replace(
-        state,
-        max_in_flight=max(concurrency, 1.0),
-        rate_limit=rate,
-        rate_step=step,
-        reason=reason,
-        decreased_at=now,
-        changed_at=now,
-    )
-
-
-def _increase(state: FlowState, limits: Limits, policy: FlowPolicy, now: datetime) -> FlowState:
-    concurrency = state.max_in_flight
-    if concurrency is not None:
-        concurrency += 1.0 / max(concurrency, 1.0)
-        if concurrency >= limits.max_in_flight:
-            concurrency = None
-    rate, step = state.rate_limit, state.rate_step
+        return rate, step, "503" if signal.overloaded else "429"
+    if rate is None or not signal.successes:
+        return rate, step, None
     forget = (
         state.decreased_at is None
         or (now - state.decreased_at).total_seconds() >= policy.flow_forget_seconds
     )
-    if rate is not None:
-        since = state.changed_at or now
-        grown = max(min((now - since).total_seconds(), _MAX_GROWTH_SECONDS), 0.0)
-        step = step or policy.flow_min_rate
-        # Above the rate it was refused at (the step is a share of it), only probe: a rate
-        # that grew while the endpoint did not use it (its backlog was small) would send a
-        # burst far above what the receiver takes once the backlog is back (CUBIC's plateau).
-        ceiling = step / policy.flow_rate_increase
-        rate += step * grown * (_PROBE_SHARE if rate >= ceiling else 1.0)
-        if (limits.rate_limit is not None and rate >= limits.rate_limit) or (
-            limits.rate_limit is None and forget
-        ):
-            rate = None
-    if rate is None:
-        step = None
-    if concurrency is None and rate is None:
-        reason = state.reason if _held(state, now) else None
-        return replace(state, max_in_flight=None, rate_limit=None, rate_step=None, reason=reason)
-    changed = now if (concurrency, rate) != (state.max_in_flight, state.rate_limit) else None
-    return replace(
-        state,
-        max_in_flight=concurrency,
-        rate_limit=rate,
-        rate_step=step,
-        changed_at=changed or state.changed_at,
-    )
+    since = state.changed_at or now
+    grown = max(min((now - since).total_seconds(), _MAX_GROWTH_SECONDS), 0.0)
+    step = step or policy.flow_min_rate
+    # Above the rate it was refused at (the step is a share of it), only probe: a rate that
+    # grew while the endpoint did not use it (its backlog was small) would send a burst far
+    # above what the receiver takes once the backlog is back (CUBIC's plateau).
+    ceiling = step / policy.flow_rate_increase
+    rate += step * grown * (_PROBE_SHARE if rate >= ceiling else 1.0)
+    if limits.rate_limit is not None and rate >= limits.rate_limit:
+        return None, None, None
+    if limits.rate_limit is None and forget:
+        return None, None, None
+    return rate, step, None
 
 
 def _held(state: FlowState, now: datetime) -> bool:
