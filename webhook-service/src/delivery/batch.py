@@ -90,6 +90,7 @@ class BatchEndpoint:
     max_in_flight: int | None = None
     rate_limit: int | None = None
     flow: FlowState = field(default_factory=FlowState)
+    bucket_tokens: float | None = None  # left in its rate bucket by the last claim
 
 
 @dataclass

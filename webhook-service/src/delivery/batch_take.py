@@ -94,12 +94,14 @@ _TAKE = text(
            f.max_in_flight AS f_max_in_flight, f.rate_limit AS f_rate_limit,
            f.rate_step AS f_rate_step, f.throttled_until AS f_throttled_until,
            f.reason AS f_reason, f.latency_ms AS f_latency_ms,
-           f.decreased_at AS f_decreased_at, f.changed_at AS f_changed_at
+           f.decreased_at AS f_decreased_at, f.changed_at AS f_changed_at,
+           rb.tokens AS e_bucket_tokens
     FROM batch_lock b
          LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
                     AS nth FROM leased) l ON true
          LEFT JOIN batch_endpoints e ON e.id = l.endpoint_id AND l.nth = 1
          LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id
+         LEFT JOIN endpoint_rate_buckets rb ON rb.endpoint_id = e.id
     ORDER BY l.id
     """  # noqa: S608
 ).bindparams(bindparam("token", type_=UUID(as_uuid=True)))
@@ -217,6 +219,7 @@ def take(
                 max_in_flight=row.e_max_in_flight,
                 rate_limit=row.e_rate_limit,
                 flow=_flow(row),
+                bucket_tokens=row.e_bucket_tokens,
             )
     return leased, endpoints
 

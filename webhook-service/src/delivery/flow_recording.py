@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 
 from delivery.config import DeliverySettings
 from delivery.sending import EndpointRun
-from webhooks_core.endpoints.flow import FlowState, Limits, adapt, batch_signal
+from webhooks_core.endpoints.flow import (
+    FlowState,
+    Limits,
+    adapt,
+    batch_signal,
+    effective_rate,
+    rate_unused,
+)
 from webhooks_core.messages.envelope import utcnow
 
 _LOCK = text(
@@ -94,6 +101,9 @@ def _adapted(
         # the limits before it, and brings no news about the new ones.
         signal = replace(signal, started_at=run.claimed_at)
     endpoint = run.endpoint
+    rate = effective_rate(endpoint.rate_limit, endpoint.flow.rate_limit)
+    if rate_unused(rate, endpoint.bucket_tokens):
+        signal = replace(signal, rate_unused=True)
     limits = Limits(endpoint.max_in_flight or settings.endpoint_max_in_flight, endpoint.rate_limit)
     new = adapt(state, signal, limits, settings, now)
     return None if new.same_limits(state) else new

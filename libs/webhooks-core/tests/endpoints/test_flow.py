@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +17,7 @@ from webhooks_core.endpoints.flow import (
     effective_rate,
     holds_endpoint,
     is_throttled,
+    rate_unused,
 )
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -211,3 +212,15 @@ def test_a_slow_receiver_that_never_refuses_keeps_gaining_rate() -> None:
     assert later.max_in_flight is not None  # latency: fewer batches at once...
     assert later.rate_limit is not None
     assert later.rate_limit > rate  # ...but the rate was not refused: it grows
+
+
+def test_a_rate_the_endpoint_does_not_use_does_not_grow() -> None:
+    limits = Limits(max_in_flight=4, rate_limit=100)
+    state = adapt(FlowState(), signal([TOO_MANY]), limits, POLICY, T0)
+    now = T0 + timedelta(seconds=1)
+    unused = replace(signal([OK] * 3, at=now), rate_unused=True)
+    assert adapt(state, unused, limits, POLICY, now).rate_limit == state.rate_limit
+    assert adapt(state, signal([OK] * 3, at=now), limits, POLICY, now).rate_limit == 60.0  # its step: 10 % of 100 per s
+    assert rate_unused(50.0, 30.0)
+    assert not rate_unused(50.0, 10.0)
+    assert not rate_unused(None, 30.0)

@@ -138,6 +138,7 @@ class BatchSignal:
     retry_after: float | None  # the longest Retry-After of a 429 or 503, seconds
     median_ms: float | None  # of the attempts that got an answer
     duration_s: float
+    rate_unused: bool = False  # the endpoint's bucket held plenty: its rate was not binding
 
 
 def batch_signal(
@@ -177,6 +178,13 @@ def batch_signal(
 
 def _latency(result: AttemptResult) -> float:
     return float(getattr(result, "latency_ms", 0.0) or 0.0)
+
+
+def rate_unused(rate: float | None, bucket_tokens: float | None) -> bool:
+    """Whether the last claim left half a second's worth or more in the endpoint's bucket:
+    its backlog, not its rate, bounded what it was sent, so the rate must not grow (a rate
+    grown unused bursts far above the receiver's limit once the backlog is back; RFC 7661)."""
+    return rate is not None and bucket_tokens is not None and bucket_tokens >= rate / 2
 
 
 def is_throttled(result: AttemptResult) -> bool:
@@ -290,6 +298,10 @@ def _rate(
         state.decreased_at is None
         or (now - state.decreased_at).total_seconds() >= policy.flow_forget_seconds
     )
+    if limits.rate_limit is None and forget:
+        return None, None, None
+    if signal.rate_unused:
+        return rate, step, None  # not binding: no news about the receiver's limit
     since = state.changed_at or now
     grown = max(min((now - since).total_seconds(), _MAX_GROWTH_SECONDS), 0.0)
     step = step or policy.flow_min_rate
@@ -299,8 +311,6 @@ def _rate(
     ceiling = step / policy.flow_rate_increase
     rate += step * grown * (_PROBE_SHARE if rate >= ceiling else 1.0)
     if limits.rate_limit is not None and rate >= limits.rate_limit:
-        return None, None, None
-    if limits.rate_limit is None and forget:
         return None, None, None
     return rate, step, None
 
