@@ -220,7 +220,8 @@ def test_a_rate_the_endpoint_does_not_use_does_not_grow() -> None:
     now = T0 + timedelta(seconds=1)
     unused = replace(signal([OK] * 3, at=now), rate_unused=True)
     assert adapt(state, unused, limits, POLICY, now).rate_limit == state.rate_limit
-    assert adapt(state, signal([OK] * 3, at=now), limits, POLICY, now).rate_limit == 60.0  # its step: 10 % of 100 per s
+    used = adapt(state, signal([OK] * 3, at=now), limits, POLICY, now)
+    assert used.rate_limit == 60.0  # its step: 10 % of 100 per second
     assert rate_unused(50.0, 30.0)
     assert not rate_unused(50.0, 10.0)
     assert not rate_unused(None, 30.0)
