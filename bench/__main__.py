@@ -11,11 +11,12 @@ under ``var/bench/<time>/``, with the processes' logs), and ends with exactly on
 
 preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
 raw sender's per request; see :func:`bench.report.cpu_line`), and before that, when the auth
-scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`).
+scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`), and when
+the flow scenario was, one ``bench-flow:`` line (see :func:`bench.flow.flow_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
-scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest; and
-retention, only when named: see :mod:`bench.retention`);
+scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest, flow;
+and retention, only when named: see :mod:`bench.retention`);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -30,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import auth, probes, retention, scenarios, seed
+from bench import auth, flow, probes, retention, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
 from bench.report import auth_line, bench_line, cpu_line, write_chart
 from bench.stack import (
@@ -54,6 +55,7 @@ SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("isolation", scenarios.scenario_isolation),
     ("backlog", scenarios.scenario_backlog),
     ("ingest", scenarios.scenario_ingest),
+    ("flow", flow.scenario_flow),
     ("retention", retention.scenario_retention),
 ]
 # Run only when named in BENCH_ONLY: loading ten million attempts takes minutes.
@@ -173,6 +175,8 @@ def main() -> int:
         print(auth_line(results), flush=True)
     if "retention" in only and "retention" in results:
         print(retention.retention_line(results["retention"]), flush=True)
+    if not only or "flow" in only:
+        print(flow.flow_line(results), flush=True)
     print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0

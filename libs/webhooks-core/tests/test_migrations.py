@@ -165,7 +165,7 @@ def test_sealing_upgrade_seals_every_secret_and_credential_header_and_downgrade_
 
 
 RETENTION = "0011"
-BEFORE_RETENTION = "0008_pause_statistics_search"
+BEFORE_RETENTION = "0010"
 
 
 def _attempt_ids(engine: Any) -> list[int]:

@@ -71,6 +71,17 @@ class DeliverySettings(EndpointSettings):
             raise ValueError("must be the proxy's address only (no path or query)")
         return value
 
+    # Adaptive flow control per endpoint (webhooks_core.endpoints.flow; docs/delivery.md,
+    # *Flow control*): off, every endpoint runs at its configured limits.
+    flow_control: bool = True
+    flow_backoff_factor: float = Field(default=0.7, gt=0, lt=1)
+    flow_latency_backoff_factor: float = Field(default=0.9, gt=0, lt=1)
+    flow_latency_tolerance: float = Field(default=2.0, gt=1)
+    flow_latency_min_rise_ms: float = Field(default=20.0, ge=0)
+    flow_rate_increase: float = Field(default=0.1, gt=0, le=1)
+    flow_min_rate: float = Field(default=1.0, gt=0)
+    flow_forget_seconds: float = Field(default=300.0, gt=0)
+
     # Delivery engine tuning (docs/delivery.md explains each).
     retry_after_max_seconds: int = Field(default=3600, ge=0)
     other_status_policy: Literal["retry", "dead"] = "retry"

@@ -40,7 +40,6 @@ from delivery.scheduling import (
     release_claims,
 )
 from webhooks_core.db import Backoff, make_engine, make_session_factory, run_transaction
-from webhooks_core.deliveries.planning import RateLimiter
 from webhooks_core.endpoints import sealing
 from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
@@ -104,7 +103,6 @@ class Scheduler:
         self._last_expiry = 0.0
         self._wake_in: float | None = None
         self._publish_failed = False
-        self.limiter = RateLimiter()
 
     def cycle(self) -> tuple[int, bool]:
         """One cycle: claim, publish, expire leases when due.  Returns the deliveries claimed
@@ -148,7 +146,7 @@ class Scheduler:
         # claim had not committed.  Published only after the commit.
         result = run_transaction(
             self.sessions,
-            lambda session: claim_cycle(session, self.settings, self.clock.now(), self.limiter),
+            lambda session: claim_cycle(session, self.settings, self.clock.now()),
             what="claim",
         )
         claims = result.claims

@@ -1,7 +1,7 @@
 """retention: attempts in day partitions, per-application retention, payload drop marker
 
 Revision ID: 0011
-Revises: 0008_pause_statistics_search
+Revises: 0010
 Create Date: 2026-12-01 16:00:00
 
 * ``attempts`` becomes a table partitioned by ``RANGE (started_at)``, one partition a day
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0008_pause_statistics_search'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
