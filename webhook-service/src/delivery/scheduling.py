@@ -43,6 +43,13 @@ from sqlalchemy.orm import Session
 
 from delivery.config import DeliverySettings
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
+from webhooks_core.deliveries.ordering import (
+    HEAD_SQL,
+    RUN_SQL,
+    broken_runs,
+    fill_batches,
+    run_after,
+)
 from webhooks_core.deliveries.planning import (
     Allowance,
     DueRow,
@@ -150,18 +157,22 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 _CANDIDATES = text(
     f"""
     WITH due AS MATERIALIZED (
-        SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at
+        SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at,
+               d.ordering_key
         FROM deliveries d
         WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
           AND NOT (d.endpoint_id = ANY(:excluded))
           AND NOT (d.application_id = ANY(:excluded_applications))
+          AND {HEAD_SQL}
         ORDER BY d.next_attempt_at
         LIMIT :limit
     )
     SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
            coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
-           e.consecutive_failures, e.circuit_open_until, e.rate_limit
+           e.consecutive_failures, e.circuit_open_until, e.rate_limit,
+           due.ordering_key, run.run_ids, run.run_ok
     FROM due JOIN endpoints e ON e.id = due.endpoint_id
+    LEFT JOIN LATERAL {RUN_SQL} run ON due.ordering_key IS NOT NULL
     ORDER BY due.next_attempt_at
     """  # noqa: S608 - state constants
 ).bindparams(
@@ -189,6 +200,15 @@ _LEASE = text(
         FROM leased
     )
     SELECT id FROM leased
+    """  # noqa: S608 - state constants
+)
+# Leased rows handed back within the claim's transaction (a key's run cut short).
+_UNLEASE = text(
+    f"""
+    UPDATE deliveries
+    SET state = {RELEASED_STATE_SQL}, next_attempt_at = :now, lease_token = NULL,
+        lease_expires_at = NULL
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND state = {SENDING_SQL}
     """  # noqa: S608 - state constants
 )
 # Batches whose task never reached the broker go back at once, and uncounted: their lease
@@ -235,7 +255,7 @@ def claim_due(session: Session, settings: DeliverySettings, now: datetime) -> li
 
 
 def _due_row(row: Sequence[Any], settings: DeliverySettings, now: datetime) -> DueRow:
-    delivery_id, endpoint_id, application_id, expiries, limit, failures, open_until, rate = row
+    delivery_id, endpoint_id, application_id, expiries, limit, failures, open_until, rate = row[:8]
     return DueRow(
         delivery_id,
         endpoint_id,
@@ -275,20 +295,48 @@ def claim_cycle(
             "excluded_applications": list(capacity.full_applications),
             "limit": settings.scheduler_claim_limit,
             "default_limit": default_limit,
+            "run_limit": settings.delivery_batch_size,
         },
     ).all()
-    plan = plan_batches(
-        [_due_row(row, settings, now) for row in rows],
-        capacity,
-        settings.delivery_batch_size,
-        limiter or RateLimiter(),
+    due_rows = [_due_row(row, settings, now) for row in rows]
+    plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, limiter or RateLimiter())
+    runs, keys = _key_runs(rows, due_rows)
+    filled = fill_batches(
+        [b.delivery_ids for b in plan.batches], runs, settings.delivery_batch_size
     )
-    claims = [Claim(uuid.uuid4(), b.endpoint_id, b.delivery_ids) for b in plan.batches]
-    return ClaimResult(_lease(session, claims, settings, now), plan.saturated, plan.wake_in)
+    claims = [
+        Claim(uuid.uuid4(), b.endpoint_id, ids) for b, ids in zip(plan.batches, filled, strict=True)
+    ]
+    return ClaimResult(_lease(session, claims, settings, now, keys), plan.saturated, plan.wake_in)
+
+
+def _key_runs(
+    rows: Sequence[Sequence[Any]], due_rows: Sequence[DueRow]
+) -> tuple[dict[int, list[int]], dict[int, str | None]]:
+    """The runs that may follow the claimed heads of keys (webhooks_core.deliveries.ordering),
+    and the key of every keyed id.  No run for a delivery whose lease ran out before (it goes
+    alone), a half-open probe (one delivery) or a rate-limited endpoint (its tokens were
+    counted for the heads)."""
+    runs: dict[int, list[int]] = {}
+    keys: dict[int, str | None] = {}
+    for row, due in zip(rows, due_rows, strict=True):
+        key, run_ids, run_ok = row[8:11]
+        if key is None:
+            continue
+        keys[due.delivery_id] = key
+        if due.lease_expiries or due.half_open or due.rate_limit:
+            continue
+        runs[due.delivery_id] = run_after(run_ids, run_ok)
+        keys.update(dict.fromkeys(runs[due.delivery_id], key))
+    return runs, keys
 
 
 def _lease(
-    session: Session, claims: list[Claim], settings: DeliverySettings, now: datetime
+    session: Session,
+    claims: list[Claim],
+    settings: DeliverySettings,
+    now: datetime,
+    keys: dict[int, str | None] | None = None,
 ) -> list[Claim]:
     """Lease the claims' rows in one round trip; the claims of the rows that were leased."""
     if not claims:
@@ -301,6 +349,11 @@ def _lease(
     )
     if len(leased) == len(ids):
         return claims
+    # A key's later delivery leased without an earlier one of its batch would overtake it.
+    back = broken_runs([c.delivery_ids for c in claims], leased, keys or {})
+    if back:
+        session.execute(_UNLEASE, {"ids": list(back), "now": now})
+        leased -= back
     # Rows being changed by someone else (a replay, a cancel): left for next time.
     kept = [
         Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])

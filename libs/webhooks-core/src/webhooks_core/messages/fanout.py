@@ -75,6 +75,7 @@ def accept_message(
             event_type=envelope.type,
             payload=envelope.data,
             channels=envelope.channels,
+            ordering_key=envelope.ordering_key,
             occurred_at=envelope.timestamp,
             source=source,
         )
@@ -100,6 +101,7 @@ def accept_message(
         event_type=envelope.type,
         channels=envelope.channels,
         application_id=application_id,
+        ordering_key=envelope.ordering_key,
     )
     return AcceptResult(stored, envelope.id, created=True, deliveries=count)
 
@@ -111,6 +113,7 @@ def fan_out(
     event_type: str,
     channels: list[str] | None,
     application_id: uuid.UUID | None,
+    ordering_key: str | None = None,
 ) -> int:
     """Insert one pending delivery per matching endpoint in one statement; return how many."""
     conditions = receives_values(event_type, channels, application_id)
@@ -121,6 +124,7 @@ def fan_out(
         literal(event_type, String),
         literal(DeliveryState.PENDING.value, String),
         func.now(),
+        literal(ordering_key, String),
     ).where(conditions)
     result = session.execute(
         insert(Delivery)
@@ -132,6 +136,7 @@ def fan_out(
                 "event_type",
                 "state",
                 "next_attempt_at",
+                "ordering_key",
             ],
             matching,
         )
@@ -140,7 +145,13 @@ def fan_out(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def deliver_to(session: Session, message_id: int, endpoint: Endpoint, event_type: str) -> int:
+def deliver_to(
+    session: Session,
+    message_id: int,
+    endpoint: Endpoint,
+    event_type: str,
+    ordering_key: str | None = None,
+) -> int:
     """Create the one pending delivery of a message to ``endpoint``, due now; return its id.
 
     For the paths that choose the endpoint themselves instead of fanning out (relay mode,
@@ -151,6 +162,7 @@ def deliver_to(session: Session, message_id: int, endpoint: Endpoint, event_type
         endpoint_id=endpoint.id,
         application_id=endpoint.application_id,
         event_type=event_type,
+        ordering_key=ordering_key,
         state=DeliveryState.PENDING.value,
         next_attempt_at=func.now(),
     )
@@ -185,6 +197,7 @@ def accept_messages(
             "event_type": envelope.type,
             "payload": envelope.data,
             "channels": envelope.channels,
+            "ordering_key": envelope.ordering_key,
             "occurred_at": envelope.timestamp,
             "source": source,
         }
@@ -248,13 +261,16 @@ _DELIVERY_COLUMNS = [
     "event_type",
     "state",
     "next_attempt_at",
+    "ordering_key",
 ]
 
 
 def _matching_endpoints(
     message_ids: list[int],
-) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime]:
-    """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows."""
+) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime, str | None]:
+    """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows,
+    in message order: the deliveries' ids, which order a key's deliveries, follow the
+    messages' acceptance order."""
     message = aliased(Message)
     matches = receives(
         event_type=cast(message.event_type, TEXT),
@@ -270,10 +286,12 @@ def _matching_endpoints(
             message.event_type,
             literal(DeliveryState.PENDING.value, String),
             func.now(),
+            message.ordering_key,
         )
         .select_from(message)
         .join(Endpoint, matches)
         .where(message.id.in_(message_ids))
+        .order_by(message.id, Endpoint.id)
     )
 
 

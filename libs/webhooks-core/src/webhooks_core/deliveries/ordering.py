@@ -1,0 +1,153 @@
+"""Ordered delivery per key: the one home of the rule, as SQL for the claim and as pure code.
+
+A message may carry an ``ordering_key``; fan-out copies it to each of its deliveries.  For
+one endpoint, the deliveries with the same key go in acceptance order (delivery id order),
+one key's at a time, while different keys (and unkeyed deliveries) go side by side:
+
+* **the head rule** (:data:`HEAD_SQL`): a keyed delivery may be claimed only when no
+  delivery of the same endpoint and key with a smaller id is open (``pending``,
+  ``sending``, ``retrying``), nor, when the endpoint's ``key_failure_policy`` is
+  ``block``, ``dead`` (its dead letter open: a redrive is what makes it ``pending`` again).
+  Under ``skip`` (the default) a dead delivery no longer holds its key back;
+* **runs** (:data:`RUN_SQL`, :func:`fill_batches`): the claim takes, after a key's head,
+  the next deliveries of that key that are due too, consecutive and never leased before
+  (a delivery whose lease ran out goes alone), into the head's batch.  A batch is sent in
+  id order per endpoint, one request after another, so a run keeps its order;
+* **the worker** (:func:`holds_key`) stops sending a key within a batch at its first
+  attempt that did not deliver, and releases the rest of that key unattempted: they wait
+  behind their head, which retries by its schedule;
+* a run whose lease skipped one of its rows (another transaction held it) is cut before
+  that row (:func:`broken_runs`), so no later delivery of a key goes without an earlier one.
+
+The fragments interpolate only fixed state values (:mod:`.states`), never input.
+"""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+
+from webhooks_core.deliveries.states import DEAD_SQL, DUE_SQL, OPEN_SQL
+
+ORDERING_KEY_MAX_LENGTH = 256
+
+
+class KeyFailurePolicy(enum.StrEnum):
+    """What a dead-lettered head does to the rest of its key."""
+
+    SKIP = "skip"  # the key moves on to its next delivery
+    BLOCK = "block"  # the key waits until the dead letter is redriven (or resent)
+
+
+KEY_FAILURE_POLICIES = tuple(p.value for p in KeyFailurePolicy)
+_BLOCK_SQL = f"'{KeyFailurePolicy.BLOCK.value}'"
+
+
+def check_ordering_key(value: str) -> str:
+    """``value`` if it is a valid ordering key: 1 to 256 printable characters (no control,
+    separator other than the space, or unassigned characters); raises ``ValueError``."""
+    if not 1 <= len(value) <= ORDERING_KEY_MAX_LENGTH:
+        raise ValueError(f"an ordering key has 1 to {ORDERING_KEY_MAX_LENGTH} characters")
+    for char in value:
+        if char != " " and unicodedata.category(char)[0] in "CZ":
+            raise ValueError(f"an ordering key has only printable characters, not {char!r}")
+    return value
+
+
+# Over a ``deliveries d`` row: true when no earlier delivery of its endpoint and key holds it
+# back (see the module doc).  Each NOT EXISTS is one probe of a partial index
+# (ix_deliveries_ordering_open, ix_deliveries_ordering_dead); the second only reads the
+# endpoint when a dead delivery of the key exists.
+HEAD_SQL = f"""(d.ordering_key IS NULL OR (
+    NOT EXISTS (
+        SELECT 1 FROM deliveries o
+        WHERE o.endpoint_id = d.endpoint_id AND o.ordering_key = d.ordering_key
+          AND o.id < d.id AND o.state IN {OPEN_SQL})
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries o JOIN endpoints pe ON pe.id = o.endpoint_id
+        WHERE o.endpoint_id = d.endpoint_id AND o.ordering_key = d.ordering_key
+          AND o.id < d.id AND o.state = {DEAD_SQL}
+          AND pe.key_failure_policy = {_BLOCK_SQL})))"""  # noqa: S608 - constants
+
+# A LATERAL subquery over a claimed head ``due`` (with ``due.ordering_key``) and its
+# endpoint ``e``: the ids of the key's next open deliveries (and, under ``block``, dead
+# ones, which end the run) in id order, each with whether it may join the head's batch.
+RUN_SQL = f"""(
+    SELECT array_agg(r.id ORDER BY r.id) AS run_ids, array_agg(r.ok ORDER BY r.id) AS run_ok
+    FROM (
+        (SELECT o.id, o.state IN {DUE_SQL} AND o.next_attempt_at <= :now
+                      AND o.lease_expiries = 0 AS ok
+         FROM deliveries o
+         WHERE o.endpoint_id = due.endpoint_id AND o.ordering_key = due.ordering_key
+           AND o.id > due.id AND o.state IN {OPEN_SQL}
+         ORDER BY o.id LIMIT :run_limit)
+        UNION ALL
+        (SELECT o.id, false
+         FROM deliveries o
+         WHERE e.key_failure_policy = {_BLOCK_SQL} AND o.endpoint_id = due.endpoint_id
+           AND o.ordering_key = due.ordering_key AND o.id > due.id AND o.state = {DEAD_SQL}
+         ORDER BY o.id LIMIT 1)
+    ) r
+)"""  # noqa: S608 - constants
+
+
+def run_after(ids: Sequence[int] | None, ok: Sequence[bool] | None) -> list[int]:
+    """The ids that may follow a head in its batch: those before the first that may not."""
+    taken: list[int] = []
+    for delivery_id, may in zip(ids or (), ok or (), strict=True):
+        if not may:
+            break
+        taken.append(delivery_id)
+    return taken
+
+
+def fill_batches(
+    batches: Sequence[Sequence[int]], runs: Mapping[int, Sequence[int]], batch_size: int
+) -> list[list[int]]:
+    """Each batch's ids with its heads' runs added, up to ``batch_size`` ids a batch.
+
+    ``runs`` maps a head's id to the ids that may follow it (oldest first).  The room left
+    in a batch goes round the heads one delivery at a time, so every key moves on.  A run
+    is always a prefix: a key never gets a later delivery without the earlier ones.
+    """
+    filled: list[list[int]] = []
+    for batch in batches:
+        ids = list(batch)
+        pending = [list(runs[i]) for i in batch if runs.get(i)]
+        room = batch_size - len(ids)
+        while room > 0 and pending:
+            for run in list(pending):
+                if room <= 0:
+                    break
+                ids.append(run.pop(0))
+                room -= 1
+                if not run:
+                    pending.remove(run)
+        filled.append(sorted(ids))
+    return filled
+
+
+def broken_runs(
+    batches: Iterable[Sequence[int]], leased: set[int], keys: Mapping[int, str | None]
+) -> set[int]:
+    """The leased ids to hand back because an earlier delivery of their key in the same batch
+    was not leased (another transaction held it): sent without it, they would overtake it."""
+    back: set[int] = set()
+    for batch in batches:
+        missing: set[str] = set()
+        for delivery_id in sorted(batch):
+            key = keys.get(delivery_id)
+            if key is None:
+                continue
+            if delivery_id not in leased:
+                missing.add(key)
+            elif key in missing:
+                back.add(delivery_id)
+    return back
+
+
+def holds_key(state: str, delivered: str) -> bool:
+    """Whether a keyed delivery's new ``state`` stops the rest of its key in the batch:
+    anything but ``delivered`` does (its later deliveries wait for it)."""
+    return state != delivered
