@@ -151,3 +151,35 @@ def holds_key(state: str, delivered: str) -> bool:
     """Whether a keyed delivery's new ``state`` stops the rest of its key in the batch:
     anything but ``delivered`` does (its later deliveries wait for it)."""
     return state != delivered
+
+
+# The keys of one endpoint (``:endpoint_id``) that wait: their head (oldest open delivery)
+# failed and waits for its retry, or, under ``block``, a dead delivery holds them.  One row
+# per key (at most ``:limit``, the longest waiting first) with its head and what queues
+# behind it; the undelivered view lists the deliveries themselves.
+WAITING_KEYS_SQL = f"""
+WITH heads AS (
+    SELECT DISTINCT ON (d.ordering_key) d.ordering_key, d.id, d.state, d.next_attempt_at,
+           d.attempt_count, d.last_error, d.created_at
+    FROM deliveries d
+    WHERE d.endpoint_id = :endpoint_id AND d.ordering_key IS NOT NULL AND d.state IN {OPEN_SQL}
+    ORDER BY d.ordering_key, d.id
+), judged AS (
+    SELECT h.*,
+           (SELECT min(o.id) FROM deliveries o JOIN endpoints pe ON pe.id = o.endpoint_id
+            WHERE o.endpoint_id = :endpoint_id AND o.ordering_key = h.ordering_key
+              AND o.id < h.id AND o.state = {DEAD_SQL}
+              AND pe.key_failure_policy = {_BLOCK_SQL}) AS blocked_by
+    FROM heads h
+)
+SELECT j.ordering_key, j.id AS head_delivery_id, j.state AS head_state, j.next_attempt_at,
+       j.attempt_count, j.last_error, j.blocked_by, j.created_at,
+       (SELECT count(*) FROM deliveries o
+        WHERE o.endpoint_id = :endpoint_id AND o.ordering_key = j.ordering_key
+          AND o.state IN {OPEN_SQL}) AS open_deliveries,
+       count(*) OVER () AS keys_waiting
+FROM judged j
+WHERE j.blocked_by IS NOT NULL OR j.state = 'retrying'
+ORDER BY j.created_at, j.ordering_key
+LIMIT :limit
+"""  # noqa: S608 - constants
