@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from registration.services.endpoints import load_endpoint
+from registration.services.endpoint_lookup import load_endpoint
 from webhooks_core.db import run_transaction
 from webhooks_core.deliveries.ordering import WAITING_KEYS_SQL
 
