@@ -11,10 +11,13 @@ under ``var/bench/<time>/``, with the processes' logs), and ends with exactly on
 
 preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
 raw sender's per request; see :func:`bench.report.cpu_line`), and before that, when the auth
-scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`).
+scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`), and
+when the ordering scenario was to run, one ``bench-ordering:`` line before it (see
+:func:`bench.ordering.ordering_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
-scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest);
+scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest,
+ordering);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -29,7 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import auth, probes, scenarios, seed
+from bench import auth, ordering, probes, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
 from bench.report import auth_line, bench_line, cpu_line, write_chart
 from bench.stack import (
@@ -53,6 +56,7 @@ SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("isolation", scenarios.scenario_isolation),
     ("backlog", scenarios.scenario_backlog),
     ("ingest", scenarios.scenario_ingest),
+    ("ordering", ordering.scenario_ordering),
 ]
 
 
@@ -167,6 +171,8 @@ def main() -> int:
         print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
     if not only or "auth" in only:
         print(auth_line(results), flush=True)
+    if not only or "ordering" in only:
+        print(ordering.ordering_line(results), flush=True)
     print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0
@@ -187,6 +193,9 @@ def _summary(result: dict[str, Any] | None) -> str:
         "memory_after",
         *(f"{variant}_{unit}" for variant in auth.VARIANTS for unit in ("per_s", "ms")),
         "oauth_tokens",
+        "per_s",
+        "unordered_per_s",
+        "violations",
     )
     shown = {k: result[k] for k in keys if k in result}
     if "cpu_ms_per_delivery" in result:
