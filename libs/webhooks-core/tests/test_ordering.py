@@ -1,9 +1,14 @@
-"""The pure parts of ordered delivery (webhooks_core.deliveries.ordering)."""
+"""Ordered delivery's rules (webhooks_core.deliveries.ordering): the pure ones, and the key lock."""
 
 from __future__ import annotations
 
-import pytest
+import threading
+from typing import Any
 
+import pytest
+from sqlalchemy import select
+
+from webhooks_core.db import transaction
 from webhooks_core.deliveries.ordering import (
     broken_runs,
     check_ordering_key,
@@ -12,6 +17,9 @@ from webhooks_core.deliveries.ordering import (
     run_after,
     run_limits,
 )
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
+from webhooks_core.models import Application, Delivery, Endpoint, Message
 
 
 @pytest.mark.parametrize("key", ["a", "person 42", "ü-ключ-鍵", "x" * 256, "a:b/c#d"])
@@ -58,3 +66,40 @@ def test_only_a_delivered_attempt_lets_the_key_go_on_in_the_batch() -> None:
     assert not holds_key("delivered", "delivered")
     for state in ("retrying", "dead", "cancelled", "pending"):
         assert holds_key(state, "delivered")
+
+
+def test_a_keys_messages_commit_in_id_order(db: Any) -> None:
+    """A second transaction storing a message of the same key waits for the first to commit,
+    so its (larger) ids never become visible before the first's: acceptance order is id
+    order.  Another key does not wait."""
+    with transaction(db) as session:
+        app = Application(name="ordered")
+        session.add(app)
+        session.flush()
+        session.add(Endpoint(application_id=app.id, url="http://127.0.0.1:9/o"))
+        app_id = app.id
+
+    def accept(key: str) -> None:
+        with transaction(db) as session:
+            envelope = Envelope(type="person.updated", data={}, ordering_key=key)
+            accept_message(session, envelope, source="http", application_id=app_id)
+
+    first = db()
+    envelope = Envelope(type="person.updated", data={"first": True}, ordering_key="k")
+    accept_message(first, envelope, source="http", application_id=app_id)
+    same, other = threading.Event(), threading.Event()
+    threading.Thread(target=lambda: (accept("k"), same.set()), daemon=True).start()
+    threading.Thread(target=lambda: (accept("j"), other.set()), daemon=True).start()
+    assert other.wait(10)  # another key goes at once
+    assert not same.wait(0.5)  # the same key waits for the first transaction
+    first.commit()
+    first.close()
+    assert same.wait(10)
+    with db() as session:
+        rows = session.execute(
+            select(Delivery.id, Message.payload)
+            .join(Message, Message.id == Delivery.message_id)
+            .where(Delivery.ordering_key == "k")
+            .order_by(Delivery.id)
+        ).all()
+    assert [payload for _, payload in rows] == [{"first": True}, {}]

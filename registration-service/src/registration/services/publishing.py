@@ -27,6 +27,7 @@ from registration.services.errors import DomainError, InvalidField, NotFound
 from registration.services.idempotency import claim_key, remember_key, request_hash
 from registration.services.publish_statement import FAST_PUBLISH, FAST_PUBLISH_WITH_KEY
 from webhooks_core.db import run_transaction
+from webhooks_core.deliveries.ordering import lock_ordering_keys
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.messages.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
@@ -207,6 +208,7 @@ def publish_messages(
             else:
                 results[index] = publication
         _lock_keys(session, app_id, [p.idempotency_key for _, p in pending])
+        lock_ordering_keys(session, [p.envelope.ordering_key for _, p in pending])
         for index, publication in pending:
             try:
                 results[index] = _publish(session, settings, app_id, publication)
@@ -261,6 +263,10 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
     except InvalidField:
         return None  # the general path refuses it, after looking for a first result
     key = publication.idempotency_key
+    if envelope.ordering_key is not None:
+        # The idempotency key's lock first, then the ordering key's, as every path takes them.
+        _lock_keys(session, app_id, [key])
+        lock_ordering_keys(session, [envelope.ordering_key])
     params: dict[str, Any] = {
         "app_id": str(app_id),
         "event_type": envelope.type,

@@ -18,6 +18,8 @@ one key's at a time, while different keys (and unkeyed deliveries) go side by si
 * **the worker** (:func:`holds_key`) stops sending a key within a batch at its first
   attempt that did not deliver, and releases the rest of that key unattempted: they wait
   behind their head, which retries by its schedule;
+* **acceptance order is commit order** (:func:`lock_ordering_keys`): storing a keyed message
+  takes a transaction lock on its key, so a key's messages commit in id order;
 * a run whose lease skipped one of its rows (another transaction held it) is cut before
   that row (:func:`broken_runs`), so no later delivery of a key goes without an earlier one.
 
@@ -30,6 +32,9 @@ import enum
 import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from webhooks_core.deliveries.states import DEAD_SQL, DUE_SQL, OPEN_SQL
 
@@ -127,6 +132,27 @@ def run_limits(
             share = max(math.ceil(room / len(keyed)), 1)
             limits.update(dict.fromkeys(keyed, share))
     return limits
+
+
+# Transaction locks on ordering keys, taken (in sorted order) before a keyed message is
+# stored and held until its transaction commits: two transactions storing messages of one key
+# commit in the order they drew their ids, so acceptance order (id order) is also the order
+# in which the messages became visible.  Without it, a message of a key committed after a
+# later-numbered one could be claimed after it.  The lock space is the key's text, shared
+# by every application (a broadcast reaches them all); idempotency-key locks, when a request
+# takes both, come first.
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended('ordering:' || k, 0))"
+    " FROM unnest(CAST(:keys AS text[])) AS k"
+)
+
+
+def lock_ordering_keys(session: Session, keys: Iterable[str | None]) -> None:
+    """Take the transaction locks of ``keys`` (None ignored), in sorted order, in one round
+    trip; nothing when there is none.  Re-entrant: taking one again is harmless."""
+    wanted = sorted({key for key in keys if key is not None})
+    if wanted:
+        session.execute(_LOCK_KEYS, {"keys": wanted})
 
 
 def run_after(ids: Sequence[int] | None, ok: Sequence[bool] | None) -> list[int]:

@@ -23,6 +23,7 @@ from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, t
 from sqlalchemy.dialects.postgresql import TEXT, insert
 from sqlalchemy.orm import Session, aliased
 
+from webhooks_core.deliveries.ordering import lock_ordering_keys
 from webhooks_core.endpoints.matching import MAY_BROADCAST, receives, receives_values
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Delivery, DeliveryState, Endpoint, Message
@@ -67,6 +68,7 @@ def accept_message(
     """
     if source not in SOURCES:
         raise ValueError(f"unknown message source {source!r}")
+    lock_ordering_keys(session, [envelope.ordering_key])
     stored = session.execute(
         insert(Message)
         .values(
@@ -190,6 +192,7 @@ def accept_messages(
         raise ValueError(f"batch accept does not take source {source!r}")
     if not incoming:
         return []
+    lock_ordering_keys(session, [envelope.ordering_key for envelope, _ in incoming])
     rows = [
         {
             "event_id": envelope.id,
