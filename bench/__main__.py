@@ -11,12 +11,13 @@ under ``var/bench/<time>/``, with the processes' logs), and ends with exactly on
 
 preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
 raw sender's per request; see :func:`bench.report.cpu_line`), and before that, when the auth
-scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`), and when
-the flow scenario was, one ``bench-flow:`` line (see :func:`bench.flow.flow_line`).
+scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`), when the
+ordering scenario was, one ``bench-ordering:`` line (see :func:`bench.ordering.ordering_line`),
+and when the flow scenario was, one ``bench-flow:`` line (see :func:`bench.flow.flow_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
-scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest, flow;
-and retention, only when named: see :mod:`bench.retention`);
+scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest, ordering,
+flow; and retention, only when named: see :mod:`bench.retention`);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -31,7 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import auth, flow, probes, retention, scenarios, seed
+from bench import auth, flow, ordering, probes, retention, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
 from bench.report import auth_line, bench_line, cpu_line, write_chart
 from bench.stack import (
@@ -55,6 +56,7 @@ SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("isolation", scenarios.scenario_isolation),
     ("backlog", scenarios.scenario_backlog),
     ("ingest", scenarios.scenario_ingest),
+    ("ordering", ordering.scenario_ordering),
     ("flow", flow.scenario_flow),
     ("retention", retention.scenario_retention),
 ]
@@ -175,6 +177,8 @@ def main() -> int:
         print(auth_line(results), flush=True)
     if "retention" in only and "retention" in results:
         print(retention.retention_line(results["retention"]), flush=True)
+    if not only or "ordering" in only:
+        print(ordering.ordering_line(results), flush=True)
     if not only or "flow" in only:
         print(flow.flow_line(results), flush=True)
     print(cpu_line(results), flush=True)
@@ -197,6 +201,9 @@ def _summary(result: dict[str, Any] | None) -> str:
         "memory_after",
         *(f"{variant}_{unit}" for variant in auth.VARIANTS for unit in ("per_s", "ms")),
         "oauth_tokens",
+        "per_s",
+        "unordered_per_s",
+        "violations",
     )
     shown = {k: result[k] for k in keys if k in result}
     if "cpu_ms_per_delivery" in result:

@@ -3,8 +3,9 @@
 and batch publishes) to a second healthy application, both paced so that the publishing load
 lasts through the whole fault schedule; beside them a **poisoned application** whose
 receivers and messages are hostile.  Then the checker (:mod:`chaos.checker`), a line for the
-API's answers, one for the poisoned application, and exactly one closing line, for the
-healthy applications::
+API's answers, one for the poisoned application, one for ordering (``chaos-ordering:
+keyed_deliveries=N keys=N violations=N``: the people events are keyed by person id, most API
+messages by one of a few keys), and exactly one closing line, for the healthy applications::
 
     chaos: events=N deliveries=N delivered=N dead=N lost=N duplicates=N
 
@@ -56,9 +57,12 @@ from bench.stack import (
 )
 from chaos import api_load
 from chaos.checker import (
+    OrderingReport,
     check,
+    check_ordering,
     check_poisoned,
     delivery_states,
+    keyed_deliveries,
     outbox_events,
     passed,
     receipts_at,
@@ -480,6 +484,7 @@ def main() -> int:
         "settings": engine_settings(),
     }
     report = poisoned_report = None
+    ordering_report: OrderingReport | None = None
     publisher: api_load.ApiPublisher | None = None
     with stopping_on_signals():
         try:
@@ -560,8 +565,12 @@ def main() -> int:
                 {pair: state for pair, state in states.items() if pair[1] in apps.poisoned},
                 receipts_at(receipts, apps.poisoned),
             )
+            ordering_report = check_ordering(
+                keyed_deliveries(engine, apps.healthy), receipts_at(receipts, apps.healthy)
+            )
             results["report"] = report.as_dict()
             results["poisoned"] = poisoned_report.as_dict()
+            results["ordering"] = ordering_report.as_dict()
             results["messages_stored"] = _count(engine, "SELECT count(*) FROM messages")
         except KeyboardInterrupt:
             results["error"] = "interrupted"
@@ -588,13 +597,15 @@ def main() -> int:
         )
         print("chaos: events=0 deliveries=0 delivered=0 dead=0 lost=0 duplicates=0")
         return 1
-    ok = passed(report, poisoned_report)
+    ok = passed(report, poisoned_report, ordering_report)
     late = results["overlap"]["faults_after_load"]
     if late:
         print(f"chaos: warning: {len(late)} fault steps ended after the load: {late}", flush=True)
     print(f"{report.detail_line()} passed={ok} (details: {out_dir})", flush=True)
     print(publisher.tally.line(), flush=True)
     print(poisoned_report.line(), flush=True)
+    if ordering_report is not None:
+        print(ordering_report.line(), flush=True)
     print(report.line(), flush=True)
     return 0 if ok else 1
 

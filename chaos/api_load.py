@@ -4,7 +4,8 @@ Two applications publish over HTTP, paced over the whole load window:
 
 * the **healthy API application**: ``chaos.api`` messages, half one per ``POST .../messages``
   (with an ``Idempotency-Key``), half ten per ``POST .../messages/batch``.  Every message
-  carries its own event id, so a request whose answer was lost (a killed API, a database
+  carries its own event id (and most an ``ordering_key``, one of a few, so its order at
+  the receivers is checked), so a request whose answer was lost (a killed API, a database
   restart) is sent again, unchanged, until it is answered 2xx or 4xx: a careful client's
   at-least-once publish;
 * the **poisoned application**: valid ``chaos.poison`` messages (its receivers are the
@@ -38,6 +39,7 @@ POISON_TYPE = "chaos.poison"
 # so it gets a tenth of the poisoned messages, or its tail would outlast the drain.
 POISON_SLOW_TYPE = "chaos.poison.slow"
 BATCH_SIZE = 10
+ORDERING_KEYS = 16
 
 # Hostile-input classes: (payload as raw JSON text, timestamp or None).  Raw text, because
 # json.dumps can write neither a lone surrogate nor 1e400 nor a 3,000-level nesting.
@@ -56,7 +58,13 @@ HOSTILE: dict[str, tuple[str, str | None]] = {
 }
 
 
-def message_text(event_type: str, event_id: str, payload: str, timestamp: str | None) -> str:
+def message_text(
+    event_type: str,
+    event_id: str,
+    payload: str,
+    timestamp: str | None,
+    ordering_key: str | None = None,
+) -> str:
     """One message of the publish API as JSON text, with ``payload`` inserted verbatim."""
     parts = [
         f'"event_type": {json.dumps(event_type)}',
@@ -65,7 +73,15 @@ def message_text(event_type: str, event_id: str, payload: str, timestamp: str | 
     ]
     if timestamp is not None:
         parts.append(f'"timestamp": {json.dumps(timestamp)}')
+    if ordering_key is not None:
+        parts.append(f'"ordering_key": {json.dumps(ordering_key)}')
     return "{" + ", ".join(parts) + "}"
+
+
+def _ordering_key(run: str, n: int) -> str | None:
+    """Most healthy API messages carry one of :data:`ORDERING_KEYS` keys (the checker then
+    checks their order at every receiver); every fifth has none (unordered, as before)."""
+    return None if n % 5 == 4 else f"{run}-key-{n % ORDERING_KEYS}"
 
 
 def _with_key(message: str, key: str) -> str:
@@ -169,7 +185,8 @@ def plan(
     singles = api_events // 2
     for n in range(singles):
         event_id = f"{run}-api-{n}"
-        text = message_text(API_TYPE, event_id, json.dumps({"n": n, "via": "single"}), None)
+        payload = json.dumps({"n": n, "via": "single"})
+        text = message_text(API_TYPE, event_id, payload, None, _ordering_key(run, n))
         item = Item(event_id, "api", "valid")
         healthy.append(
             Job(single_path, text.encode(), _json_headers(token, event_id), (item,), False, True)
@@ -181,7 +198,8 @@ def plan(
         for _ in range(min(BATCH_SIZE, api_events - n)):
             event_id = f"{run}-api-{n}"
             payload = json.dumps({"n": n, "via": "batch"})
-            texts.append(_with_key(message_text(API_TYPE, event_id, payload, None), event_id))
+            text = message_text(API_TYPE, event_id, payload, None, _ordering_key(run, n))
+            texts.append(_with_key(text, event_id))
             items.append(Item(event_id, "api", "valid"))
             n += 1
         body = ('{"messages": [' + ", ".join(texts) + "]}").encode()

@@ -18,8 +18,13 @@ so nothing is expected of them but an end: every one of its delivery rows must b
 (delivered, dead or cancelled).  Counted by state, plus those marked delivered although the
 receiver never completed a 2xx answer (a response cut in its headers taken for a success).
 
-A run passes when the healthy lost, phantoms, bad signatures and stranded are all 0 and no
-poisoned delivery is stranded (:func:`passed`).
+**Ordering** (:func:`check_ordering`): the people producer's events are keyed by person id
+and the API application's messages by one of a few keys; per endpoint and key, the
+receivers' arrivals must follow the platform's acceptance order (delivery id), where any
+message may arrive again as an exact repeat of one that already arrived there.
+
+A run passes when the healthy lost, phantoms, bad signatures and stranded are all 0, no
+poisoned delivery is stranded and no key was delivered out of order (:func:`passed`).
 """
 
 from __future__ import annotations
@@ -198,9 +203,16 @@ def check_poisoned(states: Mapping[Pair, str], receipts: Iterable[Receipt]) -> P
     )
 
 
-def passed(healthy: ChaosReport, poisoned: PoisonReport | None) -> bool:
-    """The run's verdict: healthy deliveries all accounted for, poisoned ones all ended."""
-    return healthy.passed and (poisoned is None or poisoned.passed)
+def passed(
+    healthy: ChaosReport, poisoned: PoisonReport | None, ordering: OrderingReport | None = None
+) -> bool:
+    """The run's verdict: healthy deliveries all accounted for, poisoned ones all ended, no
+    key delivered out of order."""
+    return (
+        healthy.passed
+        and (poisoned is None or poisoned.passed)
+        and (ordering is None or ordering.passed)
+    )
 
 
 def receipts_at(receipts: Iterable[Receipt], paths: Iterable[str]) -> list[Receipt]:
@@ -249,3 +261,84 @@ def outbox_events(producer_engine: Engine) -> list[tuple[str, str]]:
             (row[0], row[1])
             for row in conn.execute(text("SELECT event_id, event_type FROM outbox"))
         ]
+
+
+@dataclass(frozen=True)
+class OrderingReport:
+    """Keyed deliveries as the receivers saw them: ``violations`` counts arrivals of a
+    key's message, for the first time at its endpoint, after a later message of that key
+    (an arrival of one already seen there is a repeat, allowed by at-least-once)."""
+
+    keyed_deliveries: int
+    keys: int
+    violations: int
+    examples: list[str]
+
+    @property
+    def passed(self) -> bool:
+        """No key delivered out of order at any receiver."""
+        return self.violations == 0
+
+    def line(self) -> str:
+        """The ordering line, printed before the closing line."""
+        return (
+            f"chaos-ordering: keyed_deliveries={self.keyed_deliveries} keys={self.keys} "
+            f"violations={self.violations}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the JSON result file."""
+        return {**asdict(self), "passed": self.passed}
+
+
+def check_ordering(
+    keyed: Mapping[Pair, tuple[str, int]], receipts: Iterable[Receipt]
+) -> OrderingReport:
+    """``keyed`` maps (event id, path) of every keyed delivery to its (ordering key, delivery
+    id): the platform's acceptance order of the key at that endpoint.  Receipts of any status
+    count (the receiver saw the request), taken in arrival order."""
+    seen: dict[tuple[str, str], set[int]] = {}
+    highest: dict[tuple[str, str], int] = {}
+    violations = 0
+    examples: list[str] = []
+    for receipt in sorted(receipts, key=lambda r: r.arrived):
+        pair = (receipt.webhook_id, receipt.path)
+        if pair not in keyed:
+            continue
+        key, rank = keyed[pair]
+        stream = (receipt.path, key)
+        got = seen.setdefault(stream, set())
+        if rank in got:
+            continue
+        if rank < highest.get(stream, -1):
+            violations += 1
+            if len(examples) < 10:
+                examples.append(f"{receipt.path} key {key}: {receipt.webhook_id} after a later one")
+        got.add(rank)
+        highest[stream] = max(rank, highest.get(stream, -1))
+    return OrderingReport(
+        keyed_deliveries=len(keyed),
+        keys=len({(path, key) for (_, path), (key, _) in keyed.items()}),
+        violations=violations,
+        examples=examples,
+    )
+
+
+def keyed_deliveries(engine: Engine, paths: Iterable[str]) -> dict[Pair, tuple[str, int]]:
+    """(event id, endpoint path) -> (ordering key, delivery id) of every keyed delivery to
+    the endpoints at ``paths``."""
+    wanted = set(paths)
+    rows: dict[Pair, tuple[str, int]] = {}
+    with engine.connect() as conn:
+        result = conn.execute(
+            text(
+                "SELECT m.event_id, e.url, d.ordering_key, d.id FROM deliveries d "
+                "JOIN messages m ON m.id = d.message_id JOIN endpoints e ON e.id = d.endpoint_id "
+                "WHERE d.ordering_key IS NOT NULL"
+            )
+        )
+        for event_id, url, key, delivery_id in result:
+            path = urlsplit(url).path
+            if path in wanted:
+                rows[(event_id, path)] = (key, delivery_id)
+    return rows

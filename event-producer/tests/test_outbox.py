@@ -59,7 +59,9 @@ def relay(producer_engine: Engine, settings: ProducerSettings) -> Any:
 def test_committed_event_is_published_and_marked_sent(
     producer_db: sessionmaker[Session], producer_engine: Engine, relay: Relay, tap: Any
 ) -> None:
-    envelope = Envelope(type="person.created", data={"name": "Ada"}, channels=["eu"])
+    envelope = Envelope(
+        type="person.created", data={"name": "Ada"}, channels=["eu"], ordering_key="person-1"
+    )
     with producer_db.begin() as session:
         assert publish(session, envelope) == envelope.id
 

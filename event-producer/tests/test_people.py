@@ -37,6 +37,7 @@ def test_create_fires_person_created_with_the_full_resource(
     assert event["id"] == person["event_id"]
     assert event["type"] == "person.created"
     assert "application" not in event  # broadcast
+    assert event["ordering_key"] == person["id"]  # one person's events go in order
     del person["event_id"]
     assert event["data"] == {"person": person}
 
@@ -98,6 +99,7 @@ def test_delete_fires_person_deleted_then_404(producer_client: Client, outbox_ev
     event = outbox_events()[-1]
     assert event["type"] == "person.deleted"
     assert event["data"]["person"]["id"] == person["id"]
+    assert event["ordering_key"] == person["id"]
     assert producer_client.get(f"/people/{person['id']}").status_code == 404
     assert producer_client.delete(f"/people/{person['id']}").status_code == 404
 

@@ -67,6 +67,7 @@ class Leased:
     payload: Any
     accepted_at: datetime | None
     problem: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass

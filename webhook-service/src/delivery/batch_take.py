@@ -45,7 +45,7 @@ _TAKE = text(
     WITH batch_lock AS MATERIALIZED (SELECT pg_try_advisory_lock(:key) AS held),
     leased AS (
         SELECT d.id, d.endpoint_id, d.attempt_count, d.next_trigger, d.lease_expires_at,
-               m.event_id, m.event_type,
+               d.ordering_key, m.event_id, m.event_type,
                CASE WHEN m.occurred_at BETWEEN :earliest AND :latest THEN m.occurred_at
                END AS occurred_at,
                CASE WHEN m.occurred_at BETWEEN :earliest AND :latest THEN NULL
@@ -76,8 +76,8 @@ _TAKE = text(
         GROUP BY e.id
     )
     SELECT b.held, l.id, l.endpoint_id, l.attempt_count, l.next_trigger, l.lease_expires_at,
-           l.event_id, l.event_type, l.occurred_at, l.unreadable_occurred_at, l.payload,
-           l.created_at,
+           l.ordering_key, l.event_id, l.event_type, l.occurred_at, l.unreadable_occurred_at,
+           l.payload, l.created_at,
            e.id AS e_id, e.application_id AS e_application_id, e.url AS e_url,
            e.headers AS e_headers, e.active AS e_active, e.retry_schedule AS e_retry_schedule,
            e.consecutive_failures AS e_consecutive_failures,
@@ -192,6 +192,7 @@ def take(
             row.occurred_at,
             None,
             row.created_at,
+            ordering_key=row.ordering_key,
         )
         item.payload, item.problem = _message_problem(row.payload, row.unreadable_occurred_at)
         leased.append(item)

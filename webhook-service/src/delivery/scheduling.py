@@ -43,6 +43,15 @@ from sqlalchemy.orm import Session
 
 from delivery.config import DeliverySettings
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
+from webhooks_core.deliveries.ordering import (
+    KEY_HEADS_CTE,
+    NOT_BLOCKED_SQL,
+    RUNS_SQL,
+    broken_runs,
+    fill_batches,
+    run_after,
+    run_limits,
+)
 from webhooks_core.deliveries.planning import (
     Allowance,
     DueRow,
@@ -168,13 +177,32 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 # each cycle: 231,000 of them in the benchmark, PostgreSQL at a full core.
 _CANDIDATES = text(
     f"""
-    WITH due AS MATERIALIZED (
-        SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at
-        FROM deliveries d
-        WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
-          AND NOT (d.endpoint_id = ANY(:excluded))
-          AND NOT (d.application_id = ANY(:excluded_applications))
-        ORDER BY d.next_attempt_at
+    WITH RECURSIVE {KEY_HEADS_CTE},
+    due AS MATERIALIZED (
+        SELECT * FROM (
+            (SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
+                    d.next_attempt_at, d.ordering_key
+             FROM deliveries d
+             WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
+               AND d.ordering_key IS NULL
+               AND NOT (d.endpoint_id = ANY(:excluded))
+               AND NOT (d.application_id = ANY(:excluded_applications))
+             ORDER BY d.next_attempt_at
+             LIMIT :limit)
+            UNION ALL
+            -- Keyed deliveries: only each key's oldest open one, when it is due
+            -- (webhooks_core.deliveries.ordering).
+            (SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
+                    d.next_attempt_at, d.ordering_key
+             FROM key_heads h JOIN deliveries d ON d.id = h.id
+             WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
+               AND NOT (d.endpoint_id = ANY(:excluded))
+               AND NOT (d.application_id = ANY(:excluded_applications))
+               AND {NOT_BLOCKED_SQL}
+             ORDER BY d.next_attempt_at
+             LIMIT :limit)
+        ) candidates
+        ORDER BY next_attempt_at
         LIMIT :limit
     )
     SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
@@ -212,6 +240,16 @@ _LEASE = text(
         FROM leased
     )
     SELECT id FROM leased
+    """  # noqa: S608 - state constants
+)
+_RUNS = text(RUNS_SQL)
+# Leased rows handed back within the claim's transaction (a key's run cut short).
+_UNLEASE = text(
+    f"""
+    UPDATE deliveries
+    SET state = {RELEASED_STATE_SQL}, next_attempt_at = :now, lease_token = NULL,
+        lease_expires_at = NULL
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND state = {SENDING_SQL}
     """  # noqa: S608 - state constants
 )
 # Batches whose task never reached the broker go back at once, and uncounted: their lease
@@ -313,7 +351,9 @@ def claim_cycle(
     """:func:`claim_due`, also telling whether endpoints at their limit held work back.
 
     Three round trips: what is in flight (taking the claim lock), the due rows, the lease;
-    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.
+    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.  A fourth
+    when keyed deliveries were planned: the runs that follow their keys' heads
+    (:mod:`webhooks_core.deliveries.ordering`).
     """
     default_limit = settings.endpoint_max_in_flight
     in_flight: Iterable[tuple[str, uuid.UUID, int, int]] = session.execute(
@@ -338,19 +378,62 @@ def claim_cycle(
         },
     ).all()
     buckets = RateLimiter(now.timestamp, _stored_buckets(rows))
-    plan = plan_batches(
-        [_due_row(row, settings, now) for row in rows],
-        capacity,
-        settings.delivery_batch_size,
-        limiter or buckets,
-    )
+    due_rows = [_due_row(row, settings, now) for row in rows]
+    plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, limiter or buckets)
     _save_buckets(session, buckets)
-    claims = [Claim(uuid.uuid4(), b.endpoint_id, b.delivery_ids) for b in plan.batches]
-    return ClaimResult(_lease(session, claims, settings, now), plan.saturated, plan.wake_in)
+    batches = [b.delivery_ids for b in plan.batches]
+    runs, keys = _key_runs(session, rows, due_rows, batches, settings, now)
+    filled = fill_batches(batches, runs, settings.delivery_batch_size)
+    claims = [
+        Claim(uuid.uuid4(), b.endpoint_id, ids) for b, ids in zip(plan.batches, filled, strict=True)
+    ]
+    return ClaimResult(_lease(session, claims, settings, now, keys), plan.saturated, plan.wake_in)
+
+
+def _key_runs(
+    session: Session,
+    rows: Sequence[Any],
+    due_rows: Sequence[DueRow],
+    batches: Sequence[Sequence[int]],
+    settings: DeliverySettings,
+    now: datetime,
+) -> tuple[dict[int, list[int]], dict[int, str | None]]:
+    """The runs that may follow the planned heads of keys (webhooks_core.deliveries.ordering),
+    read in one more round trip when there are any, and the key of every keyed id.  No run
+    for a delivery whose lease ran out before (it goes alone), a half-open probe (one
+    delivery) or a rate-limited endpoint (its tokens were counted for the heads)."""
+    keys: dict[int, str | None] = {}
+    endpoints: dict[int, str] = {}
+    for row, due in zip(rows, due_rows, strict=True):
+        key = row.ordering_key
+        if key is None:
+            continue
+        keys[due.delivery_id] = key
+        if not (due.lease_expiries or due.half_open or due.rate_limit):
+            endpoints[due.delivery_id] = str(due.endpoint_id)
+    limits = run_limits(batches, endpoints, settings.delivery_batch_size)
+    if not limits:
+        return {}, keys
+    runs: dict[int, list[int]] = {}
+    params = {
+        "heads": list(limits),
+        "endpoints": [endpoints[head] for head in limits],
+        "keys": [keys[head] for head in limits],
+        "limits": list(limits.values()),
+        "now": now,
+    }
+    for head, run_ids, run_ok in session.execute(_RUNS, params):
+        runs[head] = run_after(run_ids, run_ok)
+        keys.update(dict.fromkeys(runs[head], keys[head]))
+    return runs, keys
 
 
 def _lease(
-    session: Session, claims: list[Claim], settings: DeliverySettings, now: datetime
+    session: Session,
+    claims: list[Claim],
+    settings: DeliverySettings,
+    now: datetime,
+    keys: dict[int, str | None] | None = None,
 ) -> list[Claim]:
     """Lease the claims' rows in one round trip; the claims of the rows that were leased."""
     if not claims:
@@ -363,6 +446,11 @@ def _lease(
     )
     if len(leased) == len(ids):
         return claims
+    # A key's later delivery leased without an earlier one of its batch would overtake it.
+    back = broken_runs([c.delivery_ids for c in claims], leased, keys or {})
+    if back:
+        session.execute(_UNLEASE, {"ids": list(back), "now": now})
+        leased -= back
     # Rows being changed by someone else (a replay, a cancel): left for next time.
     kept = [
         Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])

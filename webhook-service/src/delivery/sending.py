@@ -3,8 +3,9 @@
 Deliveries of one endpoint go out in order; sending stops early (the rest is released, due
 at once, not counted as an attempt) when a request timed out, when the endpoint answered
 410 or asked for a pause (``Retry-After`` on a 429 or 503), when the breaker's threshold is
-reached, or when the lease would run out before another request could finish.  What each
-result means is :func:`webhooks_core.deliveries.outcomes.decide`.
+reached, or when the lease would run out before another request could finish.  A keyed delivery that was not delivered holds the rest of its key in
+the batch back the same way (:mod:`webhooks_core.deliveries.ordering`): they wait for it.
+What each result means is :func:`webhooks_core.deliveries.outcomes.decide`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from delivery.batch import BatchEndpoint, Change, DeliveryRuntime, Leased
 from delivery.batch_take import FIELD_VALUE
 from delivery.credentials import RunCredentials, send_with_credentials
 from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
+from webhooks_core.deliveries.ordering import holds_key
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
 from webhooks_core.endpoints.flow import holds_endpoint, is_throttled
@@ -114,13 +116,18 @@ def send_run(
         lease = timedelta(seconds=rt.settings.lease_seconds)
         output.run.claimed_at = min(item.lease_expires_at for item in items) - lease
     stopped = False
+    held: set[str] = set()  # keys whose delivery in this batch was not delivered
     for item in items:
-        if stopped or time.monotonic() > send_until:
+        if stopped or item.ordering_key in held or time.monotonic() > send_until:
             state = released_state(item.attempt_count)
             output.changes.append(Change(item.id, state, item.attempt_count, rt.clock.now()))
             output.released += 1
         else:
             stopped = _attempt(rt, output, item)
+            if item.ordering_key is not None and holds_key(
+                output.changes[-1].state, DeliveryState.DELIVERED
+            ):
+                held.add(item.ordering_key)
     return output
 
 

@@ -59,7 +59,10 @@ def resource(person: Person) -> dict[str, Any]:
 
 
 def _fire(session: Session, event_type: str, data: dict[str, Any]) -> str:
-    return publish(session, Envelope(type=event_type, data=data))
+    # Keyed by the person: each endpoint gets one person's created, updated... deleted in
+    # the order they happened (docs/delivery.md, Ordering).
+    key = str(data["person"]["id"])
+    return publish(session, Envelope(type=event_type, data=data, ordering_key=key))
 
 
 def create_person(sessions: sessionmaker[Session], fields: dict[str, Any]) -> Change:

@@ -176,6 +176,9 @@ class MessageOut(Out):
     event_type: str
     payload: dict[str, Any]
     channels: list[str] | None
+    ordering_key: str | None = Field(
+        default=None, description="messages with the same key go to each endpoint in order"
+    )
     occurred_at: datetime
     source: str
     created_at: datetime
@@ -197,6 +200,7 @@ class DeliveryOut(Out):
     )
     application_id: uuid.UUID
     event_type: str
+    ordering_key: str | None = Field(default=None, description="the message's ordering key")
     state: str
     attempt_count: int = Field(description="attempts since the delivery was created or replayed")
     next_attempt_at: datetime | None
@@ -273,3 +277,21 @@ class ReplayOut(Out):
 
 class ReplayList(ListResponse[ReplayOut]):
     pass
+
+
+class WaitingKeyOut(Out):
+    ordering_key: str
+    head_delivery_id: int = Field(description="the key's oldest open delivery")
+    head_state: str = Field(description="retrying (waits for its retry) or pending (blocked)")
+    next_attempt_at: datetime | None
+    attempt_count: int
+    last_error: str | None
+    blocked_by: int | None = Field(
+        description="under the block policy: the dead delivery that holds the key until redriven"
+    )
+    open_deliveries: int = Field(description="the key's open deliveries, its head included")
+
+
+class WaitingKeysOut(Out):
+    keys_waiting: int = Field(description="keys whose head is retrying or blocked")
+    keys: list[WaitingKeyOut] = Field(description="the first 100, the longest waiting first")

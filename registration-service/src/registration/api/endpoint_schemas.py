@@ -200,6 +200,13 @@ class TLSIn(Strict):
     )
 
 
+KeyFailurePolicyName = Literal["skip", "block"]
+_KEY_FAILURE_POLICY_DESCRIPTION = (
+    "what a dead-lettered delivery with an ordering key does to the later messages of its key:"
+    " skip (they go on) or block (they wait until it is redriven or resent)"
+)
+
+
 class EndpointFields(Strict):
     """Fields an endpoint is created or updated with."""
 
@@ -215,6 +222,9 @@ class EndpointFields(Strict):
     max_in_flight: int | None = Field(default=None, ge=1, le=256)
     retry_schedule: list[RetryDelay] | None = Field(
         default=None, max_length=32, description="seconds before each retry"
+    )
+    key_failure_policy: KeyFailurePolicyName = Field(
+        default="skip", description=_KEY_FAILURE_POLICY_DESCRIPTION
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
     auth: AuthIn | None = Field(default=None, description=_AUTH_DESCRIPTION)
@@ -256,6 +266,9 @@ class EndpointPatch(Strict):
     max_in_flight: int | None = Field(default=None, ge=1, le=256, description="null: no limit")
     retry_schedule: list[RetryDelay] | None = Field(
         default=None, max_length=32, description="null: the platform's schedule"
+    )
+    key_failure_policy: KeyFailurePolicyName = omittable(
+        description=_KEY_FAILURE_POLICY_DESCRIPTION
     )
     metadata: dict[str, Any] = omittable()
     auth: AuthIn | None = Field(default=None, description=_AUTH_DESCRIPTION + "; null: none")
@@ -347,6 +360,7 @@ class EndpointOut(Out):
     rate_limit: int | None
     max_in_flight: int | None
     retry_schedule: list[int] | None
+    key_failure_policy: str = Field(default="skip", description=_KEY_FAILURE_POLICY_DESCRIPTION)
     enabled: bool
     disabled_reason: str | None
     disabled_at: datetime | None

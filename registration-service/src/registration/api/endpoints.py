@@ -6,6 +6,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 
 from registration.api.auth import authorize_application
+from registration.api.delivery_schemas import WaitingKeysOut
 from registration.api.endpoint_schemas import (
     DisableIn,
     EndpointIn,
@@ -23,7 +24,7 @@ from registration.api.problems import Problem
 from registration.api.schemas import ApplicationPath
 from registration.api.serialize import BEARER, one, page
 from registration.runtime import runtime
-from registration.services import endpoint_secrets, endpoints
+from registration.services import endpoint_secrets, endpoints, ordering_keys
 from registration.services.endpoint_secrets import SecretView
 
 tag = Tag(name="endpoints", description="Where an application's webhooks are delivered")
@@ -77,6 +78,17 @@ def get_endpoint(path: EndpointPath) -> tuple[Response, int]:
     """Get an endpoint, with its health."""
     app_id = authorize_application(path.app_id)
     return one(EndpointOut, endpoints.get_endpoint(runtime().sessions, app_id, path.endpoint_id))
+
+
+@bp.get("/<endpoint_id>/waiting-keys", responses={200: WaitingKeysOut})
+def get_waiting_keys(path: EndpointPath) -> tuple[Response, int]:
+    """The ordering keys that wait: their oldest open delivery is retrying, or (policy
+    ``block``) a dead-lettered delivery holds them until it is redriven."""
+    app_id = authorize_application(path.app_id)
+    return one(
+        WaitingKeysOut,
+        ordering_keys.waiting_keys(runtime().sessions, app_id, path.endpoint_id),
+    )
 
 
 @bp.patch("/<endpoint_id>", responses={200: EndpointOut, 409: Problem})

@@ -24,6 +24,7 @@ from registration.api.schemas import (
     ChannelName,
     EventTypeName,
     HeaderName,
+    OrderingKey,
     Strict,
     _check_headers,
 )
@@ -90,6 +91,12 @@ class MessageIn(Strict):
     timestamp: Timestamp | None = Field(
         default=None, description="when it happened (now); 1970 to 9999, stored in UTC"
     )
+    ordering_key: OrderingKey | None = Field(
+        default=None,
+        description="1 to 256 printable characters: for each endpoint, the messages with the "
+        "same key are delivered one at a time, in the order they were accepted "
+        "(docs/delivery.md, Ordering)",
+    )
 
 
 class BatchMessageIn(MessageIn):
@@ -136,6 +143,7 @@ class MessageAccepted(BaseModel):
     event_type: str
     timestamp: datetime
     channels: list[str] | None
+    ordering_key: str | None = None
     deliveries: int = Field(description="deliveries the message fanned out to")
     duplicate: bool
 
@@ -175,6 +183,7 @@ def _accepted(result: ingest.Accepted) -> dict[str, Any]:
         event_type=message.event_type,
         timestamp=message.occurred_at,
         channels=message.channels,
+        ordering_key=message.ordering_key,
         deliveries=result.deliveries,
         duplicate=result.duplicate,
     ).model_dump(mode="json")
@@ -203,6 +212,7 @@ def publish_message(
         event_id=body.event_id,
         channels=body.channels,
         timestamp=body.timestamp,
+        ordering_key=body.ordering_key,
         idempotency_key=_idempotency_key(header),
         body=_raw_body(),
     )
@@ -271,6 +281,7 @@ def _prepare_batch_item(settings: APISettings, raw: Any) -> ingest.Publication:
         event_id=item.event_id,
         channels=item.channels,
         timestamp=item.timestamp,
+        ordering_key=item.ordering_key,
         idempotency_key=item.idempotency_key,
         body={k: v for k, v in raw.items() if k != "idempotency_key"},
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -16,12 +17,18 @@ from pydantic import (
     StringConstraints,
 )
 
+from webhooks_core.deliveries.ordering import ORDERING_KEY_MAX_LENGTH, check_ordering_key
 from webhooks_core.messages.envelope import CHANNEL_PATTERN, EVENT_TYPE_PATTERN
 
 T = TypeVar("T")
 
 EventTypeName = Annotated[str, StringConstraints(pattern=EVENT_TYPE_PATTERN, max_length=128)]
 ChannelName = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
+OrderingKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=ORDERING_KEY_MAX_LENGTH),
+    AfterValidator(check_ordering_key),
+]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
 
 # An HTTP field value (RFC 9110 5.5): visible characters, spaces and tabs, and obs-text, which

@@ -1,5 +1,6 @@
 """``webhooks endpoints``: list, create, disable, enable, pause and resume endpoints; show and
-rotate their secrets and signing keys (their OAuth and TLS settings are :mod:`.credentials`)."""
+rotate their secrets and signing keys; list the ordering keys that wait (their OAuth and TLS
+settings are :mod:`.credentials`)."""
 
 from __future__ import annotations
 
@@ -135,6 +136,13 @@ def _security_options(
     help="Signature scheme (repeat for both): v1 HMAC, v1a Ed25519.  [default: v1]",
 )
 @click.option("--signing-key", default=None, help="A whsk_ Ed25519 key for v1a; else generated.")
+@click.option(
+    "--key-failure-policy",
+    type=click.Choice(["skip", "block"]),
+    default=None,
+    help="A dead-lettered message with an ordering key: skip (its key goes on) or block (its"
+    " key waits until it is redriven).  [default: skip]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def endpoints_create(
@@ -150,6 +158,7 @@ def endpoints_create(
     bearer_token: str | None,
     schemes: tuple[str, ...],
     signing_key: str | None,
+    key_failure_policy: str | None,
     as_json: bool,
 ) -> None:
     """Create an endpoint (the same URL and types again updates it)."""
@@ -165,6 +174,8 @@ def endpoints_create(
         body["rate_limit"] = rate_limit
     if secret is not None:
         body["secret"] = secret
+    if key_failure_policy is not None:
+        body["key_failure_policy"] = key_failure_policy
     client = context.client()
     status, endpoint = client.exchange("POST", context.app_path("/endpoints"), json=body)
     if as_json:
@@ -271,6 +282,34 @@ def endpoints_resume(context: Context, endpoint_id: str) -> None:
     """Send the held deliveries, oldest first, and whatever arrives from now on."""
     endpoint = context.client().post(context.app_path(f"/endpoints/{endpoint_id}/resume"))
     click.echo(f"endpoint {endpoint['id']} resumed")
+
+
+@endpoints.command("waiting-keys")
+@click.argument("endpoint_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def endpoints_waiting_keys(context: Context, endpoint_id: str, as_json: bool) -> None:
+    """The ordering keys that wait: their oldest message is retrying, or (policy block) a
+    dead-lettered one holds them until redriven."""
+    view = context.client().get(context.app_path(f"/endpoints/{endpoint_id}/waiting-keys"))
+    if as_json:
+        print_json(view)
+        return
+    click.echo(f"{view['keys_waiting']} keys waiting")
+    rows = [
+        [
+            key["ordering_key"],
+            key["head_delivery_id"],
+            f"blocked by dead delivery {key['blocked_by']}"
+            if key["blocked_by"]
+            else f"retrying ({key['attempt_count']} attempts)",
+            human_time(key["next_attempt_at"]) if not key["blocked_by"] else "-",
+            key["open_deliveries"],
+        ]
+        for key in view["keys"]
+    ]
+    if rows:
+        print_table(rows, ["KEY", "HEAD", "WHY", "NEXT ATTEMPT", "OPEN"])
 
 
 for endpoint_command in (

@@ -45,6 +45,10 @@ def _idempotency(key: str | None) -> dict[str, str] | None:
 @click.option("--data", "-d", required=True, help="The payload: JSON, @file or - for stdin.")
 @click.option("--event-id", help="The webhook-id to use (an id already sent is not sent again).")
 @click.option("--channel", "channels", multiple=True, help="A channel (repeat).")
+@click.option(
+    "--ordering-key",
+    help="Each endpoint gets the messages with this key one at a time, in publish order.",
+)
 @click.option("--idempotency-key", "-k", help="Retry safely: a repeat returns the first result.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
 @pass_context
@@ -54,6 +58,7 @@ def send(
     data: str,
     event_id: str | None,
     channels: tuple[str, ...],
+    ordering_key: str | None,
     idempotency_key: str | None,
     as_json: bool,
 ) -> None:
@@ -63,6 +68,8 @@ def send(
         body["event_id"] = event_id
     if channels:
         body["channels"] = list(channels)
+    if ordering_key is not None:
+        body["ordering_key"] = ordering_key
     accepted = context.client().post(
         context.app_path("/messages"), body, headers=_idempotency(idempotency_key)
     )

@@ -27,6 +27,7 @@ from registration.services import (
     endpoint_secrets,
     endpoints,
     event_types,
+    ordering_keys,
     replays,
     statistics,
     test_events,
@@ -187,6 +188,7 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
                 "rate_limit": endpoint.rate_limit,
                 "max_in_flight": endpoint.max_in_flight,
                 "retry_schedule": ", ".join(str(d) for d in endpoint.retry_schedule or []),
+                "key_failure_policy": endpoint.key_failure_policy,
                 "signature_schemes": endpoint.signature_schemes,
                 **auth_data(endpoint.shown_auth),
             }
@@ -272,6 +274,9 @@ def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
         disable=DisableForm(),
         recover=RecoverForm(),
         recent=_recent_deliveries(endpoint.id),
+        waiting=ordering_keys.waiting_keys(
+            runtime().sessions, endpoint.application_id, endpoint.id, limit=20
+        ),
         stats=_charts(endpoint, window),
         hide_endpoint=True,
         nav="endpoints",

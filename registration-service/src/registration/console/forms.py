@@ -104,6 +104,16 @@ class EndpointForm(FlaskForm):
         render_kw={"placeholder": "0, 5, 300, 1800"},
         description="Seconds before each retry, comma separated. Empty: the platform default.",
     )
+    key_failure_policy = SelectField(
+        "When a keyed message is dead-lettered",
+        choices=[
+            ("skip", "Skip: later messages of its ordering key go on"),
+            ("block", "Block: its key waits until the dead letter is redriven"),
+        ],
+        default="skip",
+        validate_choice=True,
+        description="Messages with the same ordering key are delivered one at a time, in order.",
+    )
     auth_type = SelectField(
         "Authentication",
         choices=[
@@ -166,6 +176,7 @@ class EndpointForm(FlaskForm):
             "rate_limit": self.rate_limit.data,
             "max_in_flight": self.max_in_flight.data,
             "retry_schedule": _csv(self.retry_schedule.data) or None,
+            "key_failure_policy": self.key_failure_policy.data or "skip",
             "auth": self.auth_for_api(),
             # None checked (or a form without the field): v1, the default.
             "signature_schemes": list(self.signature_schemes.data or []) or ["v1"],

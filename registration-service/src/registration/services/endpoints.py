@@ -19,6 +19,7 @@ from registration.services.endpoint_secrets import SIGNING_KEY_RULE, ensure_sign
 from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
+from webhooks_core.deliveries.ordering import KeyFailurePolicy
 from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.endpoints.disable import disable_endpoint
 from webhooks_core.endpoints.pause import pause_endpoint, resume_endpoint
@@ -46,6 +47,7 @@ _MUTABLE = (
     "max_in_flight",
     "retry_schedule",
     "metadata",
+    "key_failure_policy",
 )
 
 
@@ -99,6 +101,7 @@ def _checked_values(
         "rate_limit": fields.get("rate_limit"),
         "max_in_flight": fields.get("max_in_flight"),
         "retry_schedule": fields.get("retry_schedule"),
+        "key_failure_policy": fields.get("key_failure_policy") or KeyFailurePolicy.SKIP.value,
         "metadata": fields.get("metadata") or {},
         "auth": credentials.seal_json(fields.get("auth")),
         "signature_schemes": fields.get("signature_schemes") or ["v1"],

@@ -32,15 +32,19 @@ WITH application AS (
       AND md5(coalesce(CAST(schema AS text), '')) = :schema_digest
 ), {claim}, message AS (
     INSERT INTO messages
-        (id, event_id, application_id, event_type, payload, channels, occurred_at, source)
+        (id, event_id, application_id, event_type, payload, channels, occurred_at, source,
+         ordering_key)
     SELECT claim.message_id, :event_id, CAST(:app_id AS uuid), :event_type,
-           CAST(:payload AS jsonb), CAST(:channels AS text[]), :occurred_at, 'http'
+           CAST(:payload AS jsonb), CAST(:channels AS text[]), :occurred_at, 'http',
+           :ordering_key
     FROM claim
     RETURNING id
 ), fan_out AS (
     INSERT INTO deliveries
-        (message_id, endpoint_id, application_id, event_type, state, next_attempt_at)
-    SELECT message.id, endpoint.id, endpoint.application_id, :event_type, :pending, now()
+        (message_id, endpoint_id, application_id, event_type, state, next_attempt_at,
+         ordering_key)
+    SELECT message.id, endpoint.id, endpoint.application_id, :event_type, :pending, now(),
+           :ordering_key
     FROM message JOIN endpoints AS endpoint ON {receives}
     RETURNING 1
 )
@@ -72,6 +76,7 @@ _PARAMETER_TYPES = {
     "key": "text",
     "request_hash": "text",
     "lock_name": "text",
+    "ordering_key": "text",
 }
 _BIND = re.compile(r"(?<![:\w]):(\w+)")
 

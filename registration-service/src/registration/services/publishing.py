@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from registration.config import APISettings
@@ -27,6 +27,7 @@ from registration.services.errors import DomainError, InvalidField, NotFound
 from registration.services.idempotency import claim_key, remember_key, request_hash
 from registration.services.publish_statement import FAST_PUBLISH, FAST_PUBLISH_WITH_KEY
 from webhooks_core.db import run_transaction
+from webhooks_core.deliveries.ordering import lock_ordering_keys
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.messages.fanout import AcceptResult, accept_message, record_accepted
 from webhooks_core.models import (
@@ -54,12 +55,18 @@ class StoredMessage:
     event_type: str
     occurred_at: datetime
     channels: list[str] | None
+    ordering_key: str | None = None
 
     @classmethod
     def of(cls, message: Message) -> StoredMessage:
         """The report of a loaded message."""
         return cls(
-            message.id, message.event_id, message.event_type, message.occurred_at, message.channels
+            message.id,
+            message.event_id,
+            message.event_type,
+            message.occurred_at,
+            message.channels,
+            message.ordering_key,
         )
 
 
@@ -141,6 +148,7 @@ def prepare_publication(
     event_id: str | None = None,
     channels: list[str] | None = None,
     timestamp: datetime | None = None,
+    ordering_key: str | None = None,
     idempotency_key: str | None = None,
     body: dict[str, Any] | None = None,
 ) -> Publication:
@@ -154,6 +162,8 @@ def prepare_publication(
         envelope_fields["id"] = event_id
     if timestamp is not None:
         envelope_fields["timestamp"] = timestamp
+    if ordering_key is not None:
+        envelope_fields["ordering_key"] = ordering_key
     envelope = Envelope(**envelope_fields)
     digest = request_hash(body if body is not None else envelope_fields)
     return Publication(envelope, idempotency_key, digest, client_event_id=event_id is not None)
@@ -183,8 +193,10 @@ def publish_messages(
 
     Each publication is accepted, recognised as a repeat, or refused (a :class:`DomainError`
     in its place of the result) exactly as :func:`publish_message` would treat it alone;
-    entries that are already errors are passed through.  Keys are locked in sorted order, so
-    concurrent batches sharing keys cannot deadlock.
+    entries that are already errors are passed through.  Idempotency keys are locked first,
+    in sorted order, so concurrent batches sharing keys cannot deadlock; the messages are
+    then stored in request order, which is their acceptance order (an ordering key's
+    deliveries follow it).
     """
 
     def work(session: Session) -> list[Accepted | DomainError]:
@@ -195,9 +207,8 @@ def publish_messages(
                 pending.append((index, publication))
             else:
                 results[index] = publication
-        pending.sort(
-            key=lambda item: (item[1].idempotency_key is None, item[1].idempotency_key or "")
-        )
+        _lock_keys(session, app_id, [p.idempotency_key for _, p in pending])
+        lock_ordering_keys(session, [p.envelope.ordering_key for _, p in pending])
         for index, publication in pending:
             try:
                 results[index] = _publish(session, settings, app_id, publication)
@@ -212,6 +223,19 @@ def publish_messages(
         if isinstance(result, Accepted):
             _record(result)
     return results
+
+
+_LOCK_KEYS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:names AS text[])) k"
+)
+
+
+def _lock_keys(session: Session, app_id: uuid.UUID, keys: Sequence[str | None]) -> None:
+    """Take the idempotency keys' transaction locks (the ones each publish takes again,
+    re-entrantly) in sorted order, in one round trip."""
+    names = sorted({f"{app_id}:{key}" for key in keys if key is not None})
+    if names:
+        session.execute(_LOCK_KEYS, {"names": names})
 
 
 def _record(accepted: Accepted) -> None:
@@ -239,6 +263,10 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
     except InvalidField:
         return None  # the general path refuses it, after looking for a first result
     key = publication.idempotency_key
+    if envelope.ordering_key is not None:
+        # The idempotency key's lock first, then the ordering key's, as every path takes them.
+        _lock_keys(session, app_id, [key])
+        lock_ordering_keys(session, [envelope.ordering_key])
     params: dict[str, Any] = {
         "app_id": str(app_id),
         "event_type": envelope.type,
@@ -247,6 +275,7 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
         "payload": json.dumps(envelope.data, separators=(",", ":"), ensure_ascii=False),
         "channels": envelope.channels,
         "occurred_at": envelope.timestamp,
+        "ordering_key": envelope.ordering_key,
         "pending": DeliveryState.PENDING.value,
         "subscription": EndpointKind.SUBSCRIPTION.value,
     }
@@ -256,7 +285,12 @@ def _publish_fast(session: Session, app_id: uuid.UUID, publication: Publication)
     if row.message_id is None:
         return None
     message = StoredMessage(
-        row.message_id, envelope.id, envelope.type, envelope.timestamp, envelope.channels
+        row.message_id,
+        envelope.id,
+        envelope.type,
+        envelope.timestamp,
+        envelope.channels,
+        envelope.ordering_key,
     )
     return Accepted(message, int(row.deliveries), duplicate=False)
 

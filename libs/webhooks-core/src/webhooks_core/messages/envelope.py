@@ -1,6 +1,7 @@
 """The event envelope that travels from producers through RabbitMQ into the platform.
 
-``{"id", "type", "timestamp", "data"}`` plus optional ``channels`` and ``application``.  The id
+``{"id", "type", "timestamp", "data"}`` plus optional ``channels``, ``application`` and
+``ordering_key``.  The id
 is chosen by the producer once and becomes the ``webhook-id`` receivers deduplicate on; the
 platform stores each id once.  What an endpoint receives is :meth:`Envelope.webhook_body`:
 ``{"type", "timestamp", "data"}`` as the delivery contract says.
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from webhooks_core.deliveries.ordering import check_ordering_key
 from webhooks_core.ids import new_message_id
 
 EVENT_TYPE_PATTERN = r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)+$"
@@ -37,6 +39,8 @@ class Envelope(BaseModel):
     data: dict[str, Any]
     channels: list[str] | None = Field(default=None, max_length=10)
     application: str | None = Field(default=None, max_length=64)
+    # Deliveries of one endpoint with the same key go in order (deliveries.ordering).
+    ordering_key: str | None = None
 
     @field_validator("timestamp")
     @classmethod
@@ -48,6 +52,11 @@ class Envelope(BaseModel):
             return value.astimezone(UTC)
         except OverflowError:  # year 1 east of UTC, year 9999 west of it
             raise ValueError("the timestamp is out of range once in UTC") from None
+
+    @field_validator("ordering_key")
+    @classmethod
+    def _ordering_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_ordering_key(value)
 
     @field_validator("channels")
     @classmethod

@@ -23,6 +23,7 @@ from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, t
 from sqlalchemy.dialects.postgresql import TEXT, insert
 from sqlalchemy.orm import Session, aliased
 
+from webhooks_core.deliveries.ordering import lock_ordering_keys
 from webhooks_core.endpoints.matching import MAY_BROADCAST, receives, receives_values
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Delivery, DeliveryState, Endpoint, Message
@@ -67,6 +68,7 @@ def accept_message(
     """
     if source not in SOURCES:
         raise ValueError(f"unknown message source {source!r}")
+    lock_ordering_keys(session, [envelope.ordering_key])
     stored = session.execute(
         insert(Message)
         .values(
@@ -75,6 +77,7 @@ def accept_message(
             event_type=envelope.type,
             payload=envelope.data,
             channels=envelope.channels,
+            ordering_key=envelope.ordering_key,
             occurred_at=envelope.timestamp,
             source=source,
         )
@@ -100,6 +103,7 @@ def accept_message(
         event_type=envelope.type,
         channels=envelope.channels,
         application_id=application_id,
+        ordering_key=envelope.ordering_key,
     )
     return AcceptResult(stored, envelope.id, created=True, deliveries=count)
 
@@ -111,6 +115,7 @@ def fan_out(
     event_type: str,
     channels: list[str] | None,
     application_id: uuid.UUID | None,
+    ordering_key: str | None = None,
 ) -> int:
     """Insert one pending delivery per matching endpoint in one statement; return how many."""
     conditions = receives_values(event_type, channels, application_id)
@@ -121,6 +126,7 @@ def fan_out(
         literal(event_type, String),
         literal(DeliveryState.PENDING.value, String),
         func.now(),
+        literal(ordering_key, String),
     ).where(conditions)
     result = session.execute(
         insert(Delivery)
@@ -132,6 +138,7 @@ def fan_out(
                 "event_type",
                 "state",
                 "next_attempt_at",
+                "ordering_key",
             ],
             matching,
         )
@@ -140,7 +147,13 @@ def fan_out(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def deliver_to(session: Session, message_id: int, endpoint: Endpoint, event_type: str) -> int:
+def deliver_to(
+    session: Session,
+    message_id: int,
+    endpoint: Endpoint,
+    event_type: str,
+    ordering_key: str | None = None,
+) -> int:
     """Create the one pending delivery of a message to ``endpoint``, due now; return its id.
 
     For the paths that choose the endpoint themselves instead of fanning out (relay mode,
@@ -151,6 +164,7 @@ def deliver_to(session: Session, message_id: int, endpoint: Endpoint, event_type
         endpoint_id=endpoint.id,
         application_id=endpoint.application_id,
         event_type=event_type,
+        ordering_key=ordering_key,
         state=DeliveryState.PENDING.value,
         next_attempt_at=func.now(),
     )
@@ -178,6 +192,7 @@ def accept_messages(
         raise ValueError(f"batch accept does not take source {source!r}")
     if not incoming:
         return []
+    lock_ordering_keys(session, [envelope.ordering_key for envelope, _ in incoming])
     rows = [
         {
             "event_id": envelope.id,
@@ -185,6 +200,7 @@ def accept_messages(
             "event_type": envelope.type,
             "payload": envelope.data,
             "channels": envelope.channels,
+            "ordering_key": envelope.ordering_key,
             "occurred_at": envelope.timestamp,
             "source": source,
         }
@@ -248,13 +264,16 @@ _DELIVERY_COLUMNS = [
     "event_type",
     "state",
     "next_attempt_at",
+    "ordering_key",
 ]
 
 
 def _matching_endpoints(
     message_ids: list[int],
-) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime]:
-    """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows."""
+) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime, str | None]:
+    """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows,
+    in message order: the deliveries' ids, which order a key's deliveries, follow the
+    messages' acceptance order."""
     message = aliased(Message)
     matches = receives(
         event_type=cast(message.event_type, TEXT),
@@ -270,10 +289,12 @@ def _matching_endpoints(
             message.event_type,
             literal(DeliveryState.PENDING.value, String),
             func.now(),
+            message.ordering_key,
         )
         .select_from(message)
         .join(Endpoint, matches)
         .where(message.id.in_(message_ids))
+        .order_by(message.id, Endpoint.id)
     )
 
 

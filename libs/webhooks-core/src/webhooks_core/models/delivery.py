@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from webhooks_core.deliveries.states import (
     ALL_SQL,
+    DEAD_SQL,
     DUE_SQL,
     DUE_STATES,
     OPEN_SQL,
@@ -78,6 +79,22 @@ class Delivery(Base):
             "created_at",
             postgresql_where=text(f"state IN {OPEN_SQL}"),
         ),
+        # Keyed deliveries only (webhooks_core.deliveries.ordering): the claim's probes for an
+        # earlier open, or dead, delivery of the same endpoint and key.
+        Index(
+            "ix_deliveries_ordering_open",
+            "endpoint_id",
+            "ordering_key",
+            "id",
+            postgresql_where=text(f"ordering_key IS NOT NULL AND state IN {OPEN_SQL}"),
+        ),
+        Index(
+            "ix_deliveries_ordering_dead",
+            "endpoint_id",
+            "ordering_key",
+            "id",
+            postgresql_where=text(f"ordering_key IS NOT NULL AND state = {DEAD_SQL}"),
+        ),
         CheckConstraint(f"state IN {ALL_SQL}", name="state"),
     )
 
@@ -90,6 +107,8 @@ class Delivery(Base):
         ForeignKey("applications.id", ondelete="CASCADE")
     )
     event_type: Mapped[str] = mapped_column(String(128))
+    # The message's ordering key, copied at fan-out (webhooks_core.deliveries.ordering).
+    ordering_key: Mapped[str | None] = mapped_column(String(256))
     state: Mapped[str] = mapped_column(String(16), server_default=DeliveryState.PENDING.value)
     attempt_count: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"), default=0)
     next_attempt_at: Mapped[datetime | None]

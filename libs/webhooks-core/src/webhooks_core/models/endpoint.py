@@ -63,6 +63,7 @@ class Endpoint(Base):
         # The claim reads paused endpoints with open breakers on every cycle (a BitmapOr).
         Index("ix_endpoints_paused", "paused_at", postgresql_where=text("paused_at IS NOT NULL")),
         CheckConstraint("kind IN ('subscription', 'relay')", name="kind"),
+        CheckConstraint("key_failure_policy IN ('skip', 'block')", name="key_failure_policy"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -87,6 +88,10 @@ class Endpoint(Base):
     rate_limit: Mapped[int | None] = mapped_column(comment="deliveries per second at most")
     max_in_flight: Mapped[int | None] = mapped_column(comment="concurrent requests at most")
     retry_schedule: Mapped[list[int] | None] = mapped_column(comment="seconds; overrides settings")
+    # What a dead-lettered keyed delivery does to its key (deliveries.ordering): skip or block.
+    key_failure_policy: Mapped[str] = mapped_column(
+        String(8), server_default="skip", default="skip"
+    )
     enabled: Mapped[bool] = mapped_column(server_default=text("true"), default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None]

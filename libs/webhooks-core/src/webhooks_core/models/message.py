@@ -48,6 +48,8 @@ class Message(Base):
     event_type: Mapped[str] = mapped_column(String(128))
     payload: Mapped[dict[str, Any]]
     channels: Mapped[list[str] | None]
+    # Deliveries of one endpoint with the same key go in order (deliveries.ordering).
+    ordering_key: Mapped[str | None] = mapped_column(String(256))
     occurred_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(16), comment="broker, http or relay")
     created_at: Mapped[datetime] = created_at()

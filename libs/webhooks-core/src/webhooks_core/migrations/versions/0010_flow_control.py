@@ -1,7 +1,7 @@
 """adaptive flow control per endpoint, global rate buckets
 
 Revision ID: 0010
-Revises: 0008_pause_statistics_search
+Revises: 0009
 Create Date: 2026-12-01 15:50:00
 
 * ``endpoint_flow``: an endpoint's adaptive limits (batches in flight, deliveries per
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0010'
-down_revision = '0008_pause_statistics_search'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
