@@ -3,8 +3,9 @@
 Deliveries of one endpoint go out in order; sending stops early (the rest is released, due
 at once, not counted as an attempt) when a request timed out, when the endpoint answered
 410 or asked for a pause (``Retry-After`` on a 429 or 503), when the breaker's threshold is
-reached, or when the lease would run out before another request could finish.  A keyed delivery that was not delivered holds the rest of its key in
-the batch back the same way (:mod:`webhooks_core.deliveries.ordering`): they wait for it.
+reached, or when the lease would run out before another request could finish.  A keyed
+delivery that was not delivered holds the rest of its key in the batch back the same way
+(:mod:`webhooks_core.deliveries.ordering`): they wait for it.
 What each result means is :func:`webhooks_core.deliveries.outcomes.decide`.
 """
 
