@@ -52,8 +52,11 @@ THROTTLE_STATUSES = frozenset({429, 503})
 _MAX_GROWTH_SECONDS = 2.0
 # Above the rate it was last refused at, the rate grows this much slower.
 _PROBE_SHARE = 0.1
-# A baseline change alone is written only from this relative change.
+# A baseline change alone is written only from this relative change, and this many ms: the
+# noise of a fast receiver (1 ms, then 2) must not rewrite its row batch after batch, and a
+# rise is only overload from ``flow_latency_min_rise_ms`` (20 ms) on anyway.
 _BASELINE_WRITE_SHARE = 0.05
+_BASELINE_WRITE_MS = 5.0
 # How fast the baseline follows the batches' median latency upwards: quickly while the
 # latency is within the tolerance, slowly when it is above (so overload is seen as such,
 # yet a receiver that became slower for good is learnt within a few tens of batches: at
@@ -215,7 +218,10 @@ def adapt(
     if state.throttled_until is not None and state.throttled_until <= now:
         state = replace(state, throttled_until=None)
     slow = _slow(state.latency_ms, signal.median_ms, policy)
-    new = replace(state, latency_ms=_baseline(state.latency_ms, signal.median_ms, policy))
+    # At the floor of one batch nothing is left to protect: learn the new latency quickly.
+    floored = state.max_in_flight is not None and state.max_in_flight <= 1.0
+    baseline = _baseline(state.latency_ms, signal.median_ms, policy, floored)
+    new = replace(state, latency_ms=baseline)
     if signal.retry_after is not None and signal.throttled:
         held = now + timedelta(seconds=min(signal.retry_after, policy.retry_after_max_seconds))
         if state.throttled_until is None or held > state.throttled_until:
@@ -319,13 +325,16 @@ def _held(state: FlowState, now: datetime) -> bool:
     return state.throttled_until is not None and state.throttled_until > now
 
 
-def _baseline(baseline: float | None, median: float | None, policy: FlowPolicy) -> float | None:
+def _baseline(
+    baseline: float | None, median: float | None, policy: FlowPolicy, floored: bool = False
+) -> float | None:
     """The latency baseline after a batch: down at once, up slowly (see the constants)."""
     if median is None:
         return baseline
     if baseline is None or median <= baseline:
         return median
-    drift = _BASELINE_DRIFT_OVERLOADED if _slow(baseline, median, policy) else _BASELINE_DRIFT
+    slow = _slow(baseline, median, policy) and not floored
+    drift = _BASELINE_DRIFT_OVERLOADED if slow else _BASELINE_DRIFT
     return baseline + (median - baseline) * drift
 
 
@@ -342,7 +351,7 @@ def _slow(baseline: float | None, median: float | None, policy: FlowPolicy) -> b
 def _baseline_moved(old: float | None, new: float | None) -> bool:
     if old is None or new is None:
         return old is not new
-    return abs(new - old) > max(old, 1.0) * _BASELINE_WRITE_SHARE
+    return abs(new - old) > max(old * _BASELINE_WRITE_SHARE, _BASELINE_WRITE_MS)
 
 
 def effective_in_flight_sql(configured: str) -> str:
