@@ -50,11 +50,13 @@ THROTTLE_STATUSES = frozenset({429, 503})
 # The rate's growth is counted over at most this long between two batches: an endpoint
 # idle for minutes does not come back at many times its last rate.
 _MAX_GROWTH_SECONDS = 2.0
+# The latency rule needs a batch's median over at least this many answers.
+_LATENCY_MIN_ANSWERS = 5
 # Above the rate it was last refused at, the rate grows this much slower.
 _PROBE_SHARE = 0.1
 # A baseline change alone is written only from this relative change, and this many ms: the
 # noise of a fast receiver (1 ms, then 2) must not rewrite its row batch after batch, and a
-# rise is only overload from ``flow_latency_min_rise_ms`` (20 ms) on anyway.
+# rise is only overload from ``flow_latency_min_rise_ms`` (50 ms by default) on anyway.
 _BASELINE_WRITE_SHARE = 0.05
 _BASELINE_WRITE_MS = 5.0
 # How fast the baseline follows the batches' median latency upwards: quickly while the
@@ -142,6 +144,7 @@ class BatchSignal:
     median_ms: float | None  # of the attempts that got an answer
     duration_s: float
     rate_unused: bool = False  # the endpoint's bucket held plenty: its rate was not binding
+    answered: int = 0  # attempts that got an answer (the median's sample)
 
 
 def batch_signal(
@@ -176,6 +179,7 @@ def batch_signal(
         retry_after,
         statistics.median(latencies) if latencies else None,
         max(duration, 0.001),
+        answered=len(latencies),
     )
 
 
@@ -217,7 +221,10 @@ def adapt(
     """
     if state.throttled_until is not None and state.throttled_until <= now:
         state = replace(state, throttled_until=None)
-    slow = _slow(state.latency_ms, signal.median_ms, policy)
+    # A median of a few requests is noise (a shared batch carries 1 to 4 per endpoint).
+    slow = signal.answered >= _LATENCY_MIN_ANSWERS and _slow(
+        state.latency_ms, signal.median_ms, policy
+    )
     # At the floor of one batch nothing is left to protect: learn the new latency quickly.
     floored = state.max_in_flight is not None and state.max_in_flight <= 1.0
     baseline = _baseline(state.latency_ms, signal.median_ms, policy, floored)
