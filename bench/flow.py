@@ -7,7 +7,7 @@ receiver has no shared state across its processes to keep a rate in):
 * ``/limited/...`` answers 429 above a hidden rate (``BENCH_FLOW_RATE``, 200 per second by
   default: a token bucket of one second's worth), 200 below; the endpoint has no
   ``rate_limit`` of its own, so the rate it ends up with is all flow control's;
-* ``/slow/...`` answers after 10 ms times the requests it is serving at that moment
+* ``/slow/...`` answers after 20 ms times the requests it is serving at that moment
   (latency grows with load); its endpoint may have 8 batches in flight, and learnt its
   latency from a few deliveries at low load first.
 
@@ -47,7 +47,7 @@ LIMITED = "bench.flow.limited"
 SLOW = "bench.flow.slow"
 HEALTHY = "bench.flow.healthy"
 # The slow receiver's answer time per request it serves at once.
-SLOW_MS_PER_REQUEST = 10.0
+SLOW_MS_PER_REQUEST = 20.0
 CONVERGED_REFUSED = 0.05
 
 

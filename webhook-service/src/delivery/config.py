@@ -77,7 +77,7 @@ class DeliverySettings(EndpointSettings):
     flow_backoff_factor: float = Field(default=0.7, gt=0, lt=1)
     flow_latency_backoff_factor: float = Field(default=0.9, gt=0, lt=1)
     flow_latency_tolerance: float = Field(default=2.0, gt=1)
-    flow_latency_min_rise_ms: float = Field(default=20.0, ge=0)
+    flow_latency_min_rise_ms: float = Field(default=50.0, ge=0)
     flow_rate_increase: float = Field(default=0.1, gt=0, le=1)
     flow_min_rate: float = Field(default=1.0, gt=0)
     flow_forget_seconds: float = Field(default=300.0, gt=0)

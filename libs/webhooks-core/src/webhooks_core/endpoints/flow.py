@@ -50,10 +50,15 @@ THROTTLE_STATUSES = frozenset({429, 503})
 # The rate's growth is counted over at most this long between two batches: an endpoint
 # idle for minutes does not come back at many times its last rate.
 _MAX_GROWTH_SECONDS = 2.0
+# The latency rule needs a batch's median over at least this many answers.
+_LATENCY_MIN_ANSWERS = 5
 # Above the rate it was last refused at, the rate grows this much slower.
 _PROBE_SHARE = 0.1
-# A baseline change alone is written only from this relative change.
+# A baseline change alone is written only from this relative change, and this many ms: the
+# noise of a fast receiver (1 ms, then 2) must not rewrite its row batch after batch, and a
+# rise is only overload from ``flow_latency_min_rise_ms`` (50 ms by default) on anyway.
 _BASELINE_WRITE_SHARE = 0.05
+_BASELINE_WRITE_MS = 5.0
 # How fast the baseline follows the batches' median latency upwards: quickly while the
 # latency is within the tolerance, slowly when it is above (so overload is seen as such,
 # yet a receiver that became slower for good is learnt within a few tens of batches: at
@@ -139,6 +144,7 @@ class BatchSignal:
     median_ms: float | None  # of the attempts that got an answer
     duration_s: float
     rate_unused: bool = False  # the endpoint's bucket held plenty: its rate was not binding
+    answered: int = 0  # attempts that got an answer (the median's sample)
 
 
 def batch_signal(
@@ -173,6 +179,7 @@ def batch_signal(
         retry_after,
         statistics.median(latencies) if latencies else None,
         max(duration, 0.001),
+        answered=len(latencies),
     )
 
 
@@ -214,8 +221,14 @@ def adapt(
     """
     if state.throttled_until is not None and state.throttled_until <= now:
         state = replace(state, throttled_until=None)
-    slow = _slow(state.latency_ms, signal.median_ms, policy)
-    new = replace(state, latency_ms=_baseline(state.latency_ms, signal.median_ms, policy))
+    # A median of a few requests is noise (a shared batch carries 1 to 4 per endpoint).
+    slow = signal.answered >= _LATENCY_MIN_ANSWERS and _slow(
+        state.latency_ms, signal.median_ms, policy
+    )
+    # At the floor of one batch nothing is left to protect: learn the new latency quickly.
+    floored = state.max_in_flight is not None and state.max_in_flight <= 1.0
+    baseline = _baseline(state.latency_ms, signal.median_ms, policy, floored)
+    new = replace(state, latency_ms=baseline)
     if signal.retry_after is not None and signal.throttled:
         held = now + timedelta(seconds=min(signal.retry_after, policy.retry_after_max_seconds))
         if state.throttled_until is None or held > state.throttled_until:
@@ -319,13 +332,16 @@ def _held(state: FlowState, now: datetime) -> bool:
     return state.throttled_until is not None and state.throttled_until > now
 
 
-def _baseline(baseline: float | None, median: float | None, policy: FlowPolicy) -> float | None:
+def _baseline(
+    baseline: float | None, median: float | None, policy: FlowPolicy, floored: bool = False
+) -> float | None:
     """The latency baseline after a batch: down at once, up slowly (see the constants)."""
     if median is None:
         return baseline
     if baseline is None or median <= baseline:
         return median
-    drift = _BASELINE_DRIFT_OVERLOADED if _slow(baseline, median, policy) else _BASELINE_DRIFT
+    slow = _slow(baseline, median, policy) and not floored
+    drift = _BASELINE_DRIFT_OVERLOADED if slow else _BASELINE_DRIFT
     return baseline + (median - baseline) * drift
 
 
@@ -342,7 +358,7 @@ def _slow(baseline: float | None, median: float | None, policy: FlowPolicy) -> b
 def _baseline_moved(old: float | None, new: float | None) -> bool:
     if old is None or new is None:
         return old is not new
-    return abs(new - old) > max(old, 1.0) * _BASELINE_WRITE_SHARE
+    return abs(new - old) > max(old * _BASELINE_WRITE_SHARE, _BASELINE_WRITE_MS)
 
 
 def effective_in_flight_sql(configured: str) -> str:
