@@ -27,7 +27,7 @@ export WEBHOOKS_FLOWER_USER ?= admin
 export WEBHOOKS_FLOWER_PASSWORD ?= demo-flower-password-change-me
 export WEBHOOKS_BROKER_API_URL ?= http://guest:guest@127.0.0.1:15672/api/
 
-.PHONY: help venv services migrate reseal run test lint format bench chaos clean
+.PHONY: help venv services migrate reseal retention run test lint format bench chaos clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ migrate: venv services  ## Migrate the platform and demo producer databases to t
 
 reseal: venv services  ## Re-encrypt stored secrets under the first key of WEBHOOKS_SEALING_KEYS
 	$(PY) -m webhooks_core.endpoints.sealing reseal
+
+retention: venv services  ## One retention run: attempt partitions made ahead, expired data dropped (docs/retention.md)
+	$(PY) -m webhooks_core.retention run
 
 run: venv services migrate  ## Run the whole system natively, with a demo flow (Ctrl-C stops it)
 	rm -rf var/metrics && mkdir -p var/metrics/api var/metrics/worker var/prometheus

@@ -11,13 +11,13 @@ under ``var/bench/<time>/``, with the processes' logs), and ends with exactly on
 
 preceded by one ``bench-cpu:`` line (CPU milliseconds per delivery of each component, and the
 raw sender's per request; see :func:`bench.report.cpu_line`), and before that, when the auth
-scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`), and
-when the ordering scenario was to run, one ``bench-ordering:`` line before it (see
-:func:`bench.ordering.ordering_line`).
+scenario was to run, one ``bench-auth:`` line (see :func:`bench.report.auth_line`), when the
+ordering scenario was, one ``bench-ordering:`` line (see :func:`bench.ordering.ordering_line`),
+and when the flow scenario was, one ``bench-flow:`` line (see :func:`bench.flow.flow_line`).
 
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
-scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest,
-ordering);
+scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest, ordering,
+flow; and retention, only when named: see :mod:`bench.retention`);
 see :class:`bench.scenarios.BenchConfig` for every knob.
 """
 
@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import auth, ordering, probes, scenarios, seed
+from bench import auth, flow, ordering, probes, retention, scenarios, seed
 from bench.receiver import DEFAULT_SEED, RunningReceiver
 from bench.report import auth_line, bench_line, cpu_line, write_chart
 from bench.stack import (
@@ -57,7 +57,11 @@ SCENARIOS: list[tuple[str, Callable[[scenarios.Bench], dict[str, Any]]]] = [
     ("backlog", scenarios.scenario_backlog),
     ("ingest", scenarios.scenario_ingest),
     ("ordering", ordering.scenario_ordering),
+    ("flow", flow.scenario_flow),
+    ("retention", retention.scenario_retention),
 ]
+# Run only when named in BENCH_ONLY: loading ten million attempts takes minutes.
+NOT_BY_DEFAULT = {"retention"}
 
 
 def engine_settings() -> dict[str, str]:
@@ -132,7 +136,7 @@ def main() -> int:
             scenarios.start_engine(bench)
             results["memory_at_start"] = bench.memory()
             for name, scenario in SCENARIOS:
-                if only and name not in only:
+                if (only and name not in only) or (not only and name in NOT_BY_DEFAULT):
                     continue
                 vacuumed = seed.vacuum_analyze(engine)
                 print(f"bench: {name} ... (VACUUM ANALYZE took {vacuumed:.1f} s)", flush=True)
@@ -171,8 +175,12 @@ def main() -> int:
         print(f"bench: errors: {errors} (logs in {out_dir / 'logs'})", file=sys.stderr)
     if not only or "auth" in only:
         print(auth_line(results), flush=True)
+    if "retention" in only and "retention" in results:
+        print(retention.retention_line(results["retention"]), flush=True)
     if not only or "ordering" in only:
         print(ordering.ordering_line(results), flush=True)
+    if not only or "flow" in only:
+        print(flow.flow_line(results), flush=True)
     print(cpu_line(results), flush=True)
     print(bench_line(results), flush=True)
     return 1 if errors else 0

@@ -157,3 +157,16 @@ def test_cpu_of_shared_servers_is_compared_process_by_process() -> None:
     used = cpu_used(before, after)
     assert used["postgresql (all databases)"] == 0.75
     assert cpu_ms_per(before, after, 100)["postgres_all_databases_ms"] == 7.5
+
+
+def test_retention_line_has_the_contracted_fields() -> None:
+    from bench.retention import retention_line
+
+    line = retention_line(
+        {"attempts": 10_000_000, "stats_p99_ms": 42.4, "search_p99_ms": 61.6,
+         "drop_day_ms": 38.9, "load_s": 471.2}
+    )  # fmt: skip
+    assert line == (
+        "bench-retention: attempts=10000000 stats_p99_ms=42 search_p99_ms=62 drop_day_ms=39"
+        " load_s=471"
+    )

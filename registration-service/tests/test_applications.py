@@ -100,3 +100,66 @@ def test_tampered_iterator_is_a_field_error(client: FlaskClient, field_errors) -
     response = client.get("/api/v1/applications?iterator=garbage", headers=ADMIN)
     assert response.status_code == 422
     assert "iterator" in field_errors(response)
+
+
+def test_retention_is_set_shown_changed_and_reset(client: FlaskClient) -> None:
+    created = client.post(
+        "/api/v1/applications",
+        json={"name": "Brief", "retention": {"attempts_days": 7, "payload_days": 3}},
+        headers=ADMIN,
+    )
+    assert created.status_code == 201, created.json
+    app_id = created.json["id"]
+    assert created.json["retention"] == {
+        "attempts_days": 7,
+        "messages_days": None,
+        "payload_days": 3,
+    }
+
+    changed = client.patch(
+        f"/api/v1/applications/{app_id}",
+        json={"retention": {"messages_days": 14, "payload_days": None}},
+        headers=ADMIN,
+    )
+    assert changed.status_code == 200, changed.json
+    assert changed.json["retention"] == {
+        "attempts_days": 7,
+        "messages_days": 14,
+        "payload_days": None,
+    }
+    plain = client.post("/api/v1/applications", json={"name": "Plain"}, headers=ADMIN)
+    assert plain.json["retention"] == {
+        "attempts_days": None,
+        "messages_days": None,
+        "payload_days": None,
+    }
+
+
+def test_bad_retention_values_are_422_on_the_field(client: FlaskClient, field_errors) -> None:
+    cases = [
+        ({"attempts_days": 0}, "retention.attempts_days"),
+        ({"messages_days": 5000}, "retention.messages_days"),
+        ({"attempts_days": "soon"}, "retention.attempts_days"),
+        ({"forever": True}, "retention.forever"),
+        # Attempts and payloads are kept no longer than their messages (90 days by default).
+        ({"attempts_days": 120}, "retention.attempts_days"),
+        ({"messages_days": 10, "payload_days": 20}, "retention.payload_days"),
+    ]
+    for retention, field in cases:
+        response = client.post(
+            "/api/v1/applications", json={"name": "x", "retention": retention}, headers=ADMIN
+        )
+        assert response.status_code == 422, (retention, response.json)
+        assert field in field_errors(response), (retention, field_errors(response))
+    app_id = client.post("/api/v1/applications", json={"name": "y"}, headers=ADMIN).json["id"]
+    shorter = client.patch(
+        f"/api/v1/applications/{app_id}", json={"retention": {"messages_days": 10}}, headers=ADMIN
+    )
+    assert shorter.status_code == 200
+    longer = client.patch(
+        f"/api/v1/applications/{app_id}", json={"retention": {"attempts_days": 11}}, headers=ADMIN
+    )
+    assert longer.status_code == 422
+    assert "retention.attempts_days" in field_errors(longer)
+    kept = client.get(f"/api/v1/applications/{app_id}", headers=ADMIN)
+    assert kept.json["retention"]["attempts_days"] is None

@@ -169,3 +169,25 @@ def test_replays_are_listed_as_an_audit_log(
     client.post(tenant.path(f"/messages/{event_id}/resend"), headers=tenant.headers)
     replays = client.get(tenant.path("/replays"), headers=tenant.headers).json["data"]
     assert [(r["kind"], r["criteria"]) for r in replays] == [("message", {"event_id": event_id})]
+
+
+def test_a_message_whose_payload_retention_dropped_is_not_sent_again(
+    client: Any, tenant: Any, two_endpoints: Any, db: Any
+) -> None:
+    from webhooks_core.models import Message
+
+    event_id = publish(client, tenant, 1)
+    set_state(db, "delivered")
+    with transaction(db) as session:  # what retention does to a finished message's payload
+        session.execute(update(Message).values(payload={}, payload_dropped_at=utcnow()))
+    message = client.get(tenant.path(f"/messages/{event_id}"), headers=tenant.headers)
+    assert message.json["payload"] == {}
+    assert message.json["payload_dropped_at"] is not None
+
+    first = delivery_rows(db)[0]
+    one = client.post(tenant.path(f"/deliveries/{first.id}/resend"), headers=tenant.headers)
+    assert one.status_code == 409
+    assert "payload" in one.json["detail"]
+    whole = client.post(tenant.path(f"/messages/{event_id}/resend"), headers=tenant.headers)
+    assert whole.json["deliveries_requeued"] == 0
+    assert {row.state for row in delivery_rows(db)} == {"delivered"}

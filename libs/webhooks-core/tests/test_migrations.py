@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -33,12 +34,18 @@ def scratch_settings(settings: CoreSettings) -> Iterator[CoreSettings]:
     admin.dispose()
 
 
+def _not_a_partition(name: str | None, type_: str, parent_names: object) -> bool:
+    """The attempts' partitions (made by migration 0011 and retention) are no model's table."""
+    return not (type_ == "table" and name is not None and name.startswith("attempts_"))
+
+
 def test_upgrade_from_empty_matches_models_and_downgrades(scratch_settings: CoreSettings) -> None:
     upgrade(scratch_settings)
     engine = create_engine(scratch_settings.database_url)
     with engine.connect() as conn:
         assert set(Base.metadata.tables) <= set(inspect(conn).get_table_names())
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": _not_a_partition})
+        diff = compare_metadata(context, Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
 
     downgrade(scratch_settings)
@@ -154,4 +161,110 @@ def test_sealing_upgrade_seals_every_secret_and_credential_header_and_downgrade_
             secrets
         )
         assert conn.scalar(text("SELECT headers FROM endpoints")) == headers
+    engine.dispose()
+
+
+RETENTION = "0011"
+BEFORE_RETENTION = "0010"
+
+
+def _attempt_ids(engine: Any) -> list[int]:
+    with engine.connect() as conn:
+        return [i for (i,) in conn.execute(text("SELECT id FROM attempts ORDER BY id"))]
+
+
+def _relkind(engine: Any, table: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.scalar(text("SELECT relkind FROM pg_class WHERE relname = :t"), {"t": table})
+        )
+
+
+def _new_attempt(engine: Any, delivery: int, endpoint: Any) -> int:
+    with engine.begin() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "INSERT INTO attempts (delivery_id, endpoint_id, started_at, latency_ms,"
+                    " outcome) VALUES (:d, :e, now(), 1, 'success') RETURNING id"
+                ),
+                {"d": delivery, "e": endpoint},
+            )
+        )
+
+
+def test_retention_partitions_attempts_keeping_every_row_and_back(
+    scratch_settings: CoreSettings,
+) -> None:
+    upgrade(scratch_settings, BEFORE_RETENTION)
+    engine = create_engine(scratch_settings.database_url)
+    with engine.begin() as conn:
+        app = conn.scalar(
+            text("INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'a') RETURNING id")
+        )
+        endpoint = conn.scalar(
+            text(
+                "INSERT INTO endpoints (id, application_id, url) VALUES"
+                " (gen_random_uuid(), :app, 'http://x/') RETURNING id"
+            ),
+            {"app": app},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO messages (event_id, application_id, event_type, payload,"
+                " occurred_at, source) SELECT 'evt_' || n, :app, 't.x', '{}', now(), 'http'"
+                " FROM generate_series(1, 3) n"
+            ),
+            {"app": app},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (message_id, endpoint_id, application_id, event_type,"
+                " state) SELECT id, :e, :app, 't.x', 'delivered' FROM messages"
+            ),
+            {"app": app, "e": endpoint},
+        )
+        # 200 attempts over the last 60 days, then some deleted: ids with gaps.
+        conn.execute(
+            text(
+                "INSERT INTO attempts (delivery_id, endpoint_id, started_at, latency_ms, outcome)"
+                " SELECT d.id, :e, now() - n * interval '7 hours', n, 'success'"
+                " FROM generate_series(1, 200) n, LATERAL (SELECT min(id) AS id FROM deliveries) d"
+            ),
+            {"e": endpoint},
+        )
+        conn.execute(text("DELETE FROM attempts WHERE id % 10 = 0"))
+        delivery = conn.scalar(text("SELECT max(id) FROM deliveries"))
+    before = _attempt_ids(engine)
+    assert len(before) == 180
+
+    upgrade(scratch_settings, RETENTION)
+    assert _relkind(engine, "attempts") == "p"
+    assert _attempt_ids(engine) == before  # every row, with its id
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM attempts_default")) == 0
+        days = conn.scalar(
+            text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'attempts'::regclass")
+        )
+        assert days > 60  # a partition per day with rows, and the week ahead (and default)
+        assert conn.scalar(text("SELECT count(*) FROM messages")) == 3
+    assert _new_attempt(engine, delivery, endpoint) > 200  # the same numbers go on
+    with pytest.raises(IntegrityError):  # the foreign key holds on the partitions
+        _new_attempt(engine, 999_999, endpoint)
+    with engine.begin() as conn:  # and cascades from a deleted delivery
+        conn.execute(text("DELETE FROM deliveries WHERE id = :d"), {"d": delivery})
+        assert (
+            conn.scalar(
+                text("SELECT count(*) FROM attempts WHERE delivery_id = :d"), {"d": delivery}
+            )
+            == 0
+        )
+    after = _attempt_ids(engine)
+
+    downgrade(scratch_settings, BEFORE_RETENTION)
+    assert _relkind(engine, "attempts") == "r"
+    assert _attempt_ids(engine) == after
+    with engine.connect() as conn:
+        first_delivery = int(conn.scalar(text("SELECT min(id) FROM deliveries")))
+    assert _new_attempt(engine, first_delivery, endpoint) > 201  # still the same numbers
     engine.dispose()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registration.services import endpoint_secrets, endpoints, event_types
 from webhooks_core.db import transaction
 from webhooks_core.messages.envelope import utcnow
-from webhooks_core.models import Endpoint
+from webhooks_core.models import Endpoint, EndpointFlow
 
 
 def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
@@ -33,7 +33,7 @@ def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
     listed = webhooks("endpoints", "list")
     assert listed.exit_code == 0, listed.output
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES"]
+    assert lines[0].split() == ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES", "LIMITS"]
     assert lines[1].split() == [
         endpoint_id,
         "http://127.0.0.1:9/hook",
@@ -41,6 +41,7 @@ def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
         "enabled",
         "healthy",
         "0",
+        "configured",
     ]
     # Failures as the engine leaves them show in the HEALTH column (issue 13, item 1).
     with transaction(db) as session:
@@ -48,7 +49,11 @@ def test_create_list_secret_rotate_disable_enable(webhooks, tenant, db) -> None:
             update(Endpoint).where(Endpoint.id == endpoint_id)
             .values(consecutive_failures=3, failing_since=utcnow())
         )  # fmt: skip
-    assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[4:] == ["failing", "3"]
+    assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[4:6] == ["failing", "3"]
+    # Flow control's current limits (docs/delivery.md, Flow control).
+    with transaction(db) as session:
+        session.add(EndpointFlow(endpoint_id=endpoint_id, rate_limit=3.5, reason="429"))
+    assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[6] == "-,3.5/s,429"
 
     secret = webhooks("endpoints", "secret", endpoint_id)
     assert secret.exit_code == 0
@@ -138,3 +143,30 @@ def test_pause_and_resume(webhooks, tenant, db) -> None:
     assert resumed.exit_code == 0, resumed.output
     assert endpoints.get_endpoint(db, tenant.id, endpoint_id).paused_at is None
     assert webhooks("endpoints", "list").stdout.splitlines()[1].split()[3] == "enabled"
+
+
+def test_applications_retention_shows_changes_and_resets(webhooks, tenant) -> None:
+    admin = {"WEBHOOKS_API_TOKEN": "test-admin-token-0123456789"}
+    app = str(tenant.id)
+    shown = webhooks("applications", "retention", app, **admin)
+    assert shown.exit_code == 0, shown.output
+    assert [line.split() for line in shown.stdout.splitlines()[1:]] == [
+        ["attempts", "default"],
+        ["messages", "default"],
+        ["payload", "default"],
+    ]
+    changed = webhooks(
+        "applications", "retention", app, "--attempts-days", "7", "--payload-days", "3",
+        "--json", **admin,
+    )  # fmt: skip
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.stdout) == {
+        "attempts_days": 7,
+        "messages_days": None,
+        "payload_days": 3,
+    }
+    reset = webhooks("applications", "retention", app, "--default", "payload", "--json", **admin)
+    assert json.loads(reset.stdout)["payload_days"] is None
+    refused = webhooks("applications", "retention", app, "--attempts-days", "200", **admin)
+    assert refused.exit_code == 1
+    assert "retention.attempts_days" in refused.stderr

@@ -17,6 +17,7 @@ from delivery.config import DeliverySettings
 from delivery.oauth import OAuthCredentials
 from delivery.sender import Sender
 from delivery.tls import TLSCredentials
+from webhooks_core.endpoints.flow import FlowState
 
 
 class DeadLetterPublisher(Protocol):
@@ -86,6 +87,11 @@ class BatchEndpoint:
     ed25519_keys: list[Ed25519PrivateKey] = field(default_factory=list)  # v1a keys
     oauth: OAuthCredentials | None = None  # delivery.credentials sends when either is set
     tls: TLSCredentials | None = None
+    # The configured limits and what the engine learned (webhooks_core.endpoints.flow).
+    max_in_flight: int | None = None
+    rate_limit: int | None = None
+    flow: FlowState = field(default_factory=FlowState)
+    bucket_tokens: float | None = None  # left in its rate bucket by the last claim
 
 
 @dataclass

@@ -27,6 +27,7 @@ from delivery.sender import url_problem
 from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
 from webhooks_core.endpoints import credentials
+from webhooks_core.endpoints.flow import FlowState
 from webhooks_core.endpoints.sealing import SealingError, unseal
 from webhooks_core.signing import secret_key, signing_key
 
@@ -64,6 +65,7 @@ _TAKE = text(
                e.oauth_token_url, e.oauth_client_id, e.oauth_client_secret, e.oauth_scopes,
                e.oauth_audience, e.oauth_auth_method, e.tls_client_certificate,
                e.tls_client_key, e.tls_ca_bundle, e.tls_certificate_expires_at,
+               e.max_in_flight, e.rate_limit,
                coalesce(array_agg(s.scheme || ':' || s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
@@ -87,11 +89,19 @@ _TAKE = text(
            e.oauth_audience AS e_oauth_audience, e.oauth_auth_method AS e_oauth_auth_method,
            e.tls_client_certificate AS e_tls_client_certificate,
            e.tls_client_key AS e_tls_client_key, e.tls_ca_bundle AS e_tls_ca_bundle,
-           e.tls_certificate_expires_at AS e_tls_certificate_expires_at
+           e.tls_certificate_expires_at AS e_tls_certificate_expires_at,
+           e.max_in_flight AS e_max_in_flight, e.rate_limit AS e_rate_limit,
+           f.max_in_flight AS f_max_in_flight, f.rate_limit AS f_rate_limit,
+           f.rate_step AS f_rate_step, f.throttled_until AS f_throttled_until,
+           f.reason AS f_reason, f.latency_ms AS f_latency_ms,
+           f.decreased_at AS f_decreased_at, f.changed_at AS f_changed_at,
+           rb.tokens AS e_bucket_tokens
     FROM batch_lock b
          LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
                     AS nth FROM leased) l ON true
          LEFT JOIN batch_endpoints e ON e.id = l.endpoint_id AND l.nth = 1
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id
+         LEFT JOIN endpoint_rate_buckets rb ON rb.endpoint_id = e.id
     ORDER BY l.id
     """  # noqa: S608
 ).bindparams(bindparam("token", type_=UUID(as_uuid=True)))
@@ -207,8 +217,26 @@ def take(
                 problem=problem or key_problem,
                 oauth=_oauth(row),
                 tls=_tls(row),
+                max_in_flight=row.e_max_in_flight,
+                rate_limit=row.e_rate_limit,
+                flow=_flow(row),
+                bucket_tokens=row.e_bucket_tokens,
             )
     return leased, endpoints
+
+
+def _flow(row: Any) -> FlowState:
+    """What the engine learned of the endpoint's limits (webhooks_core.endpoints.flow)."""
+    return FlowState(
+        row.f_max_in_flight,
+        row.f_rate_limit,
+        row.f_rate_step,
+        row.f_throttled_until,
+        row.f_reason,
+        row.f_latency_ms,
+        row.f_decreased_at,
+        row.f_changed_at,
+    )
 
 
 def _oauth(row: Any) -> OAuthCredentials | None:

@@ -46,6 +46,9 @@ class DeliverySettings(EndpointSettings):
     # How often the scheduler re-encrypts secrets sealed under an older key (0: never; the
     # ``reseal`` command does it on demand).
     reseal_interval_seconds: float = Field(default=600.0, ge=0)
+    # The scheduler's retention thread (webhooks_core.retention): partitions made ahead,
+    # expired data dropped, every this many seconds (0: never; ``make retention`` runs it).
+    retention_interval_seconds: float = Field(default=3600.0, ge=0)
     # Every request of the workers (webhooks and OAuth token requests) goes through this
     # forward proxy when set: ``http://[user:password@]host:port``.  HTTPS targets through
     # an HTTP CONNECT tunnel, plain HTTP ones forwarded.  The target is still resolved and
@@ -67,6 +70,17 @@ class DeliverySettings(EndpointSettings):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("must be the proxy's address only (no path or query)")
         return value
+
+    # Adaptive flow control per endpoint (webhooks_core.endpoints.flow; docs/delivery.md,
+    # *Flow control*): off, every endpoint runs at its configured limits.
+    flow_control: bool = True
+    flow_backoff_factor: float = Field(default=0.7, gt=0, lt=1)
+    flow_latency_backoff_factor: float = Field(default=0.9, gt=0, lt=1)
+    flow_latency_tolerance: float = Field(default=2.0, gt=1)
+    flow_latency_min_rise_ms: float = Field(default=20.0, ge=0)
+    flow_rate_increase: float = Field(default=0.1, gt=0, le=1)
+    flow_min_rate: float = Field(default=1.0, gt=0)
+    flow_forget_seconds: float = Field(default=300.0, gt=0)
 
     # Delivery engine tuning (docs/delivery.md explains each).
     retry_after_max_seconds: int = Field(default=3600, ge=0)

@@ -1,5 +1,6 @@
-"""Recording a batch: endpoint health, the deliveries' new states, attempts, dead letters,
-and the attempts' statistics (one aggregated upsert, :mod:`webhooks_core.statistics`).
+"""Recording a batch: endpoint health and flow limits, the deliveries' new states,
+attempts, dead letters, and the attempts' statistics (one aggregated upsert,
+:mod:`webhooks_core.statistics`).
 
 One transaction per batch (endpoint rows locked before delivery rows everywhere); should it
 fail, each delivery is recorded in a transaction of its own, the culprit with a minimal
@@ -21,11 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.batch import BatchReport, Change, DeliveryRuntime
 from delivery.config import DeliverySettings
+from delivery.flow_recording import record_flow
 from delivery.sending import EndpointRun
 from webhooks_core.db import connection_lost, run_transaction
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
+from webhooks_core.endpoints.flow import is_throttled
 from webhooks_core.statistics import DeliveryFacts, summarise_attempts
 
 logger = logging.getLogger("delivery.attempt")
@@ -184,10 +187,13 @@ def _record_each(
 def _record_health(
     sessions: sessionmaker[Session], settings: DeliverySettings, run: EndpointRun, now: datetime
 ) -> None:
-    """One endpoint's health in a transaction of its own."""
-    run_transaction(
-        sessions, lambda session: update_health(session, settings, run, now), retry=False
-    )
+    """One endpoint's health and flow limits in a transaction of its own."""
+
+    def work(session: Session) -> None:
+        update_health(session, settings, run, now)
+        record_flow(session, settings, {run.endpoint.id: run}, now)
+
+    run_transaction(sessions, work, retry=False)
 
 
 def _record_one(
@@ -260,6 +266,7 @@ def _write(
     # the other order could deadlock with a batch of the same endpoint recording at once.
     for endpoint_id in sorted(runs):
         update_health(session, settings, runs[endpoint_id], now)
+    record_flow(session, settings, runs, now)  # its rows next, in the same order
     updated = _write_changes(session, token, changes)
     recorded = [a for a in attempts if a["delivery_id"] in updated]
     _insert_attempts(session, recorded)
@@ -387,7 +394,10 @@ def update_health(
 ) -> None:
     """Consecutive failures, failing-since, breaker; disable on 410 or long failure."""
     endpoint = run.endpoint
-    change = health_change(run.results)
+    results = run.results
+    if settings.flow_control:  # a 429 lowers the rate, not the health (endpoints.flow)
+        results = [(at, result) for at, result in results if not is_throttled(result)]
+    change = health_change(results)
     if change is None:
         return
     healthy_before = endpoint.consecutive_failures == 0 and endpoint.failing_since is None

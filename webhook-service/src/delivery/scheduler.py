@@ -40,12 +40,12 @@ from delivery.scheduling import (
     release_claims,
 )
 from webhooks_core.db import Backoff, make_engine, make_session_factory, run_transaction
-from webhooks_core.deliveries.planning import RateLimiter
 from webhooks_core.endpoints import sealing
 from webhooks_core.listen import Listener, libpq_dsn
 from webhooks_core.logging import configure_logging
 from webhooks_core.monitoring import serve_process_metrics
 from webhooks_core.observability import DEAD_LETTERED, ENDPOINTS_DISABLED, POISON_DELIVERIES
+from webhooks_core.retention.run import start_retention
 
 logger = logging.getLogger("delivery.scheduler")
 
@@ -103,7 +103,6 @@ class Scheduler:
         self._last_expiry = 0.0
         self._wake_in: float | None = None
         self._publish_failed = False
-        self.limiter = RateLimiter()
 
     def cycle(self) -> tuple[int, bool]:
         """One cycle: claim, publish, expire leases when due.  Returns the deliveries claimed
@@ -147,7 +146,7 @@ class Scheduler:
         # claim had not committed.  Published only after the commit.
         result = run_transaction(
             self.sessions,
-            lambda session: claim_cycle(session, self.settings, self.clock.now(), self.limiter),
+            lambda session: claim_cycle(session, self.settings, self.clock.now()),
             what="claim",
         )
         claims = result.claims
@@ -254,11 +253,14 @@ def main(settings: DeliverySettings | None = None, clock: Clock | None = None) -
     stop = threading.Event()
     # Secrets sealed under an older key are re-encrypted under the newest in the background.
     stop_resealing = sealing.start_resealing(engine, settings, settings.reseal_interval_seconds)
+    # Partitions made ahead and expired data dropped in the background (docs/retention.md).
+    stop_retention = start_retention(engine, settings, settings.retention_interval_seconds)
 
     def _stop(signum: int, frame: FrameType | None) -> Any:
         stop.set()
-        if stop_resealing is not None:
-            stop_resealing.set()
+        for background in (stop_resealing, stop_retention):
+            if background is not None:
+                background.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

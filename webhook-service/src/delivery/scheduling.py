@@ -34,7 +34,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, text
@@ -57,6 +57,7 @@ from webhooks_core.deliveries.planning import (
     DueRow,
     RateLimiter,
     plan_batches,
+    rate_wait_sql,
     read_capacity,
 )
 from webhooks_core.deliveries.states import (
@@ -64,6 +65,13 @@ from webhooks_core.deliveries.states import (
     DUE_SQL,
     RELEASED_STATE_SQL,
     SENDING_SQL,
+)
+from webhooks_core.endpoints.flow import (
+    THROTTLED_SQL,
+    effective_in_flight,
+    effective_in_flight_sql,
+    effective_rate,
+    effective_rate_sql,
 )
 from webhooks_core.endpoints.health import is_half_open
 from webhooks_core.endpoints.pause import PAUSED_SQL
@@ -136,12 +144,19 @@ class PublishFailed(Exception):
 _IN_FLIGHT = text(
     f"""
     WITH claim_lock AS MATERIALIZED (
-        SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true))
+        SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true)),
+    rated AS (
+        SELECT b.endpoint_id, b.tokens, b.stamp, e.rate_limit AS configured_rate,
+               f.rate_limit AS adaptive_rate
+        FROM claim_lock, endpoint_rate_buckets b JOIN endpoints e ON e.id = b.endpoint_id
+             LEFT JOIN endpoint_flow f ON f.endpoint_id = b.endpoint_id)
     SELECT 'endpoint' AS kind, l.endpoint_id AS id, count(*) AS batches,
            CASE WHEN e.consecutive_failures > 0 THEN 1
-                ELSE coalesce(e.max_in_flight, :default_limit) END AS max_in_flight
+                ELSE {effective_in_flight_sql("coalesce(e.max_in_flight, :default_limit)")}
+           END AS max_in_flight
     FROM claim_lock, delivery_leases l JOIN endpoints e ON e.id = l.endpoint_id
-    GROUP BY l.endpoint_id, e.max_in_flight, e.consecutive_failures
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = l.endpoint_id
+    GROUP BY l.endpoint_id, e.max_in_flight, e.consecutive_failures, f.max_in_flight
     UNION ALL
     SELECT 'application', l.application_id, count(DISTINCT l.token), :application_limit
     FROM claim_lock, delivery_leases l
@@ -149,6 +164,10 @@ _IN_FLIGHT = text(
     UNION ALL
     SELECT 'open', e.id, 0, 0 FROM claim_lock, endpoints e
     WHERE e.circuit_open_until > :now OR {PAUSED_SQL}
+    UNION ALL
+    SELECT 'open', f.endpoint_id, 0, 0 FROM claim_lock, endpoint_flow f WHERE {THROTTLED_SQL}
+    UNION ALL
+    {rate_wait_sql(effective_rate_sql("b.configured_rate", "b.adaptive_rate"))}
     """  # noqa: S608 - a constant fragment
 )
 _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
@@ -188,8 +207,12 @@ _CANDIDATES = text(
     )
     SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
            coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
-           e.consecutive_failures, e.circuit_open_until, e.rate_limit, due.ordering_key
+           e.consecutive_failures, e.circuit_open_until, e.rate_limit,
+           f.max_in_flight AS adaptive_in_flight, f.rate_limit AS adaptive_rate,
+           b.tokens, b.stamp
     FROM due JOIN endpoints e ON e.id = due.endpoint_id
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = due.endpoint_id
+         LEFT JOIN endpoint_rate_buckets b ON b.endpoint_id = due.endpoint_id
     ORDER BY due.next_attempt_at
     """  # noqa: S608 - state constants
 ).bindparams(
@@ -280,17 +303,53 @@ def claim_due(session: Session, settings: DeliverySettings, now: datetime) -> li
     return claim_cycle(session, settings, now).claims
 
 
-def _due_row(row: Sequence[Any], settings: DeliverySettings, now: datetime) -> DueRow:
-    delivery_id, endpoint_id, application_id, expiries, limit, failures, open_until, rate = row[:8]
+# The buckets the claim read and spent, written back in its transaction (under the claim
+# lock, so every scheduler spends the same bucket).
+_SAVE_BUCKETS = text(
+    """
+    INSERT INTO endpoint_rate_buckets AS b (endpoint_id, tokens, stamp)
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS float8[]),
+                         CAST(:stamps AS timestamptz[]))
+    ON CONFLICT (endpoint_id) DO UPDATE SET tokens = excluded.tokens, stamp = excluded.stamp
+    """
+)
+
+
+def _due_row(row: Any, settings: DeliverySettings, now: datetime) -> DueRow:
+    failures, open_until = row.consecutive_failures, row.circuit_open_until
     return DueRow(
-        delivery_id,
-        endpoint_id,
-        application_id,
-        max_in_flight=limit,
-        lease_expiries=expiries,
+        row.id,
+        row.endpoint_id,
+        row.application_id,
+        max_in_flight=effective_in_flight(row.max_in_flight, row.adaptive_in_flight),
+        lease_expiries=row.lease_expiries,
         failing=failures > 0,
         half_open=is_half_open(failures, open_until, settings.circuit_breaker_threshold, now),
-        rate_limit=rate or None,
+        rate_limit=effective_rate(row.rate_limit, row.adaptive_rate),
+    )
+
+
+def _stored_buckets(rows: Sequence[Any]) -> dict[uuid.UUID, tuple[float, float]]:
+    """A limiter seeded with the buckets stored for the rows' endpoints, on the claim's
+    clock (``now`` as seconds)."""
+    return {
+        row.endpoint_id: (row.tokens, row.stamp.timestamp())
+        for row in rows
+        if row.tokens is not None
+    }
+
+
+def _save_buckets(session: Session, limiter: RateLimiter) -> None:
+    touched = limiter.touched()
+    if not touched:
+        return
+    session.execute(
+        _SAVE_BUCKETS,
+        {
+            "ids": [str(endpoint_id) for endpoint_id in touched],
+            "tokens": [tokens for tokens, _ in touched.values()],
+            "stamps": [datetime.fromtimestamp(stamp, UTC) for _, stamp in touched.values()],
+        },
     )
 
 
@@ -312,6 +371,7 @@ def claim_cycle(
             "default_limit": default_limit,
             "application_limit": settings.application_max_in_flight,
             "now": now,
+            "batch_size": settings.delivery_batch_size,
         },
     )
     capacity = read_capacity(in_flight, settings.application_max_in_flight)
@@ -325,8 +385,10 @@ def claim_cycle(
             "default_limit": default_limit,
         },
     ).all()
+    buckets = RateLimiter(now.timestamp, _stored_buckets(rows))
     due_rows = [_due_row(row, settings, now) for row in rows]
-    plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, limiter or RateLimiter())
+    plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, limiter or buckets)
+    _save_buckets(session, buckets)
     batches = [b.delivery_ids for b in plan.batches]
     runs, keys = _key_runs(session, rows, due_rows, batches, settings, now)
     filled = fill_batches(batches, runs, settings.delivery_batch_size)
@@ -338,7 +400,7 @@ def claim_cycle(
 
 def _key_runs(
     session: Session,
-    rows: Sequence[Sequence[Any]],
+    rows: Sequence[Any],
     due_rows: Sequence[DueRow],
     batches: Sequence[Sequence[int]],
     settings: DeliverySettings,
@@ -351,7 +413,7 @@ def _key_runs(
     keys: dict[int, str | None] = {}
     endpoints: dict[int, str] = {}
     for row, due in zip(rows, due_rows, strict=True):
-        key = row[8]
+        key = row.ordering_key
         if key is None:
             continue
         keys[due.delivery_id] = key

@@ -2,9 +2,10 @@
 
 Deliveries of one endpoint go out in order; sending stops early (the rest is released, due
 at once, not counted as an attempt) when a request timed out, when the endpoint answered
-410, when the breaker's threshold is reached, or when the lease would run out before another
-request could finish.  A keyed delivery that was not delivered holds the rest of its key in
-the batch back the same way (:mod:`webhooks_core.deliveries.ordering`): they wait for it.
+410 or asked for a pause (``Retry-After`` on a 429 or 503), when the breaker's threshold is
+reached, or when the lease would run out before another request could finish.  A keyed
+delivery that was not delivered holds the rest of its key in the batch back the same way
+(:mod:`webhooks_core.deliveries.ordering`): they wait for it.
 What each result means is :func:`webhooks_core.deliveries.outcomes.decide`.
 """
 
@@ -15,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from delivery.batch import BatchEndpoint, Change, DeliveryRuntime, Leased
@@ -25,6 +26,7 @@ from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.deliveries.ordering import holds_key
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
+from webhooks_core.endpoints.flow import holds_endpoint, is_throttled
 from webhooks_core.messages.envelope import utcnow, webhook_body
 from webhooks_core.signing import signature_header
 
@@ -73,6 +75,7 @@ class EndpointRun:
     gone: bool = False
     trailing_failures: int = 0  # of this batch's attempts, the failed ones at its end
     credentials: RunCredentials | None = None  # an endpoint with OAuth or TLS settings
+    claimed_at: datetime | None = None
 
 
 @dataclass
@@ -110,6 +113,9 @@ def send_run(
     change by waiting), a sender that raises is a failed attempt retried by schedule.
     """
     output = RunOutput(EndpointRun(endpoint))
+    if items:  # when the claim leased them (flow control's window, endpoints.flow)
+        lease = timedelta(seconds=rt.settings.lease_seconds)
+        output.run.claimed_at = min(item.lease_expires_at for item in items) - lease
     stopped = False
     held: set[str] = set()  # keys whose delivery in this batch was not delivered
     for item in items:
@@ -140,7 +146,8 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
     else:
         result = _send_with_credentials(rt, run, request)
     run.results.append((attempted_at, result))
-    run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
+    if not (settings.flow_control and is_throttled(result)):
+        run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
     output.attempts.append(
         {
             "delivery_id": item.id,
@@ -180,11 +187,16 @@ def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
     run.gone = run.gone or decision.gone
     output.changes.append(change)
     _log_attempt(item, endpoint, result, change, settings.log_successful_attempts)
-    return decision.stop or breaker_tripped(
-        run.trailing_failures,
-        len(run.results),
-        endpoint.consecutive_failures,
-        settings.circuit_breaker_threshold,
+    # A Retry-After on a 429 or 503 holds the whole endpoint (webhooks_core.endpoints.flow).
+    return (
+        decision.stop
+        or holds_endpoint(result)
+        or breaker_tripped(
+            run.trailing_failures,
+            len(run.results),
+            endpoint.consecutive_failures,
+            settings.circuit_breaker_threshold,
+        )
     )
 
 

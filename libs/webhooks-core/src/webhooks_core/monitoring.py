@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from webhooks_core.db import make_session_factory, run_transaction
 from webhooks_core.deliveries.states import DUE_SQL, OPEN_SQL, OPEN_STATES
 from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
+from webhooks_core.flow_monitoring import EndpointFlowGauges
 from webhooks_core.settings import EndpointSettings
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ DEFAULT_BREAKER_THRESHOLD: int = EndpointSettings.model_fields["circuit_breaker_
 DEFAULT_AUTO_DISABLE_SECONDS: int = EndpointSettings.model_fields[
     "auto_disable_after_seconds"
 ].default
+# The delivery side's default (its DeliverySettings.endpoint_max_in_flight), for the flow
+# gauges of a process started without those settings.
+DEFAULT_MAX_IN_FLIGHT = 4
 
 
 def multiprocess_dir() -> str | None:
@@ -375,6 +379,8 @@ def exposition_registry(
                 ),
             )
         )
+        default_in_flight = getattr(settings, "endpoint_max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+        registry.register(EndpointFlowGauges(database_gauges_engine, default_in_flight))
     return registry
 
 

@@ -101,6 +101,19 @@ class CoreSettings(LogSettings):
     # needs it and refuses to start without it.
     sealing_keys: SecretStr | None = None
 
+    # Retention (webhooks_core.retention; docs/retention.md): the platform's defaults, which
+    # an application's own ``retention`` settings override.  No payload days: a payload stays
+    # as long as its message.
+    retention_attempts_days: int = Field(default=30, ge=1, le=3650)
+    retention_messages_days: int = Field(default=90, ge=1, le=3650)
+    retention_payload_days: int | None = Field(default=None, ge=1, le=3650)
+    # Day partitions of ``attempts`` made ahead of today; rows deleted per statement.
+    retention_partitions_ahead_days: int = Field(default=7, ge=1, le=60)
+    retention_batch_size: int = Field(default=5000, ge=1)
+    # How long a partition drop or attach waits for its lock before giving up until the
+    # next run (it never queues the delivery engine's inserts behind a long query).
+    retention_lock_timeout_ms: int = Field(default=2000, ge=1)
+
     @field_validator("sealing_keys")
     @classmethod
     def _sealing_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:

@@ -40,7 +40,12 @@ def create_application(body: ApplicationIn) -> tuple[Response, int]:
     """Create an application (admin)."""
     require_admin()
     app = applications.create_application(
-        runtime().sessions, name=body.name, uid=body.uid, metadata=body.metadata
+        runtime().sessions,
+        name=body.name,
+        uid=body.uid,
+        metadata=body.metadata,
+        retention=body.retention.model_dump(exclude_unset=True),
+        settings=runtime().settings,
     )
     return one(ApplicationOut, app, 201)
 
@@ -64,10 +69,12 @@ def get_application(path: ApplicationPath) -> tuple[Response, int]:
 
 @bp.patch("/<app_id>", responses={200: ApplicationOut})
 def update_application(path: ApplicationPath, body: ApplicationPatch) -> tuple[Response, int]:
-    """Rename an application or replace its metadata (admin)."""
+    """Rename an application, replace its metadata or change its retention (admin)."""
     require_admin()
     changes = body.model_dump(exclude_unset=True)
-    app = applications.update_application(runtime().sessions, path.app_id, changes)
+    app = applications.update_application(
+        runtime().sessions, path.app_id, changes, settings=runtime().settings
+    )
     return one(ApplicationOut, app)
 
 

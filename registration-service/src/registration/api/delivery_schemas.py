@@ -182,6 +182,9 @@ class MessageOut(Out):
     occurred_at: datetime
     source: str
     created_at: datetime
+    payload_dropped_at: datetime | None = Field(
+        description="set when retention replaced the payload by {} (docs/retention.md)"
+    )
 
 
 class MessageList(ListResponse[MessageOut]):

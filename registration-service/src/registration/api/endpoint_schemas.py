@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from registration.api.flow_schemas import EndpointFlowOut, flow_view
 from registration.api.schemas import (
     ChannelName,
     EventTypeName,
@@ -381,6 +382,11 @@ class EndpointOut(Out):
     tls: TLSOut | None = Field(
         default=None, description="mutual TLS: the client certificate and its expiry"
     )
+    flow: EndpointFlowOut | None = Field(
+        default=None,
+        validation_alias="flow_view_",  # built from the row below, not read as a column
+        description="the limits adaptive flow control allows now",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -390,6 +396,7 @@ class EndpointOut(Out):
         if hasattr(data, "oauth_token_url"):
             out.oauth = oauth_view(data)
             out.tls = tls_view(data)
+            out.flow = flow_view(data)
         return out
 
     @computed_field  # type: ignore[prop-decorator]

@@ -123,15 +123,41 @@ class ListQuery(Strict):
 # Applications and tokens ---------------------------------------------------------------
 
 
+class RetentionIn(Strict):
+    """Days this application's data is kept (docs/retention.md); null or left out: the
+    platform's default (``WEBHOOKS_RETENTION_*_DAYS``: 30 days of attempts, 90 of messages,
+    payloads as long as their message).  Attempts and payloads are kept no longer than
+    messages."""
+
+    attempts_days: int | None = Field(default=None, ge=1, le=3650, description="attempts kept")
+    messages_days: int | None = Field(
+        default=None, ge=1, le=3650, description="messages with their deliveries kept"
+    )
+    payload_days: int | None = Field(
+        default=None, ge=1, le=3650, description="payloads kept (then replaced by {})"
+    )
+
+
+class RetentionOut(Out):
+    """The application's own retention values; null: the platform's default."""
+
+    attempts_days: int | None
+    messages_days: int | None
+    payload_days: int | None
+
+
 class ApplicationIn(Strict):
     name: str = Field(min_length=1, max_length=256)
     uid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    retention: RetentionIn = Field(default_factory=RetentionIn)
 
 
 class ApplicationPatch(Strict):
     name: str = omittable(min_length=1, max_length=256)
     metadata: dict[str, Any] = omittable()
+    # The fields sent replace those values (null: back to the default); others stay.
+    retention: RetentionIn = omittable()
 
 
 class ApplicationOut(Out):
@@ -139,6 +165,7 @@ class ApplicationOut(Out):
     name: str
     uid: str | None
     metadata: StoredObject = Field(validation_alias="metadata_")
+    retention: RetentionOut
     created_at: datetime
     updated_at: datetime
 

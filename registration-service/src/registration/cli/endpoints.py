@@ -39,7 +39,19 @@ def _endpoint_row(item: dict[str, Any]) -> list[Any]:
         state,
         health,
         item.get("consecutive_failures", 0),
+        _limits(item.get("flow") or {}),
     ]
+
+
+def _limits(flow: dict[str, Any]) -> str:
+    """Flow control's current limits in one word: ``configured``, or batches in flight, rate
+    and reason (``2x,140/s,429``; ``-`` for the configured value)."""
+    if not flow.get("adapted"):
+        return "configured"
+    in_flight = flow.get("max_in_flight")
+    rate = flow.get("rate_limit")
+    parts = [f"{in_flight}x" if in_flight else "-", f"{rate:g}/s" if rate else "-"]
+    return ",".join([*parts, flow.get("reason") or "-"])
 
 
 @endpoints.command("list")
@@ -61,7 +73,7 @@ def endpoints_list(
         return
     print_table(
         [_endpoint_row(item) for item in items],
-        ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES"],
+        ["ID", "URL", "TYPES", "STATE", "HEALTH", "FAILURES", "LIMITS"],
     )
 
 

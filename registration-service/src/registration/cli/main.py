@@ -150,6 +150,56 @@ def applications_list(context: Context, as_json: bool) -> None:
     print_table(rows, ["ID", "NAME", "UID"])
 
 
+_DAYS = click.IntRange(1, 3650)
+
+
+@applications.command("retention")
+@click.argument("app_id")
+@click.option("--attempts-days", type=_DAYS, help="Days attempts are kept.")
+@click.option("--messages-days", type=_DAYS, help="Days messages and deliveries are kept.")
+@click.option("--payload-days", type=_DAYS, help="Days payloads are kept (then emptied).")
+@click.option(
+    "--default",
+    "defaults",
+    multiple=True,
+    type=click.Choice(["attempts", "messages", "payload"]),
+    help="Back to the platform's default for this one (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def applications_retention(
+    context: Context,
+    app_id: str,
+    attempts_days: int | None,
+    messages_days: int | None,
+    payload_days: int | None,
+    defaults: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Show an application's retention, or change it with the options (docs/retention.md)."""
+    given = {"attempts": attempts_days, "messages": messages_days, "payload": payload_days}
+    changes: dict[str, int | None] = {f"{k}_days": v for k, v in given.items() if v is not None}
+    changes.update({f"{name}_days": None for name in defaults})
+    path = f"/api/v1/applications/{app_id}"
+    client = context.client()
+    if changes:
+        app = client.request("PATCH", path, json={"retention": changes})
+    else:
+        app = client.get(path)
+    if as_json:
+        print_json(app["retention"])
+        return
+    rows = [
+        [kind, "default" if days is None else f"{days} days"]
+        for kind, days in (
+            ("attempts", app["retention"]["attempts_days"]),
+            ("messages", app["retention"]["messages_days"]),
+            ("payload", app["retention"]["payload_days"]),
+        )
+    ]
+    print_table(rows, ["KEPT", "FOR"])
+
+
 # Verify ---------------------------------------------------------------------------------
 
 

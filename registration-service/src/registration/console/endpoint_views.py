@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
 from registration.api.endpoint_schemas import EndpointIn, EndpointPatch
+from registration.api.flow_schemas import flow_view
 from registration.console import charts, message_views
 from registration.console.blueprint import back, bp, flash_problem, viewer
 from registration.console.forms import (
@@ -266,6 +267,7 @@ def _detail(endpoint: Endpoint, *, secret: SecretView | None = None) -> str:
         "console/endpoint.html",
         endpoint=endpoint,
         health=health,
+        flow=flow_view(endpoint),
         secret=secret,
         signing_key=_signing_key(endpoint),
         action=ActionForm(),

@@ -39,6 +39,26 @@ class ApplicationForm(FlaskForm):
     name = StringField("Name", validators=[InputRequired(), Length(min=1, max=256)])
 
 
+class RetentionForm(FlaskForm):
+    """The admin sets how long the application's data is kept (empty: the default)."""
+
+    attempts_days = IntegerField(
+        "Attempts (days)",
+        validators=[Optional(), NumberRange(min=1, max=3650)],
+        description="Empty: the platform default.",
+    )
+    messages_days = IntegerField(
+        "Messages and deliveries (days)",
+        validators=[Optional(), NumberRange(min=1, max=3650)],
+        description="Empty: the platform default.",
+    )
+    payload_days = IntegerField(
+        "Payloads (days)",
+        validators=[Optional(), NumberRange(min=1, max=3650)],
+        description="Then replaced by {}. Empty: the platform default.",
+    )
+
+
 class CheckboxesField(SelectMultipleField):
     """Several choices as a list of checkboxes, which a keyboard can walk with Tab/Space."""
 

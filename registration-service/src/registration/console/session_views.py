@@ -8,10 +8,11 @@ from flask import flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from registration.console.blueprint import bp, refresh_viewer, remember, viewer
-from registration.console.forms import ActionForm, ApplicationForm, SignInForm
+from registration.console.forms import ActionForm, ApplicationForm, RetentionForm, SignInForm
 from registration.runtime import runtime
 from registration.services import applications, operators
-from registration.services.errors import Forbidden
+from registration.services.errors import Forbidden, InvalidField
+from webhooks_core.retention import policy
 
 
 def _safe_next(target: str | None) -> str:
@@ -84,6 +85,37 @@ def new_application() -> BaseResponse | str:
             "console/application_created.html", application=app, token=issued.token
         )
     return render_template("console/application_new.html", form=form, action=ActionForm())
+
+
+@bp.route("/retention", methods=["GET", "POST"])
+def retention() -> str:
+    """What the application keeps for how long; the admin changes it."""
+    app = applications.get_application(runtime().sessions, viewer().app_id)
+    settings = runtime().settings
+    form = RetentionForm(obj=app.retention)
+    if request.method == "POST" and not viewer().operator.is_admin:
+        raise Forbidden("only the admin can change retention")
+    if form.validate_on_submit():
+        values = {
+            "attempts_days": form.attempts_days.data,
+            "messages_days": form.messages_days.data,
+            "payload_days": form.payload_days.data,
+        }
+        try:
+            app = applications.update_application(
+                runtime().sessions, app.id, {"retention": values}, settings=settings
+            )
+            flash("Retention saved.", "success")
+        except InvalidField as exc:
+            name = (exc.field or "").removeprefix("retention.")
+            getattr(form, name, form.attempts_days).errors = [exc.detail]
+    return render_template(
+        "console/retention.html",
+        form=form,
+        kept=policy.effective(app.retention, settings),
+        defaults=policy.defaults(settings),
+        nav="retention",
+    )
 
 
 @bp.get("/<path:unknown>")

@@ -13,11 +13,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registration.services.errors import Conflict, NotFound
+from registration.services.errors import Conflict, InvalidField, NotFound
 from registration.services.pagination import Page, paginate
 from webhooks_core.db import run_transaction
 from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import ApiToken, Application
+from webhooks_core.retention import policy
+from webhooks_core.settings import CoreSettings
 
 TOKEN_PREFIX = "wh_"  # noqa: S105 - a prefix, not a secret
 
@@ -38,13 +40,35 @@ class IssuedToken:
     created_at: datetime
 
 
+def _set_retention(
+    app: Application, retention: dict[str, int | None], settings: CoreSettings
+) -> None:
+    """Apply the retention values sent; 422 naming the field unless they hold together."""
+    for field in ("attempts_days", "messages_days", "payload_days"):
+        if field in retention:
+            setattr(app, f"retention_{field.removesuffix('_days')}_days", retention[field])
+    try:
+        policy.check(policy.effective(app.retention, settings))
+    except policy.RetentionError as exc:
+        raise InvalidField(str(exc), field=exc.field) from None
+
+
 def create_application(
-    sessions: sessionmaker[Session], *, name: str, uid: str | None, metadata: dict[str, Any]
+    sessions: sessionmaker[Session],
+    *,
+    name: str,
+    uid: str | None,
+    metadata: dict[str, Any],
+    retention: dict[str, int | None] | None = None,
+    settings: CoreSettings | None = None,
 ) -> Application:
-    """Create an application; a taken ``uid`` is a conflict."""
+    """Create an application; a taken ``uid`` is a conflict, retention values that cannot
+    hold together (with the platform's defaults of ``settings``) a 422."""
 
     def work(session: Session) -> Application:
         app = Application(name=name, uid=uid, metadata_=metadata)
+        if retention and settings is not None:
+            _set_retention(app, retention, settings)
         session.add(app)
         session.flush()
         return app
@@ -86,9 +110,13 @@ def list_applications(
 
 
 def update_application(
-    sessions: sessionmaker[Session], app_id: uuid.UUID, changes: dict[str, Any]
+    sessions: sessionmaker[Session],
+    app_id: uuid.UUID,
+    changes: dict[str, Any],
+    settings: CoreSettings | None = None,
 ) -> Application:
-    """Change the name or metadata of an application."""
+    """Change the name, metadata or retention (checked against ``settings``' defaults) of an
+    application."""
 
     def work(session: Session) -> Application:
         app = session.get(Application, app_id, with_for_update=True)
@@ -98,6 +126,8 @@ def update_application(
             app.name = changes["name"]
         if "metadata" in changes:
             app.metadata_ = changes["metadata"]
+        if "retention" in changes and settings is not None:
+            _set_retention(app, changes["retention"], settings)
         session.flush()
         return app
 

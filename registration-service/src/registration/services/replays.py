@@ -29,6 +29,7 @@ from webhooks_core.models import (
     Delivery,
     DeliveryState,
     Endpoint,
+    Message,
     Replay,
 )
 from webhooks_core.observability import REPLAYS
@@ -46,11 +47,26 @@ def _active_endpoint() -> ColumnElement[bool]:
     )
 
 
+def _payload_kept() -> ColumnElement[bool]:
+    # Retention may have emptied a finished message's payload: that is not sent again.
+    return (
+        select(Message.id)
+        .where(Message.id == Delivery.message_id, Message.payload_dropped_at.is_(None))
+        .exists()
+    )
+
+
 def _requeue(session: Session, conditions: list[ColumnElement[bool]]) -> list[int]:
-    """Make the matching replayable deliveries of active endpoints due now; return their ids."""
+    """Make the matching replayable deliveries of active endpoints whose payload retention
+    kept due now; return their ids."""
     statement = (
         update(Delivery)
-        .where(*conditions, Delivery.state.in_(REPLAYABLE_STATES), _active_endpoint())
+        .where(
+            *conditions,
+            Delivery.state.in_(REPLAYABLE_STATES),
+            _active_endpoint(),
+            _payload_kept(),
+        )
         .values(
             state=DeliveryState.PENDING,
             attempt_count=0,
@@ -132,6 +148,9 @@ def resend_delivery(
         endpoint = session.get(Endpoint, delivery.endpoint_id)
         if endpoint is None or not endpoint.enabled or endpoint.deleted_at is not None:
             raise Conflict("the endpoint is disabled or deleted; enable it before resending")
+        message = session.get(Message, delivery.message_id)
+        if message is not None and message.payload_dropped_at is not None:
+            raise Conflict("retention dropped this message's payload; it cannot be sent again")
         requeued = _requeue(session, [Delivery.id == delivery_id])
         return _audit(
             session,

@@ -7,7 +7,9 @@ module decides, without a database, how those rows are cut into batches:
   one while it is failing; a half-open breaker gets one probe of one delivery), nor than
   its application's free slots (fair share: one tenant's slow endpoints cannot hold every
   worker);
-* an endpoint with a ``rate_limit`` gets no more deliveries than its token bucket allows;
+* an endpoint with a rate (its ``rate_limit``, or the adaptive one of
+  :mod:`webhooks_core.endpoints.flow`) gets no more deliveries than its token bucket
+  allows, and then in batches of at least a tenth of a second's worth;
 * a delivery whose lease ran out before goes in a batch of its own;
 * with few endpoints due, each one's rows are spread over its free slots (parallel
   requests); with many, fewer and fuller batches, and healthy endpoints with only a few due
@@ -51,11 +53,19 @@ class Capacity:
     at_limit: frozenset[uuid.UUID] = frozenset()
     open_breakers: frozenset[uuid.UUID] = frozenset()
     application_free: dict[uuid.UUID, int] = field(default_factory=dict)
+    # Rate-limited endpoints without the tokens of a batch: seconds until they have them.
+    rate_waits: dict[uuid.UUID, float] = field(default_factory=dict)
 
     @property
     def excluded_endpoints(self) -> set[uuid.UUID]:
-        """Endpoints whose due rows the scan leaves out (no slot, or breaker open)."""
-        return set(self.at_limit | self.open_breakers)
+        """Endpoints whose due rows the scan leaves out (no slot, breaker open, or no
+        tokens: a rate-limited backlog must not fill the rows a claim reads either)."""
+        return set(self.at_limit | self.open_breakers) | set(self.rate_waits)
+
+    @property
+    def wake_in(self) -> float | None:
+        """Seconds until the first endpoint left out for its rate has a batch's tokens."""
+        return min(self.rate_waits.values(), default=None)
 
     @property
     def full_applications(self) -> set[uuid.UUID]:
@@ -77,16 +87,20 @@ def read_capacity(
     """The :class:`Capacity` from rows of ``(kind, id, batches, limit)``.
 
     ``kind`` is ``'endpoint'`` (batches in flight and its limit), ``'application'`` (batches
-    in flight and its limit) or ``'open'`` (a breaker-open or paused endpoint: its due rows are
-    left alone).
+    in flight and its limit), ``'open'`` (a breaker-open, paused or held endpoint: its due
+    rows are left alone) or ``'rate'`` (an endpoint short of a batch's tokens: ``batches``
+    holds the milliseconds until it has them, see :data:`RATE_WAIT_SQL`).
     """
     in_flight: dict[uuid.UUID, int] = {}
     at_limit: set[uuid.UUID] = set()
     open_breakers: set[uuid.UUID] = set()
     application_free: dict[uuid.UUID, int] = {}
+    rate_waits: dict[uuid.UUID, float] = {}
     for kind, key, batches, limit in rows:
         if kind == "open":
             open_breakers.add(key)
+        elif kind == "rate":
+            rate_waits[key] = max(batches, 1) / 1000
         elif kind == "application":
             application_free[key] = max(limit - batches, 0)
         else:
@@ -99,6 +113,7 @@ def read_capacity(
         frozenset(at_limit),
         frozenset(open_breakers),
         application_free,
+        rate_waits,
     )
 
 
@@ -117,7 +132,7 @@ class DueRow:
     lease_expiries: int = 0
     failing: bool = False
     half_open: bool = False
-    rate_limit: int | None = None
+    rate_limit: float | None = None  # the effective rate (endpoints.flow)
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ class Plan:
 class Allowance(Protocol):
     """The endpoints' rate limits (see :class:`RateLimiter`)."""
 
-    def allowance(self, endpoint_id: uuid.UUID, rate: int) -> int:
+    def allowance(self, endpoint_id: uuid.UUID, rate: float) -> int:
         """How many deliveries the endpoint may be sent now."""
         ...
 
@@ -156,26 +171,58 @@ class Allowance(Protocol):
 
 
 class RateLimiter:
-    """Token buckets of the endpoints' ``rate_limit`` (deliveries per second, burst of one
-    second), kept by the scheduler that claims.  Several schedulers each keep their own, so
-    the limit holds per scheduler process."""
+    """Token buckets of the endpoints' rates (deliveries per second, burst of one second).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    The claim seeds it with the buckets stored in PostgreSQL (``stored``: tokens and their
+    time stamp per endpoint, on ``clock``'s scale) and writes back :meth:`touched`, in its
+    transaction, under the claim lock: with any number of schedulers, one bucket per
+    endpoint, so the rate holds globally.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        stored: dict[uuid.UUID, tuple[float, float]] | None = None,
+    ) -> None:
         self._clock = clock
-        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
+        self._buckets: dict[uuid.UUID, tuple[float, float]] = dict(stored or {})
+        self._touched: set[uuid.UUID] = set()
 
-    def allowance(self, endpoint_id: uuid.UUID, rate: int) -> int:
+    def allowance(self, endpoint_id: uuid.UUID, rate: float) -> int:
         """How many deliveries the endpoint may be sent now."""
         now = self._clock()
         tokens, stamp = self._buckets.get(endpoint_id, (float(rate), now))
-        tokens = min(float(rate), tokens + (now - stamp) * rate)
+        tokens = min(float(rate), tokens + max(now - stamp, 0.0) * rate)
         self._buckets[endpoint_id] = (tokens, now)
+        self._touched.add(endpoint_id)
         return int(tokens)
 
     def spend(self, endpoint_id: uuid.UUID, count: int) -> None:
         """Take ``count`` tokens (after :meth:`allowance` said they were there)."""
         tokens, stamp = self._buckets[endpoint_id]
         self._buckets[endpoint_id] = (tokens - count, stamp)
+
+    def touched(self) -> dict[uuid.UUID, tuple[float, float]]:
+        """The buckets read (and maybe spent) since this limiter was made."""
+        return {key: self._buckets[key] for key in sorted(self._touched)}
+
+
+# A rate-limited endpoint is claimed in batches of at least this share of a second's worth
+# (at most a batch): at 200 per second, 20 at a time, not 200 batches of one.
+RATE_BATCH_SECONDS = 0.1
+
+
+def rate_wait_sql(rate: str) -> str:
+    """The claim's rows of kind ``'rate'`` (see :func:`read_capacity`): the endpoints whose
+    stored bucket (``endpoint_rate_buckets b``) holds fewer tokens than a batch's worth (the
+    rule of :meth:`_Planner._rate_limited`), with the milliseconds until it does.  ``rate``
+    is the SQL of the endpoint's effective rate (NULL: none); bind ``:now`` and
+    ``:batch_size``."""
+    tokens = f"least({rate}, b.tokens + extract(epoch FROM :now - b.stamp) * {rate})"
+    enough = f"greatest(1, least(:batch_size, floor({rate} * {RATE_BATCH_SECONDS})))"
+    wait = f"CAST(ceil(1000 * ({enough} - {tokens}) / {rate}) AS int)"
+    where = f"{rate} IS NOT NULL AND {tokens} < {enough}"
+    return f"SELECT 'rate', b.endpoint_id, {wait}, 0 FROM rated b WHERE {where}"  # noqa: S608
 
 
 @dataclass
@@ -250,9 +297,12 @@ class _Planner:
         if not rate:
             return ids
         allowed = limiter.allowance(row.endpoint_id, rate)
+        enough = max(1, min(self.batch_size, len(ids), int(rate * RATE_BATCH_SECONDS)))
+        if allowed < enough:
+            allowed = 0  # too few tokens for a batch worth its task: wait for more
         if allowed < len(ids):
-            # The rest waits for tokens: wake when the next one is there.
-            self.wake_in = min(self.wake_in or 1.0, 1.0 / rate)
+            # The rest waits for tokens: wake when a batch's worth is there.
+            self.wake_in = min(self.wake_in or 1.0, enough / rate)
             ids = ids[:allowed]
         if ids:
             limiter.spend(row.endpoint_id, len(ids))
@@ -305,7 +355,10 @@ class _Planner:
         batches = self.batches + [Batch(None, mixed) for mixed in self.mixing.values()]
         taken = {i for batch in batches for i in batch.delivery_ids}
         left = [row.delivery_id for row in rows if row.delivery_id not in taken]
-        return Plan(batches, self.saturated, self.wake_in, left)
+        wake_in = min(
+            (w for w in (self.wake_in, self.capacity.wake_in) if w is not None), default=None
+        )
+        return Plan(batches, self.saturated, wake_in, left)
 
 
 def plan_batches(

@@ -15,6 +15,7 @@ from webhooks_core.models.delivery import (
 )
 from webhooks_core.models.endpoint import Endpoint, EndpointKind, EndpointSecret
 from webhooks_core.models.event_type import EventType
+from webhooks_core.models.flow import EndpointFlow, EndpointRateBucket
 from webhooks_core.models.message import IdempotencyKey, Message
 from webhooks_core.models.statistics import AttemptStat, MessageStat
 
@@ -31,7 +32,9 @@ __all__ = [
     "DeliveryLease",
     "DeliveryState",
     "Endpoint",
+    "EndpointFlow",
     "EndpointKind",
+    "EndpointRateBucket",
     "EndpointSecret",
     "EventType",
     "IdempotencyKey",

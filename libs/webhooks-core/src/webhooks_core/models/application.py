@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webhooks_core.models.base import Base, created_at, updated_at, uuid_pk
+from webhooks_core.retention.policy import RetentionOverrides
 
 
 class Application(Base):
@@ -23,8 +24,25 @@ class Application(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", server_default=text("'{}'::jsonb"), default=dict
     )
+    # Days kept (webhooks_core.retention); null: the platform default (CoreSettings).
+    retention_attempts_days: Mapped[int | None] = mapped_column(
+        comment="days attempts are kept; null: the platform default"
+    )
+    retention_messages_days: Mapped[int | None] = mapped_column(
+        comment="days messages are kept; null: the platform default"
+    )
+    retention_payload_days: Mapped[int | None] = mapped_column(
+        comment="days payload are kept; null: the platform default"
+    )
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
+
+    @property
+    def retention(self) -> RetentionOverrides:
+        """The application's own retention values (None: the platform's default)."""
+        return RetentionOverrides(
+            self.retention_attempts_days, self.retention_messages_days, self.retention_payload_days
+        )
 
 
 class ApiToken(Base):

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Sequence,
     SmallInteger,
     String,
     Text,
@@ -46,6 +47,10 @@ __all__ = [
     "Replay",
     "cancel_open_deliveries",
 ]
+
+
+# A partitioned table cannot have an identity column in PostgreSQL 15: a sequence it owns.
+ATTEMPT_IDS = Sequence("attempts_id_seq")
 
 
 class Delivery(Base):
@@ -147,7 +152,13 @@ class DeliveryLease(Base):
 
 
 class Attempt(Base):
-    """One HTTP request of a delivery, with what came back."""
+    """One HTTP request of a delivery, with what came back.
+
+    Partitioned by day of ``started_at`` (``attempts_pYYYYMMDD`` and ``attempts_default``;
+    migration 0011, :mod:`webhooks_core.retention`): retention drops a day by dropping its
+    partition.  The key is ``(id, started_at)`` because a partitioned table's keys must hold
+    the partition key; ``id`` alone is still unique (one sequence).
+    """
 
     __tablename__ = "attempts"
     __table_args__ = (
@@ -155,14 +166,15 @@ class Attempt(Base):
         Index("ix_attempts_endpoint_started", "endpoint_id", "started_at"),
         # Search: an endpoint's attempts with one status code, newest first, one page read.
         Index("ix_attempts_endpoint_status_started", "endpoint_id", "status_code", "started_at"),
+        {"postgresql_partition_by": "RANGE (started_at)"},
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, ATTEMPT_IDS, primary_key=True)
     delivery_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("deliveries.id", ondelete="CASCADE")
     )
     endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
-    started_at: Mapped[datetime]
+    started_at: Mapped[datetime] = mapped_column(primary_key=True)
     latency_ms: Mapped[float] = mapped_column(Double)
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     outcome: Mapped[str] = mapped_column(
@@ -185,6 +197,8 @@ class DeadLetter(Base):
             postgresql_where=text("redriven_at IS NULL"),
         ),
         Index("ix_dead_letters_application_created", "application_id", "created_at"),
+        # Retention deletes deliveries; their dead letters (redriven ones too) go by cascade.
+        Index("ix_dead_letters_delivery", "delivery_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webhooks_core.endpoints import credentials
 from webhooks_core.models.base import Base, created_at, updated_at, uuid_pk
+
+if TYPE_CHECKING:
+    from webhooks_core.models.flow import EndpointFlow
 
 
 class EndpointKind(enum.StrEnum):
@@ -134,6 +137,9 @@ class Endpoint(Base):
         """The auth setting as the API shows it (type, username; the secret masked)."""
         return credentials.masked_auth(self.auth)
 
+    # What the delivery engine learned of its limits (webhooks_core.endpoints.flow); None:
+    # nothing, it runs at its configured ones.
+    flow_state: Mapped[EndpointFlow | None] = relationship(lazy="selectin", viewonly=True)
     secrets: Mapped[list[EndpointSecret]] = relationship(
         back_populates="endpoint",
         order_by="EndpointSecret.created_at.desc()",

@@ -53,12 +53,19 @@ class Message(Base):
     occurred_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(16), comment="broker, http or relay")
     created_at: Mapped[datetime] = created_at()
+    # Set when retention replaced the payload by ``{}`` (webhooks_core.retention): the
+    # metadata stays, the data is gone; never while a delivery of the message is open.
+    payload_dropped_at: Mapped[datetime | None] = mapped_column(
+        comment="retention replaced the payload by {} at this time"
+    )
 
 
 class IdempotencyKey(Base):
     """The first answer to an ``Idempotency-Key``; kept for the idempotency window."""
 
     __tablename__ = "idempotency_keys"
+    # Retention deletes messages; their keys go by cascade, found by this index.
+    __table_args__ = (Index("ix_idempotency_keys_message", "message_id"),)
 
     application_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True

@@ -1,0 +1,106 @@
+"""Limits that hold with several schedulers: the rate bucket and the adaptive in-flight
+limit live in PostgreSQL, so two claims from two sessions (two scheduler processes) share
+them.  No engine runs in this module: the claims here are the only ones."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from delivery.config import DeliverySettings
+from delivery.scheduling import claim_cycle
+from webhooks_core.db import transaction
+from webhooks_core.messages.envelope import Envelope, utcnow
+from webhooks_core.messages.fanout import accept_message
+from webhooks_core.models import Application, Endpoint, EndpointFlow
+
+
+def _endpoint_with_due(sessions: sessionmaker[Session], due: int, **fields: object) -> uuid.UUID:
+    with transaction(sessions) as session:
+        app = Application(name="buckets")
+        session.add(app)
+        session.flush()
+        endpoint = Endpoint(application_id=app.id, url="http://127.0.0.1:9/hook", **fields)
+        session.add(endpoint)
+        session.flush()
+        for n in range(due):
+            accept_message(
+                session,
+                Envelope(type="person.created", data={"n": n}),
+                source="http",
+                application_id=app.id,
+            )
+        return endpoint.id
+
+
+def _claim(sessions: sessionmaker[Session], settings: DeliverySettings, at: object) -> int:
+    with transaction(sessions) as session:
+        result = claim_cycle(session, settings, at)  # type: ignore[arg-type]
+        return sum(len(claim.delivery_ids) for claim in result.claims)
+
+
+def test_a_rate_limit_holds_across_two_schedulers(
+    db: sessionmaker[Session], settings: DeliverySettings
+) -> None:
+    _endpoint_with_due(db, 40, rate_limit=10, max_in_flight=50)
+    now = utcnow()
+    # Two schedulers, one after the other on the claim lock: the second finds the bucket
+    # the first spent (a scheduler of its own would have given another 10).
+    first = _claim(db, settings, now)
+    second = _claim(db, settings, now + timedelta(milliseconds=10))
+    assert first == 10
+    assert second == 0
+    # Half a second later, half a second's tokens, whichever scheduler claims.
+    assert _claim(db, settings, now + timedelta(milliseconds=510)) == 5
+    with db() as session:
+        tokens = session.execute(text("SELECT tokens FROM endpoint_rate_buckets")).scalar_one()
+    assert 0 <= tokens < 1
+
+
+def test_the_adaptive_limits_bound_every_claim(
+    db: sessionmaker[Session], settings: DeliverySettings
+) -> None:
+    endpoint_id = _endpoint_with_due(db, 30, max_in_flight=4)
+    with transaction(db) as session:
+        session.add(EndpointFlow(endpoint_id=endpoint_id, max_in_flight=1.6, rate_limit=12.0))
+    now = utcnow()
+    # One batch in flight at most (1.6 rounds down), of at most the 12 tokens of the rate.
+    assert _claim(db, settings, now) == 12
+    assert _claim(db, settings, now + timedelta(seconds=5)) == 0  # that batch is in flight
+    with db() as session:
+        leases = session.execute(text("SELECT count(*) FROM delivery_leases")).scalar_one()
+    assert leases == 1
+
+
+def test_a_held_endpoint_is_left_out_of_the_claim(
+    db: sessionmaker[Session], settings: DeliverySettings
+) -> None:
+    endpoint_id = _endpoint_with_due(db, 3)
+    now = utcnow()
+    with transaction(db) as session:
+        session.add(
+            EndpointFlow(endpoint_id=endpoint_id, throttled_until=now + timedelta(seconds=30))
+        )
+    assert _claim(db, settings, now) == 0
+    assert _claim(db, settings, now + timedelta(seconds=31)) == 3
+
+
+def test_a_rate_limited_backlog_does_not_fill_the_claim(
+    db: sessionmaker[Session], settings: DeliverySettings
+) -> None:
+    small = settings.model_copy(update={"scheduler_claim_limit": 20})
+    _endpoint_with_due(db, 40, rate_limit=10, max_in_flight=50)
+    other = _endpoint_with_due(db, 3)  # due after the whole backlog
+    now = utcnow() + timedelta(seconds=1)
+    assert _claim(db, small, now) == 10  # the scan held only the backlog's rows
+    # Without tokens the backlog is left out of the scan: the other endpoint's rows are read.
+    assert _claim(db, small, now + timedelta(milliseconds=10)) == 3
+    with db() as session:
+        leased = session.execute(
+            text("SELECT count(*) FROM deliveries WHERE endpoint_id = :id AND state = 'sending'"),
+            {"id": other},
+        ).scalar_one()
+    assert leased == 3
