@@ -209,7 +209,7 @@ _CANDIDATES = text(
            coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
            e.consecutive_failures, e.circuit_open_until, e.rate_limit,
            f.max_in_flight AS adaptive_in_flight, f.rate_limit AS adaptive_rate,
-           b.tokens, b.stamp
+           b.tokens, b.stamp, due.ordering_key
     FROM due JOIN endpoints e ON e.id = due.endpoint_id
          LEFT JOIN endpoint_flow f ON f.endpoint_id = due.endpoint_id
          LEFT JOIN endpoint_rate_buckets b ON b.endpoint_id = due.endpoint_id
