@@ -243,13 +243,21 @@ _LEASE = text(
     """  # noqa: S608 - state constants
 )
 _RUNS = text(RUNS_SQL)
-# Leased rows handed back within the claim's transaction (a key's run cut short).
+# Leased rows handed back within the claim's transaction (a key's run cut short), and the
+# delivery_leases rows of batches left with nothing (else they would hold a slot until they
+# expire; a batch left with some rows frees its rows when it is recorded).
 _UNLEASE = text(
     f"""
-    UPDATE deliveries
-    SET state = {RELEASED_STATE_SQL}, next_attempt_at = :now, lease_token = NULL,
-        lease_expires_at = NULL
-    WHERE id = ANY(CAST(:ids AS bigint[])) AND state = {SENDING_SQL}
+    WITH unleased AS (
+        UPDATE deliveries
+        SET state = {RELEASED_STATE_SQL}, next_attempt_at = :now, lease_token = NULL,
+            lease_expires_at = NULL
+        WHERE id = ANY(CAST(:ids AS bigint[])) AND state = {SENDING_SQL}
+        RETURNING id
+    ), freed AS (
+        DELETE FROM delivery_leases WHERE token = ANY(CAST(:emptied AS uuid[]))
+    )
+    SELECT count(*) FROM unleased
     """  # noqa: S608 - state constants
 )
 # Batches whose task never reached the broker go back at once, and uncounted: their lease
@@ -449,8 +457,9 @@ def _lease(
     # A key's later delivery leased without an earlier one of its batch would overtake it.
     back = broken_runs([c.delivery_ids for c in claims], leased, keys or {})
     if back:
-        session.execute(_UNLEASE, {"ids": list(back), "now": now})
         leased -= back
+        emptied = [str(c.lease_token) for c in claims if not leased.intersection(c.delivery_ids)]
+        session.execute(_UNLEASE, {"ids": list(back), "now": now, "emptied": emptied})
     # Rows being changed by someone else (a replay, a cancel): left for next time.
     kept = [
         Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])
