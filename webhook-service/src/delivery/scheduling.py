@@ -32,26 +32,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
+from delivery.claim_keys import key_runs, unlease_broken_runs
 from delivery.config import DeliverySettings
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
-from webhooks_core.deliveries.ordering import (
-    KEY_HEADS_CTE,
-    NOT_BLOCKED_SQL,
-    RUNS_SQL,
-    broken_runs,
-    fill_batches,
-    run_after,
-    run_limits,
-)
+from delivery.rate_buckets import save_buckets, stored_buckets
+from webhooks_core.deliveries.ordering import KEY_HEADS_CTE, NOT_BLOCKED_SQL, fill_batches
 from webhooks_core.deliveries.planning import (
     Allowance,
     DueRow,
@@ -242,24 +236,6 @@ _LEASE = text(
     SELECT id FROM leased
     """  # noqa: S608 - state constants
 )
-_RUNS = text(RUNS_SQL)
-# Leased rows handed back within the claim's transaction (a key's run cut short), and the
-# delivery_leases rows of batches left with nothing (else they would hold a slot until they
-# expire; a batch left with some rows frees its rows when it is recorded).
-_UNLEASE = text(
-    f"""
-    WITH unleased AS (
-        UPDATE deliveries
-        SET state = {RELEASED_STATE_SQL}, next_attempt_at = :now, lease_token = NULL,
-            lease_expires_at = NULL
-        WHERE id = ANY(CAST(:ids AS bigint[])) AND state = {SENDING_SQL}
-        RETURNING id
-    ), freed AS (
-        DELETE FROM delivery_leases WHERE token = ANY(CAST(:emptied AS uuid[]))
-    )
-    SELECT count(*) FROM unleased
-    """  # noqa: S608 - state constants
-)
 # Batches whose task never reached the broker go back at once, and uncounted: their lease
 # did not run out in a worker.  By id (no index on lease_token), then the token re-checked.
 _RELEASE = text(
@@ -303,18 +279,6 @@ def claim_due(session: Session, settings: DeliverySettings, now: datetime) -> li
     return claim_cycle(session, settings, now).claims
 
 
-# The buckets the claim read and spent, written back in its transaction (under the claim
-# lock, so every scheduler spends the same bucket).
-_SAVE_BUCKETS = text(
-    """
-    INSERT INTO endpoint_rate_buckets AS b (endpoint_id, tokens, stamp)
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS float8[]),
-                         CAST(:stamps AS timestamptz[]))
-    ON CONFLICT (endpoint_id) DO UPDATE SET tokens = excluded.tokens, stamp = excluded.stamp
-    """
-)
-
-
 def _due_row(row: Any, settings: DeliverySettings, now: datetime) -> DueRow:
     failures, open_until = row.consecutive_failures, row.circuit_open_until
     return DueRow(
@@ -326,30 +290,6 @@ def _due_row(row: Any, settings: DeliverySettings, now: datetime) -> DueRow:
         failing=failures > 0,
         half_open=is_half_open(failures, open_until, settings.circuit_breaker_threshold, now),
         rate_limit=effective_rate(row.rate_limit, row.adaptive_rate),
-    )
-
-
-def _stored_buckets(rows: Sequence[Any]) -> dict[uuid.UUID, tuple[float, float]]:
-    """A limiter seeded with the buckets stored for the rows' endpoints, on the claim's
-    clock (``now`` as seconds)."""
-    return {
-        row.endpoint_id: (row.tokens, row.stamp.timestamp())
-        for row in rows
-        if row.tokens is not None
-    }
-
-
-def _save_buckets(session: Session, limiter: RateLimiter) -> None:
-    touched = limiter.touched()
-    if not touched:
-        return
-    session.execute(
-        _SAVE_BUCKETS,
-        {
-            "ids": [str(endpoint_id) for endpoint_id in touched],
-            "tokens": [tokens for tokens, _ in touched.values()],
-            "stamps": [datetime.fromtimestamp(stamp, UTC) for _, stamp in touched.values()],
-        },
     )
 
 
@@ -385,55 +325,17 @@ def claim_cycle(
             "default_limit": default_limit,
         },
     ).all()
-    buckets = RateLimiter(now.timestamp, _stored_buckets(rows))
+    buckets = RateLimiter(now.timestamp, stored_buckets(rows))
     due_rows = [_due_row(row, settings, now) for row in rows]
     plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, limiter or buckets)
-    _save_buckets(session, buckets)
+    save_buckets(session, buckets)
     batches = [b.delivery_ids for b in plan.batches]
-    runs, keys = _key_runs(session, rows, due_rows, batches, settings, now)
+    runs, keys = key_runs(session, rows, due_rows, batches, settings.delivery_batch_size, now)
     filled = fill_batches(batches, runs, settings.delivery_batch_size)
     claims = [
         Claim(uuid.uuid4(), b.endpoint_id, ids) for b, ids in zip(plan.batches, filled, strict=True)
     ]
     return ClaimResult(_lease(session, claims, settings, now, keys), plan.saturated, plan.wake_in)
-
-
-def _key_runs(
-    session: Session,
-    rows: Sequence[Any],
-    due_rows: Sequence[DueRow],
-    batches: Sequence[Sequence[int]],
-    settings: DeliverySettings,
-    now: datetime,
-) -> tuple[dict[int, list[int]], dict[int, str | None]]:
-    """The runs that may follow the planned heads of keys (webhooks_core.deliveries.ordering),
-    read in one more round trip when there are any, and the key of every keyed id.  No run
-    for a delivery whose lease ran out before (it goes alone), a half-open probe (one
-    delivery) or a rate-limited endpoint (its tokens were counted for the heads)."""
-    keys: dict[int, str | None] = {}
-    endpoints: dict[int, str] = {}
-    for row, due in zip(rows, due_rows, strict=True):
-        key = row.ordering_key
-        if key is None:
-            continue
-        keys[due.delivery_id] = key
-        if not (due.lease_expiries or due.half_open or due.rate_limit):
-            endpoints[due.delivery_id] = str(due.endpoint_id)
-    limits = run_limits(batches, endpoints, settings.delivery_batch_size)
-    if not limits:
-        return {}, keys
-    runs: dict[int, list[int]] = {}
-    params = {
-        "heads": list(limits),
-        "endpoints": [endpoints[head] for head in limits],
-        "keys": [keys[head] for head in limits],
-        "limits": list(limits.values()),
-        "now": now,
-    }
-    for head, run_ids, run_ok in session.execute(_RUNS, params):
-        runs[head] = run_after(run_ids, run_ok)
-        keys.update(dict.fromkeys(runs[head], keys[head]))
-    return runs, keys
 
 
 def _lease(
@@ -455,11 +357,7 @@ def _lease(
     if len(leased) == len(ids):
         return claims
     # A key's later delivery leased without an earlier one of its batch would overtake it.
-    back = broken_runs([c.delivery_ids for c in claims], leased, keys or {})
-    if back:
-        leased -= back
-        emptied = [str(c.lease_token) for c in claims if not leased.intersection(c.delivery_ids)]
-        session.execute(_UNLEASE, {"ids": list(back), "now": now, "emptied": emptied})
+    leased = unlease_broken_runs(session, claims, leased, keys or {}, now)
     # Rows being changed by someone else (a replay, a cancel): left for next time.
     kept = [
         Claim(c.lease_token, c.endpoint_id, [i for i in c.delivery_ids if i in leased])
