@@ -129,13 +129,20 @@ class AioHttpSender(HttpSender):
         """POST the request from a task thread; the loop sends it."""
         return LOOP.run(self.send_async(request))
 
-    def send_sequence(self, steps: Steps) -> None:
-        """Drive ``steps`` on the loop: send each request it yields, give it the result.
+    def send_sequences(self, runs: list[Steps]) -> None:
+        """Drive each of ``runs`` on the loop: send each request it yields, give it the result.
 
-        One handoff for an endpoint's whole run; the requests go one after another.  What
-        the steps raise comes out here, in the calling thread.
+        One handoff for an endpoint's whole run (or a fan-out batch's runs, side by side);
+        each run's requests go one after another.  What the steps raise comes out here, in
+        the calling thread.
         """
-        LOOP.run(self._drive(steps))
+        if len(runs) == 1:
+            LOOP.run(self._drive(runs[0]))
+        else:
+            LOOP.run(self._drive_all(runs))
+
+    async def _drive_all(self, runs: list[Steps]) -> None:
+        await asyncio.gather(*(self._drive(steps) for steps in runs))
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,36 @@ def sender_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+Steps = Generator[OutboundRequest, SendResult, None]
+
+
+def send_runs(
+    rt: DeliveryRuntime, runs: list[tuple[BatchEndpoint, list[Leased]]], send_until: float
+) -> list[RunOutput]:
+    """Send several endpoints' deliveries side by side (a fan-out batch), in their order.
+
+    A slow endpoint delays only its own.  With a sender that drives sequences on an event
+    loop (:meth:`delivery.aiohttp_sender.AioHttpSender.send_sequences`), the runs without
+    credentials go to it in one handoff; the others each take a sender thread.
+    """
+    outputs = [RunOutput(EndpointRun(endpoint)) for endpoint, _items in runs]
+    on_loop = getattr(rt.sender, "send_sequences", None)
+    futures = []
+    looped: list[Steps] = []
+    for output, (endpoint, items) in zip(outputs, runs, strict=True):
+        steps = _steps(rt, output, items, send_until)
+        if on_loop is not None and endpoint.oauth is None and endpoint.tls is None:
+            looped.append(steps)
+        else:
+            futures.append(sender_pool().submit(_drive, rt, output, steps))
+    if looped:
+        assert on_loop is not None
+        on_loop(looped)
+    for future in futures:
+        future.result()
+    return outputs
+
+
 def send_run(
     rt: DeliveryRuntime, endpoint: BatchEndpoint, items: list[Leased], send_until: float
 ) -> RunOutput:
@@ -107,30 +138,55 @@ def send_run(
     change by waiting), a sender that raises is a failed attempt retried by schedule.
     """
     output = RunOutput(EndpointRun(endpoint))
+    steps = _steps(rt, output, items, send_until)
+    on_loop = getattr(rt.sender, "send_sequences", None)
+    if on_loop is not None and endpoint.oauth is None and endpoint.tls is None:
+        # The whole run in one handoff to the sender's event loop.
+        on_loop([steps])
+    else:
+        _drive(rt, output, steps)
+    return output
+
+
+def _drive(rt: DeliveryRuntime, output: RunOutput, steps: Steps) -> None:
+    """Send each request ``steps`` yields from this thread, and give it the result."""
+    run = output.run
+    try:
+        request = next(steps)
+        while True:
+            if run.endpoint.oauth is None and run.endpoint.tls is None:
+                result = _send(rt.sender, request)
+            else:
+                result = _send_with_credentials(rt, run, request)
+            request = steps.send(result)
+    except StopIteration:
+        return
+
+
+def _steps(rt: DeliveryRuntime, output: RunOutput, items: list[Leased], send_until: float) -> Steps:
+    """The run's requests, one at a time; each result sent back is recorded and decided."""
     stopped = False
     for item in items:
         if stopped or time.monotonic() > send_until:
             state = released_state(item.attempt_count)
             output.changes.append(Change(item.id, state, item.attempt_count, rt.clock.now()))
             output.released += 1
-        else:
-            stopped = _attempt(rt, output, item)
-    return output
+            continue
+        attempted_at = rt.clock.now()
+        try:
+            request = _request(output.run.endpoint, item)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this delivery's
+            _unbuildable(output, output.run.endpoint, item, attempted_at, exc)
+            continue
+        result = yield request
+        stopped = _recorded(rt, output, item, attempted_at, result)
 
 
-def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
-    """Send one delivery and decide its new state; True when the run must stop sending."""
+def _recorded(
+    rt: DeliveryRuntime, output: RunOutput, item: Leased, attempted_at: datetime, result: SendResult
+) -> bool:
+    """Record one attempt and decide its delivery's state; True when the run must stop."""
     run, endpoint, settings = output.run, output.run.endpoint, rt.settings
-    attempted_at = rt.clock.now()
-    try:
-        request = _request(endpoint, item)
-    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this delivery's
-        _unbuildable(output, endpoint, item, attempted_at, exc)
-        return False
-    if endpoint.oauth is None and endpoint.tls is None:
-        result = _send(rt.sender, request)
-    else:
-        result = _send_with_credentials(rt, run, request)
     run.results.append((attempted_at, result))
     run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
     output.attempts.append(
