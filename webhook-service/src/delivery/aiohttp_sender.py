@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
+import logging
 import os
 import re
 import threading
@@ -47,6 +49,8 @@ from delivery.sender import (
     describe_failure,
     outcome_of_status,
 )
+
+logger = logging.getLogger("delivery.attempt")
 
 _CHUNK = 16 * 1024
 _MAX_LINE = 65536
@@ -83,13 +87,22 @@ class EventLoopThread:
                 ).start()
             return self._loop
 
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the loop and wait for its result from this thread."""
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run ``coroutine`` on the loop and wait for its result from this thread.
+
+        ``timeout`` only guards against a loop that stopped answering (the requests have
+        their own deadlines): the coroutine is cancelled and TimeoutError raised.
+        """
         loop = self.loop()
         if threading.current_thread().name == "webhook-send-loop":
             coroutine.close()
             raise RuntimeError("a blocking send from the event loop's own thread")
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -115,6 +128,7 @@ class AioHttpSender(HttpSender):
             sock_connect=self.settings.connect_timeout_seconds,
             sock_read=self.settings.read_timeout_seconds,
         )
+        self._stuck_after = self.settings.total_timeout_seconds + 30
         self._proxy_url: URL | None = None
         if self._proxy is not None:
             self._proxy_url = URL.build(
@@ -127,7 +141,7 @@ class AioHttpSender(HttpSender):
 
     def send(self, request: OutboundRequest) -> SendResult:
         """POST the request from a task thread; the loop sends it."""
-        return LOOP.run(self.send_async(request))
+        return LOOP.run(self.send_async(request), self._stuck_after)
 
     def send_sequences(self, runs: list[Steps]) -> None:
         """Drive each of ``runs`` on the loop: send each request it yields, give it the result.
@@ -136,10 +150,12 @@ class AioHttpSender(HttpSender):
         each run's requests go one after another.  What the steps raise comes out here, in
         the calling thread.
         """
+        # A run stops sending when its lease is about to end.
+        stuck_after = self.settings.lease_seconds + self._stuck_after
         if len(runs) == 1:
-            LOOP.run(self._drive(runs[0]))
+            LOOP.run(self._drive(runs[0]), stuck_after)
         else:
-            LOOP.run(self._drive_all(runs))
+            LOOP.run(self._drive_all(runs), stuck_after)
 
     async def _drive_all(self, runs: list[Steps]) -> None:
         await asyncio.gather(*(self._drive(steps) for steps in runs))
@@ -148,7 +164,7 @@ class AioHttpSender(HttpSender):
         """Close every pooled connection."""
         session, self._session = self._session, None
         if session is not None and not session.closed:
-            LOOP.run(session.close())
+            LOOP.run(session.close(), self._stuck_after)
         super().close()
 
     async def _drive(self, steps: Steps) -> None:
@@ -163,7 +179,8 @@ class AioHttpSender(HttpSender):
         started = time.perf_counter()
         try:
             return await self.send_async(request)
-        except Exception as exc:  # noqa: BLE001 - as delivery.sending._send does
+        except Exception as exc:  # as delivery.sending._send does
+            logger.exception("the sender raised for %s", request.url)
             return SendResult(
                 "error",
                 (time.perf_counter() - started) * 1000,
