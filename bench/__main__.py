@@ -18,7 +18,8 @@ and when the flow scenario was, one ``bench-flow:`` line (see :func:`bench.flow.
 ``BENCH_SCALE=0.1`` makes a quick run; ``BENCH_ONLY=raw,throughput,e2e,latency`` runs some
 scenarios (raw, throughput, e2e, latency, auth, fanout, isolation, backlog, ingest, ordering,
 flow; and retention, only when named: see :mod:`bench.retention`);
-see :class:`bench.scenarios.BenchConfig` for every knob.
+see :class:`bench.scenarios.BenchConfig` for every knob.  ``BENCH_HTTP_CLIENT=aiohttp`` or
+``urllib3`` gives the workers that HTTP client (``WEBHOOKS_HTTP_CLIENT``; else the default).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ NOT_BY_DEFAULT = {"retention"}
 
 def engine_settings() -> dict[str, str]:
     """Platform settings of the run (``WEBHOOKS_*`` without the prefix)."""
-    return {
+    settings = {
         "admin_token": scenarios.ADMIN_TOKEN,
         # The isolation scenario's endpoint "times out (10 s)".
         "read_timeout_seconds": "10",
@@ -74,6 +75,10 @@ def engine_settings() -> dict[str, str]:
         "log_level": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "log_format": "console",
     }
+    # The workers' HTTP client (WEBHOOKS_HTTP_CLIENT), to compare them; else the default.
+    if os.environ.get("BENCH_HTTP_CLIENT"):
+        settings["http_client"] = os.environ["BENCH_HTTP_CLIENT"]
+    return settings
 
 
 def main() -> int:

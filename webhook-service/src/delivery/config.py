@@ -54,6 +54,9 @@ class DeliverySettings(EndpointSettings):
     # an HTTP CONNECT tunnel, plain HTTP ones forwarded.  The target is still resolved and
     # checked here, and the proxy is given the checked address (docs/security.md).
     egress_proxy: str | None = None
+    # The HTTP client of the workers' sender: aiohttp on one event-loop thread per process
+    # (delivery.aiohttp_sender), or urllib3 pools used by each task thread (delivery.sender).
+    http_client: Literal["aiohttp", "urllib3"] = "urllib3"
 
     @field_validator("egress_proxy")
     @classmethod

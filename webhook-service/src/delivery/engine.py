@@ -43,7 +43,7 @@ from delivery.batch import (
 )
 from delivery.batch_take import BatchLock, batch_connection, take
 from delivery.recording import _DEAD_LETTER, END_LEASE, _dead_letter_body, record, storable
-from delivery.sending import EndpointRun, RunOutput, send_run, sender_pool
+from delivery.sending import EndpointRun, RunOutput, send_run, send_runs
 from webhooks_core.db import Attempt, retry_lost_connection, run_transaction
 from webhooks_core.deliveries.states import DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
@@ -192,11 +192,7 @@ def _send_groups(
         return [send_run(rt, endpoints[eid], items, send_until) for eid, items in groups.items()]
     # A batch of several endpoints (a fan-out): each endpoint's deliveries go out one
     # after another, the endpoints side by side, so a slow one delays only its own.
-    futures = [
-        sender_pool().submit(send_run, rt, endpoints[eid], items, send_until)
-        for eid, items in groups.items()
-    ]
-    return [future.result() for future in futures]
+    return send_runs(rt, [(endpoints[eid], items) for eid, items in groups.items()], send_until)
 
 
 def _observe(

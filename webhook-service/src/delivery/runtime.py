@@ -14,8 +14,9 @@ from celery import Celery
 
 from delivery.broker import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 from delivery.celery_app import settings_of
+from delivery.config import DeliverySettings
 from delivery.engine import DeliveryRuntime
-from delivery.sender import HttpSender
+from delivery.sender import HttpSender, Resolver, system_resolver
 from webhooks_core.db import make_engine
 
 _lock = threading.Lock()
@@ -44,6 +45,15 @@ class BrokerDeadLetterPublisher:
                 )
 
 
+def http_sender(settings: DeliverySettings, resolver: Resolver = system_resolver) -> HttpSender:
+    """The real sender with the HTTP client the settings choose (WEBHOOKS_HTTP_CLIENT)."""
+    if settings.http_client == "aiohttp":
+        from delivery.aiohttp_sender import AioHttpSender
+
+        return AioHttpSender(settings, resolver)
+    return HttpSender(settings, resolver)
+
+
 def runtime_for(app: Celery) -> DeliveryRuntime:
     """The runtime of this process for ``app``, built on first use."""
     runtime = _runtimes.get(id(app))
@@ -57,7 +67,7 @@ def runtime_for(app: Celery) -> DeliveryRuntime:
                 settings=settings,
                 # No pre-ping round trip per batch: deliver_batch replaces a dead connection.
                 engine=make_engine(settings),
-                sender=app.conf.webhooks_sender or HttpSender(settings),
+                sender=app.conf.webhooks_sender or http_sender(settings),
                 clock=app.conf.webhooks_clock,
                 dead_letters=BrokerDeadLetterPublisher(app),
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -103,6 +104,36 @@ def sender_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+Steps = Generator[OutboundRequest, SendResult, None]
+
+
+def send_runs(
+    rt: DeliveryRuntime, runs: list[tuple[BatchEndpoint, list[Leased]]], send_until: float
+) -> list[RunOutput]:
+    """Send several endpoints' deliveries side by side (a fan-out batch), in their order.
+
+    A slow endpoint delays only its own.  With a sender that drives sequences on an event
+    loop (:meth:`delivery.aiohttp_sender.AioHttpSender.send_sequences`), the runs without
+    credentials go to it in one handoff; the others each take a sender thread.
+    """
+    outputs = [_output(rt, endpoint, items) for endpoint, items in runs]
+    on_loop = getattr(rt.sender, "send_sequences", None)
+    futures = []
+    looped: list[Steps] = []
+    for output, (endpoint, items) in zip(outputs, runs, strict=True):
+        steps = _steps(rt, output, items, send_until)
+        if on_loop is not None and endpoint.oauth is None and endpoint.tls is None:
+            looped.append(steps)
+        else:
+            futures.append(sender_pool().submit(_drive, rt, output, steps))
+    if looped:
+        assert on_loop is not None
+        on_loop(looped)
+    for future in futures:
+        future.result()
+    return outputs
+
+
 def send_run(
     rt: DeliveryRuntime, endpoint: BatchEndpoint, items: list[Leased], send_until: float
 ) -> RunOutput:
@@ -112,10 +143,46 @@ def send_run(
     failed attempt that dead-letters its delivery at once (its stored values will not
     change by waiting), a sender that raises is a failed attempt retried by schedule.
     """
+    output = _output(rt, endpoint, items)
+    steps = _steps(rt, output, items, send_until)
+    on_loop = getattr(rt.sender, "send_sequences", None)
+    if on_loop is not None and endpoint.oauth is None and endpoint.tls is None:
+        # The whole run in one handoff to the sender's event loop.
+        on_loop([steps])
+    else:
+        _drive(rt, output, steps)
+    return output
+
+
+def _output(rt: DeliveryRuntime, endpoint: BatchEndpoint, items: list[Leased]) -> RunOutput:
+    """An endpoint run's empty output, with the time its deliveries were claimed."""
     output = RunOutput(EndpointRun(endpoint))
     if items:  # when the claim leased them (flow control's window, endpoints.flow)
         lease = timedelta(seconds=rt.settings.lease_seconds)
         output.run.claimed_at = min(item.lease_expires_at for item in items) - lease
+    return output
+
+
+def _drive(rt: DeliveryRuntime, output: RunOutput, steps: Steps) -> None:
+    """Send each request ``steps`` yields from this thread, and give it the result."""
+    run = output.run
+    try:
+        request = next(steps)
+        while True:
+            if run.endpoint.oauth is None and run.endpoint.tls is None:
+                result = _send(rt.sender, request)
+            else:
+                result = _send_with_credentials(rt, run, request)
+            request = steps.send(result)
+    except StopIteration:
+        return
+
+
+def _steps(rt: DeliveryRuntime, output: RunOutput, items: list[Leased], send_until: float) -> Steps:
+    """The run's requests, one at a time; each result sent back is recorded and decided.
+
+    A keyed delivery that was not delivered holds the rest of its key back (released).
+    """
     stopped = False
     held: set[str] = set()  # keys whose delivery in this batch was not delivered
     for item in items:
@@ -123,28 +190,26 @@ def send_run(
             state = released_state(item.attempt_count)
             output.changes.append(Change(item.id, state, item.attempt_count, rt.clock.now()))
             output.released += 1
+            continue
+        attempted_at = rt.clock.now()
+        try:
+            request = _request(output.run.endpoint, item)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this delivery's
+            _unbuildable(output, output.run.endpoint, item, attempted_at, exc)
         else:
-            stopped = _attempt(rt, output, item)
-            if item.ordering_key is not None and holds_key(
-                output.changes[-1].state, DeliveryState.DELIVERED
-            ):
-                held.add(item.ordering_key)
-    return output
+            result = yield request
+            stopped = _recorded(rt, output, item, attempted_at, result)
+        if item.ordering_key is not None and holds_key(
+            output.changes[-1].state, DeliveryState.DELIVERED
+        ):
+            held.add(item.ordering_key)
 
 
-def _attempt(rt: DeliveryRuntime, output: RunOutput, item: Leased) -> bool:
-    """Send one delivery and decide its new state; True when the run must stop sending."""
+def _recorded(
+    rt: DeliveryRuntime, output: RunOutput, item: Leased, attempted_at: datetime, result: SendResult
+) -> bool:
+    """Record one attempt and decide its delivery's state; True when the run must stop."""
     run, endpoint, settings = output.run, output.run.endpoint, rt.settings
-    attempted_at = rt.clock.now()
-    try:
-        request = _request(endpoint, item)
-    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this delivery's
-        _unbuildable(output, endpoint, item, attempted_at, exc)
-        return False
-    if endpoint.oauth is None and endpoint.tls is None:
-        result = _send(rt.sender, request)
-    else:
-        result = _send_with_credentials(rt, run, request)
     run.results.append((attempted_at, result))
     if not (settings.flow_control and is_throttled(result)):
         run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1

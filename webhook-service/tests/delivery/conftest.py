@@ -185,6 +185,9 @@ def processes(
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOKS_")}
     env.update(ENGINE_ENV)
+    # The HTTP client the suite runs with (WEBHOOKS_HTTP_CLIENT=aiohttp) reaches the worker.
+    if "WEBHOOKS_HTTP_CLIENT" in os.environ:
+        env["WEBHOOKS_HTTP_CLIENT"] = os.environ["WEBHOOKS_HTTP_CLIENT"]
     env.update(getattr(request.module, "ENGINE_ENV_EXTRA", {}))
     env.update(
         {

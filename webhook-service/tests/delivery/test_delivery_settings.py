@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from delivery.aiohttp_sender import AioHttpSender
 from delivery.celery_app import create_celery
 from delivery.clock import SystemClock
 from delivery.config import DeliverySettings
@@ -38,6 +39,18 @@ def test_production_settings_have_no_test_switch(switches_on: Path, urls: dict[s
     runtime = runtime_for(create_celery(DeliverySettings.from_env(**urls)))
     assert isinstance(runtime.sender, HttpSender)
     assert isinstance(runtime.clock, SystemClock)
+
+
+@pytest.mark.parametrize(("value", "kind"), [("aiohttp", AioHttpSender), ("urllib3", HttpSender)])
+def test_the_http_client_setting_picks_the_sender(
+    monkeypatch: pytest.MonkeyPatch, urls: dict[str, str], value: str, kind: type
+) -> None:
+    monkeypatch.setenv("WEBHOOKS_HTTP_CLIENT", value)
+    runtime = runtime_for(create_celery(DeliverySettings.from_env(**urls)))
+    assert type(runtime.sender) is kind
+    monkeypatch.setenv("WEBHOOKS_HTTP_CLIENT", "requests")
+    with pytest.raises(SettingsError, match="WEBHOOKS_HTTP_CLIENT"):
+        DeliverySettings.from_env(**urls)
 
 
 def test_the_test_switches_work_in_the_test_settings(

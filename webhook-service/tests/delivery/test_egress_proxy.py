@@ -21,6 +21,7 @@ import trustme
 
 from delivery.config import DeliverySettings
 from delivery.oauth import OAuthCredentials, TokenCache
+from delivery.runtime import http_sender
 from delivery.sender import HttpSender, OutboundRequest
 from delivery.tls import TLSCredentials, endpoint_tls
 from webhooks_core.endpoints.authentication import seal_secret
@@ -116,6 +117,12 @@ def proxy() -> Iterator[ForwardProxy]:
     server.stop()
 
 
+@pytest.fixture(params=["urllib3", "aiohttp"])
+def settings(settings: DeliverySettings, request: pytest.FixtureRequest) -> DeliverySettings:
+    """Each test here runs with both HTTP clients of the sender (WEBHOOKS_HTTP_CLIENT)."""
+    return settings.model_copy(update={"http_client": request.param})
+
+
 def proxied_sender(settings: DeliverySettings, proxy_url: str, **resolver: Any) -> HttpSender:
     values = settings.model_dump()
     values.update(
@@ -125,7 +132,7 @@ def proxied_sender(settings: DeliverySettings, proxy_url: str, **resolver: Any) 
         total_timeout_seconds=3.0,
         egress_proxy=proxy_url,
     )
-    return HttpSender(DeliverySettings.from_env(**values), **resolver)
+    return http_sender(DeliverySettings.from_env(**values), **resolver)
 
 
 def post(sender: HttpSender, url: str, **kwargs: Any) -> Any:
@@ -269,7 +276,7 @@ def test_tokens_are_shared_by_threads_and_refreshed_before_expiry(
     cache = TokenCache(clock=lambda: now[0])
     values = settings.model_dump()
     values.update(allowed_target_networks=["127.0.0.1/32"])
-    sender = HttpSender(DeliverySettings.from_env(**values))
+    sender = http_sender(DeliverySettings.from_env(**values))
     got: list[str] = []
     threads = [
         threading.Thread(target=lambda: got.append(cache.token("e", credentials, sender)))

@@ -14,8 +14,15 @@ from typing import Any
 import pytest
 
 from delivery.config import DeliverySettings
+from delivery.runtime import http_sender
 from delivery.sender import HttpSender, OutboundRequest
 from webhooks_core.deliveries.outcomes import Verdict, judge
+
+
+@pytest.fixture(params=["urllib3", "aiohttp"])
+def settings(settings: DeliverySettings, request: pytest.FixtureRequest) -> DeliverySettings:
+    """Each test here runs with both HTTP clients of the sender (WEBHOOKS_HTTP_CLIENT)."""
+    return settings.model_copy(update={"http_client": request.param})
 
 
 def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
@@ -27,7 +34,7 @@ def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
         total_timeout_seconds=1.0,
         response_body_max_bytes=1024,
     )
-    return HttpSender(DeliverySettings.from_env(**values), **resolver)
+    return http_sender(DeliverySettings.from_env(**values), **resolver)
 
 
 @pytest.fixture

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from delivery.config import DeliverySettings
+from delivery.runtime import http_sender
 from delivery.sender import HttpSender, OutboundRequest
+
+
+@pytest.fixture(params=["urllib3", "aiohttp"])
+def settings(settings: DeliverySettings, request: pytest.FixtureRequest) -> DeliverySettings:
+    """Each test here runs with both HTTP clients of the sender (WEBHOOKS_HTTP_CLIENT)."""
+    return settings.model_copy(update={"http_client": request.param})
 
 
 def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
@@ -23,7 +30,7 @@ def make_sender(settings: DeliverySettings, **resolver: Any) -> HttpSender:
         read_timeout_seconds=0.6,
         total_timeout_seconds=1.0,
     )
-    return HttpSender(DeliverySettings.from_env(**values), **resolver)
+    return http_sender(DeliverySettings.from_env(**values), **resolver)
 
 
 def post(sender: HttpSender, url: str) -> Any:
