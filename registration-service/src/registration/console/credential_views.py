@@ -14,7 +14,7 @@ from flask_wtf import FlaskForm
 from pydantic import BaseModel, ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from registration.api.endpoint_schemas import OAuthIn, TLSIn, tls_view
+from registration.api.credential_schemas import OAuthIn, TLSIn, tls_view
 from registration.console.blueprint import back, bp, flash_problem, viewer
 from registration.console.forms import ActionForm, OAuthForm, TLSForm
 from registration.runtime import runtime
