@@ -15,11 +15,45 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from webhooks_core.deliveries.ordering import RUNS_SQL, broken_runs, run_after, run_limits
+from webhooks_core.deliveries.ordering import (
+    KEY_HEADS_SQL,
+    KEYS_START,
+    RUNS_SQL,
+    broken_runs,
+    run_after,
+    run_limits,
+)
 from webhooks_core.deliveries.planning import DueRow
 from webhooks_core.deliveries.states import RELEASED_STATE_SQL, SENDING_SQL
 
 _RUNS = text(RUNS_SQL)
+_KEY_HEADS = text(KEY_HEADS_SQL)
+
+
+class KeyWindow:
+    """Which ordering keys' heads a claim looks at: ``window`` keys at a time, in (endpoint,
+    key) order, each claim after the last one's, back to the start after the end.
+
+    A claim's cost stays bounded however many keys are open, and every key's head is
+    looked at within ``open keys / window`` claims.  The position is this process's (each
+    scheduler turns its own); it is only where to look next, never a correctness matter:
+    whichever heads a claim sees, only heads are claimed.
+    """
+
+    def __init__(self) -> None:
+        self._after: tuple[str, str] = KEYS_START
+
+    def heads(self, session: Session, window: int) -> list[int]:
+        """The ids of the heads of the next ``window`` open keys (due or not)."""
+        endpoint, key = self._after
+        rows = session.execute(
+            _KEY_HEADS, {"after_endpoint": endpoint, "after_key": key, "window": window}
+        ).all()
+        self._after = (str(rows[-1][0]), rows[-1][1]) if len(rows) >= window else KEYS_START
+        return [row[2] for row in rows]
+
+
+KEY_WINDOW = KeyWindow()
 # Leased rows handed back within the claim's transaction (a key's run cut short), and the
 # delivery_leases rows of batches left with nothing (else they would hold a slot until they
 # expire; a batch left with some rows frees its rows when it is recorded).

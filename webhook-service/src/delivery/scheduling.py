@@ -41,11 +41,11 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
-from delivery.claim_keys import key_runs, unlease_broken_runs
+from delivery.claim_keys import KEY_WINDOW, key_runs, unlease_broken_runs
 from delivery.config import DeliverySettings
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
 from delivery.rate_buckets import save_buckets, stored_buckets
-from webhooks_core.deliveries.ordering import KEY_HEADS_CTE, NOT_BLOCKED_SQL, fill_batches
+from webhooks_core.deliveries.ordering import NOT_BLOCKED_SQL, fill_batches
 from webhooks_core.deliveries.planning import (
     Allowance,
     DueRow,
@@ -171,8 +171,7 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 # each cycle: 231,000 of them in the benchmark, PostgreSQL at a full core.
 _CANDIDATES = text(
     f"""
-    WITH RECURSIVE {KEY_HEADS_CTE},
-    due AS MATERIALIZED (
+    WITH due AS MATERIALIZED (
         SELECT * FROM (
             (SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
                     d.next_attempt_at, d.ordering_key
@@ -188,8 +187,9 @@ _CANDIDATES = text(
             -- (webhooks_core.deliveries.ordering).
             (SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
                     d.next_attempt_at, d.ordering_key
-             FROM key_heads h JOIN deliveries d ON d.id = h.id
-             WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
+             FROM deliveries d
+             WHERE d.id = ANY(CAST(:key_heads AS bigint[]))
+               AND d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
                AND NOT (d.endpoint_id = ANY(:excluded))
                AND NOT (d.application_id = ANY(:excluded_applications))
                AND {NOT_BLOCKED_SQL}
@@ -298,8 +298,9 @@ def claim_cycle(
 ) -> ClaimResult:
     """:func:`claim_due`, also telling whether endpoints at their limit held work back.
 
-    Three round trips: what is in flight (taking the claim lock), the due rows, the lease;
-    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.  A fourth
+    Four round trips: what is in flight (taking the claim lock), the heads of a window of
+    ordering keys (:data:`delivery.claim_keys.KEY_WINDOW`), the due rows, the lease;
+    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.  A fifth
     when keyed deliveries were planned: the runs that follow their keys' heads
     (:mod:`webhooks_core.deliveries.ordering`).
     """
@@ -323,6 +324,7 @@ def claim_cycle(
             "excluded_applications": list(capacity.full_applications),
             "limit": settings.scheduler_claim_limit,
             "default_limit": default_limit,
+            "key_heads": KEY_WINDOW.heads(session, settings.ordering_key_window),
         },
     ).all()
     buckets = RateLimiter(now.timestamp, stored_buckets(rows))

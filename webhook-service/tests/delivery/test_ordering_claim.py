@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from delivery.claim_keys import KEY_WINDOW
 from delivery.config import DeliverySettings
 from delivery.scheduling import claim_cycle
 from webhooks_core.db import transaction
+from webhooks_core.deliveries.ordering import KEYS_START
 from webhooks_core.messages.envelope import Envelope, utcnow
 from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Delivery, Endpoint
@@ -72,3 +74,42 @@ def test_a_run_is_cut_before_a_row_the_lease_skipped(db: Any, settings: Delivery
         assert set(tokens) == {None}
     expected = ["sending", "pending", "pending", "pending", "sending", "sending"]
     assert [states[i] for i in ids] == expected
+
+
+def test_a_claim_looks_at_a_window_of_keys_in_turn(db: Any, settings: DeliverySettings) -> None:
+    """With more open keys than the window, each claim takes the heads of the next window,
+    and after the last key it starts again: every key's head is claimed within a turn."""
+    with transaction(db) as session:
+        app = Application(name="window")
+        session.add(app)
+        session.flush()
+        # Slots for every key at once: only the window limits what one claim takes.
+        session.add(
+            Endpoint(application_id=app.id, url="http://127.0.0.1:9/window", max_in_flight=10)
+        )
+        session.flush()
+        for key in ("a", "b", "c", "d", "e", "a", "b"):
+            envelope = Envelope(type="person.updated", data={}, ordering_key=key)
+            accept_message(session, envelope, source="http", application_id=app.id)
+    with db() as session:
+        heads = {
+            key: min(
+                i
+                for i, k in session.execute(select(Delivery.id, Delivery.ordering_key))
+                if k == key
+            )
+            for key in "abcde"
+        }
+    windowed = settings.model_copy(update={"ordering_key_window": 2})
+    KEY_WINDOW._after = KEYS_START  # a fresh turn for this test
+    claimed: list[set[int]] = []
+    for _ in range(3):
+        with transaction(db) as session:
+            claims = claim_cycle(session, windowed, utcnow() + timedelta(seconds=1)).claims
+            # Sent and delivered: the endpoint's slots are free again for the next claim.
+            session.execute(
+                text("UPDATE deliveries SET state = 'delivered' WHERE state = 'sending'")
+            )
+            session.execute(text("DELETE FROM delivery_leases"))
+        claimed.append({i for c in claims for i in c.delivery_ids} & set(heads.values()))
+    assert claimed == [{heads["a"], heads["b"]}, {heads["c"], heads["d"]}, {heads["e"]}]
