@@ -1,4 +1,5 @@
-"""The ordering rule in the claim: the runs that follow keys' heads, and runs the lease broke.
+"""The ordering rule in the scheduler: the runs that follow keys' heads, runs the lease broke,
+and the sweep that wakes parked deliveries.
 
 The rule itself (which delivery heads its key, how far a run may go, when a run is broken)
 is :mod:`webhooks_core.deliveries.ordering`; this is the claim's use of it, in the claim's
@@ -16,9 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from webhooks_core.deliveries.ordering import (
-    KEY_HEADS_SQL,
     KEYS_START,
     RUNS_SQL,
+    SWEEP_PARKED_SQL,
     broken_runs,
     run_after,
     run_limits,
@@ -27,41 +28,47 @@ from webhooks_core.deliveries.planning import DueRow
 from webhooks_core.deliveries.states import RELEASED_STATE_SQL, SENDING_SQL
 
 _RUNS = text(RUNS_SQL)
-_KEY_HEADS = text(KEY_HEADS_SQL)
+_SWEEP = text(SWEEP_PARKED_SQL)
 
 
-class KeyWindow:
-    """Which ordering keys' heads a claim looks at: ``window`` keys at a time, in (endpoint,
-    key) order, each claim after the last one's, back to the start after the end.
+class ParkedSweep:
+    """Wakes parked deliveries whose key's head has ended, ``window`` keys at a time, in
+    (endpoint, key) order, each sweep after the last one's, back to the start after the end.
 
-    A claim's cost stays bounded however many keys are open, and every key's head is
-    looked at within ``open keys / window`` claims.  The position is this process's (each
-    scheduler turns its own); it is only where to look next, never a correctness matter:
-    whichever heads a claim sees, only heads are claimed.
+    The recording of a batch wakes its own keys; this is for the paths that end a delivery
+    without waking its key (a lease run out into a dead letter, a cancel, a replay, a
+    retention delete, a batch recorded one delivery at a time).  Only keys with parked
+    deliveries are read, so a sweep's cost follows the backlogs, not the open keys.  The
+    position is this process's (each scheduler turns its own); it is only where to look
+    next, never a correctness matter.
     """
 
     def __init__(self) -> None:
         self._after: tuple[str, str] = KEYS_START
 
-    def heads(self, session: Session, window: int) -> list[int]:
-        """The ids of the heads of the next ``window`` open keys (due or not)."""
+    def sweep(self, session: Session, window: int, now: datetime) -> int:
+        """Look at the next ``window`` keys with parked deliveries; how many were woken."""
         endpoint, key = self._after
-        rows = session.execute(
-            _KEY_HEADS, {"after_endpoint": endpoint, "after_key": key, "window": window}
-        ).all()
-        self._after = (str(rows[-1][0]), rows[-1][1]) if len(rows) >= window else KEYS_START
-        return [row[2] for row in rows]
+        row = session.execute(
+            _SWEEP,
+            {"after_endpoint": endpoint, "after_key": key, "window": window, "now": now},
+        ).one()
+        if row.keys >= window and row.endpoint_id is not None:
+            self._after = (str(row.endpoint_id), row.ordering_key)
+        else:
+            self._after = KEYS_START
+        return int(row.woken)
 
 
-KEY_WINDOW = KeyWindow()
-# Leased rows handed back within the claim's transaction (a key's run cut short), and the
+# Leased rows handed back within the claim's transaction (a key's run cut short: parked
+# again, behind the row the lease skipped), and the
 # delivery_leases rows of batches left with nothing (else they would hold a slot until they
 # expire; a batch left with some rows frees its rows when it is recorded).
 _UNLEASE = text(
     f"""
     WITH unleased AS (
         UPDATE deliveries
-        SET state = {RELEASED_STATE_SQL}, next_attempt_at = :now, lease_token = NULL,
+        SET state = {RELEASED_STATE_SQL}, next_attempt_at = NULL, lease_token = NULL,
             lease_expires_at = NULL
         WHERE id = ANY(CAST(:ids AS bigint[])) AND state = {SENDING_SQL}
         RETURNING id

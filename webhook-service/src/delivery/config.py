@@ -90,8 +90,8 @@ class DeliverySettings(EndpointSettings):
     other_status_policy: Literal["retry", "dead"] = "retry"
     delivery_batch_size: int = Field(default=50, ge=1, le=1000)
     scheduler_claim_limit: int = Field(default=1000, ge=1)
-    # Ordering keys whose oldest open delivery one claim looks at (delivery.claim_keys).
-    ordering_key_window: int = Field(default=1_000_000, ge=1)
+    # Keys with parked deliveries one sweep of the scheduler looks at (delivery.claim_keys).
+    ordering_sweep_keys: int = Field(default=10_000, ge=1)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("retry_schedule", mode="before")

@@ -131,7 +131,8 @@ def _deliver_locked(
         report.outcomes += [result.outcome for _, result in output.run.results]
         report.outcomes += ["error"] * output.unbuildable
 
-    dead_records = record(rt, sessions, token, changes, attempts, runs, report)
+    keys = sorted({(i.endpoint_id, i.ordering_key) for i in leased if i.ordering_key is not None})
+    dead_records = record(rt, sessions, token, changes, attempts, runs, report, keys)
     _observe(runs, sum(output.unbuildable for output in outputs), lags, report, dead_records)
     if dead_records:
         try:

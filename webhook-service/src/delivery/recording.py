@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from delivery.config import DeliverySettings
 from delivery.flow_recording import record_flow
 from delivery.sending import EndpointRun
 from webhooks_core.db import connection_lost, run_transaction
+from webhooks_core.deliveries.ordering import lock_ordering_keys, wake_keys
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
@@ -120,8 +122,12 @@ def record(
     attempts: list[dict[str, Any]],
     runs: dict[uuid.UUID, EndpointRun],
     report: BatchReport,
+    keys: Sequence[tuple[uuid.UUID, str]] = (),
 ) -> list[dict[str, Any]]:
     """Write the batch's outcome in one transaction; return the dead letters to publish.
+
+    ``keys`` are the batch's ordering keys (endpoint id, key): their next parked
+    deliveries are woken in the same transaction when they now head their key.
 
     Should that transaction fail (a value PostgreSQL refuses that sanitising did not
     foresee), each delivery is recorded on its own instead (:func:`_record_each`): one
@@ -131,7 +137,7 @@ def record(
     """
 
     def work(session: Session) -> tuple[dict[int, str], list[dict[str, Any]]]:
-        written = _write(rt, session, token, changes, attempts, runs)
+        written = _write(rt, session, token, changes, attempts, runs, keys)
         session.execute(END_LEASE, {"token": token})
         return written
 
@@ -254,13 +260,20 @@ def _write(
     changes: list[Change],
     attempts: list[dict[str, Any]],
     runs: dict[uuid.UUID, EndpointRun],
+    keys: Sequence[tuple[uuid.UUID, str]] = (),
 ) -> tuple[dict[int, str], list[dict[str, Any]]]:
-    """Record endpoint health, the deliveries' changes, their attempts and dead letters.
+    """Record endpoint health, the deliveries' changes, their attempts and dead letters,
+    and wake the deliveries parked behind ``keys`` that now head their key.
 
     Returns the new state of each delivery recorded (those still leased under ``token``)
-    and the dead letters opened.  Every text from outside is made storable first.
+    and the dead letters opened.  Every text from outside is made storable first.  (A
+    delivery recorded alone wakes no key: the scheduler's sweep does.)
     """
     settings, now = rt.settings, rt.clock.now()
+    # The keys' locks first, before any row lock (fan-out takes them before its rows too):
+    # a delivery a fan-out parks behind this batch's keys is committed before the wake below
+    # reads, or parks after this batch is recorded and sees its head ended.
+    lock_ordering_keys(session, [key for _, key in keys])
     # Endpoint rows before delivery rows, endpoints in id order: disabling an endpoint
     # (here or in the API) locks it and then cancels its deliveries, so taking locks in
     # the other order could deadlock with a batch of the same endpoint recording at once.
@@ -268,6 +281,7 @@ def _write(
         update_health(session, settings, runs[endpoint_id], now)
     record_flow(session, settings, runs, now)  # its rows next, in the same order
     updated = _write_changes(session, token, changes)
+    wake_keys(session, keys, now)
     recorded = [a for a in attempts if a["delivery_id"] in updated]
     _insert_attempts(session, recorded)
     # One aggregated upsert per batch (after the new states: it reads them).

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from delivery.broker import DELIVER_QUEUE_NAME
 from delivery.celery_app import create_celery
+from delivery.claim_keys import ParkedSweep
 from delivery.clock import Clock, SystemClock
 from delivery.config import DeliverySettings
 from delivery.engine import DeadLetterPublisher
@@ -103,6 +104,7 @@ class Scheduler:
         self._last_expiry = 0.0
         self._wake_in: float | None = None
         self._publish_failed = False
+        self._parked = ParkedSweep()
 
     def cycle(self) -> tuple[int, bool]:
         """One cycle: claim, publish, expire leases when due.  Returns the deliveries claimed
@@ -113,7 +115,21 @@ class Scheduler:
         if time.monotonic() - self._last_expiry >= self.settings.scheduler_poll_seconds:
             self._last_expiry = time.monotonic()
             self._expire()
+            self._sweep()
         return claimed, saturated
+
+    def _sweep(self) -> None:
+        """Wake parked deliveries whose key's head ended by a path that does not wake them
+        (:class:`delivery.claim_keys.ParkedSweep`); what it wakes notifies the next claim."""
+        woken = run_transaction(
+            self.sessions,
+            lambda session: self._parked.sweep(
+                session, self.settings.ordering_sweep_keys, self.clock.now()
+            ),
+            what="parked sweep",
+        )
+        if woken:
+            logger.info("parked deliveries woken by the sweep: %d", woken)
 
     def _expire(self) -> None:
         expiry = run_transaction(

@@ -41,11 +41,11 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
-from delivery.claim_keys import KEY_WINDOW, key_runs, unlease_broken_runs
+from delivery.claim_keys import key_runs, unlease_broken_runs
 from delivery.config import DeliverySettings
 from delivery.engine import _DEAD_LETTER, _dead_letter_body
 from delivery.rate_buckets import save_buckets, stored_buckets
-from webhooks_core.deliveries.ordering import NOT_BLOCKED_SQL, fill_batches
+from webhooks_core.deliveries.ordering import IS_HEAD_SQL, NOT_BLOCKED_SQL, fill_batches
 from webhooks_core.deliveries.planning import (
     Allowance,
     DueRow,
@@ -172,31 +172,16 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 _CANDIDATES = text(
     f"""
     WITH due AS MATERIALIZED (
-        SELECT * FROM (
-            (SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
-                    d.next_attempt_at, d.ordering_key
-             FROM deliveries d
-             WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
-               AND d.ordering_key IS NULL
-               AND NOT (d.endpoint_id = ANY(:excluded))
-               AND NOT (d.application_id = ANY(:excluded_applications))
-             ORDER BY d.next_attempt_at
-             LIMIT :limit)
-            UNION ALL
-            -- Keyed deliveries: only each key's oldest open one, when it is due
-            -- (webhooks_core.deliveries.ordering).
-            (SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
-                    d.next_attempt_at, d.ordering_key
-             FROM deliveries d
-             WHERE d.id = ANY(CAST(:key_heads AS bigint[]))
-               AND d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
-               AND NOT (d.endpoint_id = ANY(:excluded))
-               AND NOT (d.application_id = ANY(:excluded_applications))
-               AND {NOT_BLOCKED_SQL}
-             ORDER BY d.next_attempt_at
-             LIMIT :limit)
-        ) candidates
-        ORDER BY next_attempt_at
+        SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at,
+               d.ordering_key
+        FROM deliveries d
+        WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
+          AND NOT (d.endpoint_id = ANY(:excluded))
+          AND NOT (d.application_id = ANY(:excluded_applications))
+          -- A keyed delivery only when it heads its key (webhooks_core.deliveries.ordering);
+          -- those behind a head are parked, out of this index, but for a few handed back.
+          AND (d.ordering_key IS NULL OR ({IS_HEAD_SQL} AND {NOT_BLOCKED_SQL}))
+        ORDER BY d.next_attempt_at
         LIMIT :limit
     )
     SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
@@ -225,7 +210,7 @@ _LEASE = text(
         WHERE d.id = v.id AND d.id IN (
             SELECT id FROM deliveries
             WHERE id = ANY(CAST(:ids AS bigint[])) AND state IN {DUE_SQL}
-              AND next_attempt_at <= :now
+              AND (next_attempt_at <= :now OR next_attempt_at IS NULL)  -- or parked, in a run
             FOR UPDATE SKIP LOCKED)
         RETURNING d.id, d.lease_token, d.endpoint_id, d.application_id
     ), batches AS (
@@ -298,9 +283,8 @@ def claim_cycle(
 ) -> ClaimResult:
     """:func:`claim_due`, also telling whether endpoints at their limit held work back.
 
-    Four round trips: what is in flight (taking the claim lock), the heads of a window of
-    ordering keys (:data:`delivery.claim_keys.KEY_WINDOW`), the due rows, the lease;
-    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.  A fifth
+    Three round trips: what is in flight (taking the claim lock), the due rows, the lease;
+    :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.  A fourth
     when keyed deliveries were planned: the runs that follow their keys' heads
     (:mod:`webhooks_core.deliveries.ordering`).
     """
@@ -324,7 +308,6 @@ def claim_cycle(
             "excluded_applications": list(capacity.full_applications),
             "limit": settings.scheduler_claim_limit,
             "default_limit": default_limit,
-            "key_heads": KEY_WINDOW.heads(session, settings.ordering_key_window),
         },
     ).all()
     buckets = RateLimiter(now.timestamp, stored_buckets(rows))

@@ -181,14 +181,17 @@ def _drive(rt: DeliveryRuntime, output: RunOutput, steps: Steps) -> None:
 def _steps(rt: DeliveryRuntime, output: RunOutput, items: list[Leased], send_until: float) -> Steps:
     """The run's requests, one at a time; each result sent back is recorded and decided.
 
-    A keyed delivery that was not delivered holds the rest of its key back (released).
+    A keyed delivery that was not delivered holds the rest of its key back (released,
+    parked behind it).
     """
     stopped = False
     held: set[str] = set()  # keys whose delivery in this batch was not delivered
     for item in items:
         if stopped or item.ordering_key in held or time.monotonic() > send_until:
             state = released_state(item.attempt_count)
-            output.changes.append(Change(item.id, state, item.attempt_count, rt.clock.now()))
+            # Behind its key's head: parked until the head ends (webhooks_core.deliveries.ordering).
+            due = None if item.ordering_key in held else rt.clock.now()
+            output.changes.append(Change(item.id, state, item.attempt_count, due))
             output.released += 1
             continue
         attempted_at = rt.clock.now()

@@ -9,13 +9,12 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from delivery.claim_keys import KEY_WINDOW
+from delivery.claim_keys import ParkedSweep
 from delivery.config import DeliverySettings
 from delivery.scheduling import claim_cycle
 from webhooks_core.db import transaction
-from webhooks_core.deliveries.ordering import KEYS_START
 from webhooks_core.messages.envelope import Envelope, utcnow
-from webhooks_core.messages.fanout import accept_message
+from webhooks_core.messages.fanout import accept_message, accept_messages
 from webhooks_core.models import Application, Delivery, Endpoint
 
 
@@ -76,40 +75,65 @@ def test_a_run_is_cut_before_a_row_the_lease_skipped(db: Any, settings: Delivery
     assert [states[i] for i in ids] == expected
 
 
-def test_a_claim_looks_at_a_window_of_keys_in_turn(db: Any, settings: DeliverySettings) -> None:
-    """With more open keys than the window, each claim takes the heads of the next window,
-    and after the last key it starts again: every key's head is claimed within a turn."""
+def test_deliveries_behind_their_key_wait_parked(db: Any, settings: DeliverySettings) -> None:
+    """Created behind an open delivery of their key, one at a time or several in one
+    statement, deliveries wait with no due time, out of the claim's scan."""
+    ids = _setup(db)
     with transaction(db) as session:
-        app = Application(name="window")
+        app_id = session.scalars(select(Application.id)).one()
+        incoming = [
+            (Envelope(type="person.updated", data={}, ordering_key=key), app_id)
+            for key in ("m", "m", "m", "j")
+        ]
+        accept_messages(session, incoming, source="broker")
+    with db() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.ordering_key, Delivery.next_attempt_at).order_by(
+                Delivery.id
+            )
+        ).all()
+    parked = [row.id for row in rows if row.next_attempt_at is None]
+    m = [row.id for row in rows if row.ordering_key == "m"]
+    j = [row.id for row in rows if row.ordering_key == "j"]
+    assert parked == sorted(ids[1:4] + m[1:] + j[1:])
+    with transaction(db) as session:
+        claims = claim_cycle(session, settings, utcnow() + timedelta(seconds=1)).claims
+    # Each key's head, with its parked run; the unkeyed one alone.
+    assert sorted(c.delivery_ids for c in claims) == sorted([ids[:4], m, [ids[4], *j[1:]], [ids[5]]])
+
+
+def test_the_sweep_wakes_keys_in_turn(db: Any, settings: DeliverySettings) -> None:
+    """A head that ends by a path that does not wake its key (here a plain UPDATE): the
+    scheduler's sweep wakes the next delivery, ``window`` keys at a time, in turn; a key
+    whose head is still open stays parked."""
+    with transaction(db) as session:
+        app = Application(name="sweep")
         session.add(app)
         session.flush()
-        # Slots for every key at once: only the window limits what one claim takes.
-        session.add(
-            Endpoint(application_id=app.id, url="http://127.0.0.1:9/window", max_in_flight=10)
-        )
+        session.add(Endpoint(application_id=app.id, url="http://127.0.0.1:9/sweep"))
         session.flush()
-        for key in ("a", "b", "c", "d", "e", "a", "b"):
+        for key in ("a", "b", "c", "d", "e", "f", "a", "b", "c", "d", "e", "f"):
             envelope = Envelope(type="person.updated", data={}, ordering_key=key)
             accept_message(session, envelope, source="http", application_id=app.id)
-    with db() as session:
-        heads = {
-            key: min(
-                i
-                for i, k in session.execute(select(Delivery.id, Delivery.ordering_key))
-                if k == key
+    with transaction(db) as session:
+        session.execute(
+            text(
+                "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL"
+                " WHERE ordering_key <> 'f' AND next_attempt_at IS NOT NULL"
             )
-            for key in "abcde"
-        }
-    windowed = settings.model_copy(update={"ordering_key_window": 2})
-    KEY_WINDOW._after = KEYS_START  # a fresh turn for this test
-    claimed: list[set[int]] = []
-    for _ in range(3):
+        )
+    sweep = ParkedSweep()
+    woken = []
+    for _ in range(4):
         with transaction(db) as session:
-            claims = claim_cycle(session, windowed, utcnow() + timedelta(seconds=1)).claims
-            # Sent and delivered: the endpoint's slots are free again for the next claim.
-            session.execute(
-                text("UPDATE deliveries SET state = 'delivered' WHERE state = 'sending'")
+            woken.append(sweep.sweep(session, 2, utcnow()))
+    # a, b | c, d | e, f (f's head is open: nothing to wake) | a, b again: nothing left.
+    assert woken == [2, 2, 1, 0]
+    with db() as session:
+        waiting = session.execute(
+            select(Delivery.ordering_key, Delivery.next_attempt_at).where(
+                Delivery.state == "pending"
             )
-            session.execute(text("DELETE FROM delivery_leases"))
-        claimed.append({i for c in claims for i in c.delivery_ids} & set(heads.values()))
-    assert claimed == [{heads["a"], heads["b"]}, {heads["c"], heads["d"]}, {heads["e"]}]
+        ).all()
+    assert sorted(key for key, due in waiting if due is None) == ["f"]
+    assert sorted(key for key, due in waiting if due is not None) == list("abcdef")

@@ -16,12 +16,14 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from webhooks_core.deliveries.ordering import first_due_sql
 from webhooks_core.endpoints.matching import receives_sql
 
 # The statement (see the module docstring): check the application and the event
 # type, take the key's advisory lock (the general path takes the same one), claim the key,
 # store the message under an id drawn in advance (so the key row can name it), fan it out.
-# The fan-out join is the one matching rule (webhooks_core.endpoints.matching), as SQL text.
+# The fan-out join is the one matching rule (webhooks_core.endpoints.matching), as SQL text;
+# a keyed delivery is parked behind its key (webhooks_core.deliveries.ordering).
 # It returns a null message id when it stored nothing.
 _FAST_PUBLISH_CTES = """
 WITH application AS (
@@ -43,8 +45,8 @@ WITH application AS (
     INSERT INTO deliveries
         (message_id, endpoint_id, application_id, event_type, state, next_attempt_at,
          ordering_key)
-    SELECT message.id, endpoint.id, endpoint.application_id, :event_type, :pending, now(),
-           :ordering_key
+    SELECT message.id, endpoint.id, endpoint.application_id, :event_type, :pending,
+           {first_due}, :ordering_key
     FROM message JOIN endpoints AS endpoint ON {receives}
     RETURNING 1
 )
@@ -117,7 +119,9 @@ class PreparedStatement:
         return session.execute(self._execute, params).one()
 
 
-_FAST_PUBLISH_CTES = _FAST_PUBLISH_CTES.replace("{receives}", receives_sql("endpoint"))
+_FAST_PUBLISH_CTES = _FAST_PUBLISH_CTES.replace("{receives}", receives_sql("endpoint")).replace(
+    "{first_due}", first_due_sql("endpoint.id", "CAST(:ordering_key AS text)")
+)
 FAST_PUBLISH = PreparedStatement(
     "webhooks_publish", _FAST_PUBLISH_CTES.replace("{claim}", _CLAIM_WITHOUT_KEY)
 )

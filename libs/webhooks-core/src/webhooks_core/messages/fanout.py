@@ -23,7 +23,7 @@ from sqlalchemy import Select, String, and_, cast, func, literal, or_, select, t
 from sqlalchemy.dialects.postgresql import TEXT, insert
 from sqlalchemy.orm import Session, aliased
 
-from webhooks_core.deliveries.ordering import lock_ordering_keys
+from webhooks_core.deliveries.ordering import first_due_at, lock_ordering_keys
 from webhooks_core.endpoints.matching import MAY_BROADCAST, receives, receives_values
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.models import Delivery, DeliveryState, Endpoint, Message
@@ -117,16 +117,21 @@ def fan_out(
     application_id: uuid.UUID | None,
     ordering_key: str | None = None,
 ) -> int:
-    """Insert one pending delivery per matching endpoint in one statement; return how many."""
+    """Insert one pending delivery per matching endpoint in one statement; return how many.
+
+    A keyed one is parked behind an open delivery of its endpoint and key
+    (:func:`~webhooks_core.deliveries.ordering.first_due_at`).
+    """
     conditions = receives_values(event_type, channels, application_id)
+    key = literal(ordering_key, String)
     matching = select(
         literal(message_id),
         Endpoint.id,
         Endpoint.application_id,
         literal(event_type, String),
         literal(DeliveryState.PENDING.value, String),
-        func.now(),
-        literal(ordering_key, String),
+        first_due_at(Endpoint.id, key),
+        key,
     ).where(conditions)
     result = session.execute(
         insert(Delivery)
@@ -154,7 +159,8 @@ def deliver_to(
     event_type: str,
     ordering_key: str | None = None,
 ) -> int:
-    """Create the one pending delivery of a message to ``endpoint``, due now; return its id.
+    """Create the one pending delivery of a message to ``endpoint``, due now (or parked
+    behind its key, as in :func:`fan_out`); return its id.
 
     For the paths that choose the endpoint themselves instead of fanning out (relay mode,
     test events); the caller owns the transaction.
@@ -166,7 +172,7 @@ def deliver_to(
         event_type=event_type,
         ordering_key=ordering_key,
         state=DeliveryState.PENDING.value,
-        next_attempt_at=func.now(),
+        next_attempt_at=first_due_at(literal(endpoint.id), literal(ordering_key, String)),
     )
     session.add(delivery)
     session.flush()
@@ -273,8 +279,15 @@ def _matching_endpoints(
 ) -> Select[int, uuid.UUID, uuid.UUID, str, str, datetime, str | None]:
     """(message, endpoint) pairs of the stored messages ``message_ids``, as delivery rows,
     in message order: the deliveries' ids, which order a key's deliveries, follow the
-    messages' acceptance order."""
+    messages' acceptance order.  Keyed ones behind another of their key are parked."""
     message = aliased(Message)
+    # A later message of a key, to the same endpoint, in this same statement waits too.
+    earlier = (
+        func.row_number().over(
+            partition_by=(Endpoint.id, message.ordering_key), order_by=message.id
+        )
+        > 1
+    )
     matches = receives(
         event_type=cast(message.event_type, TEXT),
         channels=message.channels,
@@ -288,7 +301,7 @@ def _matching_endpoints(
             Endpoint.application_id,
             message.event_type,
             literal(DeliveryState.PENDING.value, String),
-            func.now(),
+            first_due_at(Endpoint.id, message.ordering_key, earlier),
             message.ordering_key,
         )
         .select_from(message)

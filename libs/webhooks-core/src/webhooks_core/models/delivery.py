@@ -88,6 +88,17 @@ class Delivery(Base):
             "id",
             postgresql_where=text(f"ordering_key IS NOT NULL AND state IN {OPEN_SQL}"),
         ),
+        # Parked deliveries only (keyed, due by state, no time yet: behind their key's head):
+        # waking reads the first one of a key, and the sweep the keys that have any.
+        Index(
+            "ix_deliveries_parked",
+            "endpoint_id",
+            "ordering_key",
+            "id",
+            postgresql_where=text(
+                f"ordering_key IS NOT NULL AND state IN {DUE_SQL} AND next_attempt_at IS NULL"
+            ),
+        ),
         Index(
             "ix_deliveries_ordering_dead",
             "endpoint_id",
