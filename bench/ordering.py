@@ -68,7 +68,8 @@ def preload_keyed(
     keyed: bool,
 ) -> dict[str, tuple[str, int]]:
     """Store ``KEYS x per_key`` messages, each with one held delivery to its key's endpoint,
-    in acceptance order (seq by seq); the ``(key, seq)`` of each event id."""
+    in acceptance order (seq by seq), keyed ones after a key's first parked as fan-out
+    parks them (webhooks_core.deliveries.ordering); the ``(key, seq)`` of each event id."""
     order: dict[str, tuple[str, int]] = {}
     occurred = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
@@ -95,7 +96,9 @@ def preload_keyed(
                     f"""
                     INSERT INTO deliveries (message_id, endpoint_id, application_id, event_type,
                                             state, next_attempt_at, ordering_key)
-                    SELECT m.id, e.id, e.application_id, m.event_type, 'pending', {seed.HOLD},
+                    SELECT m.id, e.id, e.application_id, m.event_type, 'pending',
+                           CASE WHEN m.ordering_key IS NOT NULL AND :seq > 0 THEN NULL
+                                ELSE {seed.HOLD} END,
                            m.ordering_key
                     FROM unnest(CAST(:ids AS bigint[]), CAST(:targets AS uuid[]))
                          AS t(message_id, endpoint_id)
@@ -107,6 +110,7 @@ def preload_keyed(
                 {
                     "ids": ids,
                     "targets": [str(endpoints[k % len(endpoints)].id) for k in range(KEYS)],
+                    "seq": seq,
                 },
             )
     return order

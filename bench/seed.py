@@ -179,13 +179,14 @@ def preload(
 
 
 def release(engine: Engine, event_type: str) -> float:
-    """Make every held pending delivery of ``event_type`` due now; return the database's
-    commit-time clock (unix seconds), the start of the measurement."""
+    """Make every held pending delivery of ``event_type`` due now (not the parked ones:
+    they wait behind their key's head); return the database's commit-time clock (unix
+    seconds), the start of the measurement."""
     with engine.begin() as conn:
         conn.execute(
             text(
                 "UPDATE deliveries SET next_attempt_at = now() "
-                "WHERE event_type = :type AND state = 'pending'"
+                "WHERE event_type = :type AND state = 'pending' AND next_attempt_at IS NOT NULL"
             ),
             {"type": event_type},
         )

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import transaction
+from webhooks_core.messages.envelope import Envelope
+from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, DeadLetter, Delivery, Endpoint, Message
 from webhooks_core.monitoring import DatabaseGauges, ProcessGroupCollector
 
@@ -140,6 +142,23 @@ def test_database_gauges_are_zero_on_an_empty_database(
     assert values[("webhooks_deliveries_oldest_pending_age_seconds", ())] == 0
     assert values[("webhooks_deliveries_overdue_seconds", ())] == 0
     assert values[("webhooks_dead_letters_open", ())] == 0
+    assert values[("webhooks_deliveries_parked", ())] == 0
+
+
+def test_the_parked_gauge_counts_deliveries_behind_their_key(
+    db: sessionmaker[Session], engine: Engine
+) -> None:
+    with transaction(db) as session:
+        app = Application(name="parked")
+        session.add(app)
+        session.flush()
+        session.add(Endpoint(application_id=app.id, url="http://127.0.0.1:9/parked"))
+        session.flush()
+        for key in ("k", "k", "k", "j"):
+            envelope = Envelope(type="person.updated", data={}, ordering_key=key)
+            accept_message(session, envelope, source="http", application_id=app.id)
+    values = samples(DatabaseGauges(engine))
+    assert values[("webhooks_deliveries_parked", ())] == 2
 
 
 def test_an_unreachable_database_reports_down_instead_of_failing_the_scrape() -> None:

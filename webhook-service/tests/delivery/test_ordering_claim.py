@@ -99,7 +99,9 @@ def test_deliveries_behind_their_key_wait_parked(db: Any, settings: DeliverySett
     with transaction(db) as session:
         claims = claim_cycle(session, settings, utcnow() + timedelta(seconds=1)).claims
     # Each key's head, with its parked run; the unkeyed one alone.
-    assert sorted(c.delivery_ids for c in claims) == sorted([ids[:4], m, [ids[4], *j[1:]], [ids[5]]])
+    assert sorted(c.delivery_ids for c in claims) == sorted(
+        [ids[:4], m, [ids[4], *j[1:]], [ids[5]]]
+    )
 
 
 def test_the_sweep_wakes_keys_in_turn(db: Any, settings: DeliverySettings) -> None:

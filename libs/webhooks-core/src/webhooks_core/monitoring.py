@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from webhooks_core.db import make_session_factory, run_transaction
+from webhooks_core.deliveries.ordering import parked_sql
 from webhooks_core.deliveries.states import DUE_SQL, OPEN_SQL, OPEN_STATES
 from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
 from webhooks_core.flow_monitoring import EndpointFlowGauges
@@ -206,6 +207,7 @@ class DatabaseGauges(Collector):
             "oldest_age": float(ages[0] or 0.0),
             "overdue": max(float(ages[1] or 0.0), 0.0),
             "dead_letters": int(ages[2]),
+            "parked": int(ages[3]),
             "health": states,
             "circuits": {
                 "closed": states["healthy"] + states["failing"],
@@ -236,7 +238,8 @@ class DatabaseGauges(Collector):
                 f"   WHERE state IN {OPEN_SQL}),"
                 " (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM deliveries"
                 f"   WHERE state IN {DUE_SQL} AND next_attempt_at <= now()),"
-                " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL)"
+                " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL),"
+                f" (SELECT count(*) FROM deliveries d WHERE {parked_sql('d')})"
             )
         ).one()
         health: dict[str, int] = dict(
@@ -300,6 +303,11 @@ class DatabaseGauges(Collector):
             "How long the most overdue due delivery has waited past its next_attempt_at.",
         )
         overdue.add_metric([], values["overdue"])
+        parked = GaugeMetricFamily(
+            "webhooks_deliveries_parked",
+            "Keyed deliveries waiting behind an earlier open delivery of their ordering key.",
+        )
+        parked.add_metric([], float(values["parked"]))
         dead = GaugeMetricFamily("webhooks_dead_letters_open", "Dead letters not redriven yet.")
         dead.add_metric([], float(values["dead_letters"]))
         circuits = GaugeMetricFamily(
@@ -341,6 +349,7 @@ class DatabaseGauges(Collector):
             pending,
             oldest,
             overdue,
+            parked,
             dead,
             circuits,
             disabled,

@@ -203,7 +203,10 @@ class DeliveryOut(Out):
     ordering_key: str | None = Field(default=None, description="the message's ordering key")
     state: str
     attempt_count: int = Field(description="attempts since the delivery was created or replayed")
-    next_attempt_at: datetime | None
+    next_attempt_at: datetime | None = Field(
+        description="when it is due; null once it ended, and for a pending or retrying one"
+        " that waits behind an earlier open delivery of its ordering key (parked)"
+    )
     last_attempt_at: datetime | None
     last_status_code: int | None
     last_error: str | None

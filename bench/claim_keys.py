@@ -1,0 +1,126 @@
+"""``python -m bench.claim_keys [KEYS]``: how long one claim takes with many open ordering keys.
+
+Only PostgreSQL is used (no broker, no workers): the database ``webhooks_bench_claim`` is
+recreated and filled directly with ``KEYS`` (default 200,000) open keys over 20 endpoints,
+each key with one due delivery and a tenth of them with a second one parked behind it (as
+fan-out parks it, webhooks_core.deliveries.ordering), then five claims are timed, each rolled
+back so the next one finds the same rows.  Prints one line per claim and, per statement, the
+milliseconds of the first claim's round trips::
+
+    claim-keys: keys=200000 parked=20000 claim_ms=N,N,N,N,N deliveries=N batches=N
+
+This is the cost that grew with the open keys before parking (a claim read every key's head).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import sessionmaker
+
+from bench.stack import ServiceNames, reset_services
+from delivery.config import DeliverySettings
+from delivery.scheduling import claim_cycle
+from webhooks_core.messages.envelope import utcnow
+
+ENDPOINTS = 20
+NAMES = ServiceNames(
+    database="webhooks_bench_claim",
+    producer_database="webhooks_producer_bench_claim",
+    vhost="webhooks_bench_claim",
+)
+
+
+def fill(engine: Engine, keys: int) -> int:
+    """One application, ``ENDPOINTS`` endpoints, ``keys`` keys (one endpoint each), a due
+    delivery per key and a parked one behind every tenth key; the parked count."""
+    parked = keys // 10
+    with engine.begin() as conn:
+        app = conn.execute(
+            text(
+                "INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'claim-keys')"
+                " RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO endpoints (id, application_id, url, max_in_flight)"
+                " SELECT gen_random_uuid(), :app, 'http://127.0.0.1:9/claim-' || g, 4"
+                " FROM generate_series(1, :n) g"
+            ),
+            {"app": app, "n": ENDPOINTS},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO messages (event_id, application_id, event_type, payload, source,"
+                " ordering_key, occurred_at)"
+                " SELECT 'e' || g, :app, 'bench.claim', '{}'::jsonb, 'http', 'k' || (g % :keys),"
+                " now() FROM generate_series(1, :m) g"
+            ),
+            {"app": app, "keys": keys, "m": keys + parked},
+        )
+        endpoints = [str(row[0]) for row in conn.execute(text("SELECT id FROM endpoints"))]
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (message_id, endpoint_id, application_id, event_type,"
+                " state, next_attempt_at, ordering_key)"
+                " SELECT m.id,"
+                " (CAST(:endpoints AS uuid[]))[1 + (hashtext(m.ordering_key) & 65535) % :n],"
+                " :app, m.event_type, 'pending',"
+                " CASE WHEN m.id > :keys THEN NULL ELSE now() - interval '1 minute' END,"
+                " m.ordering_key FROM messages m ORDER BY m.id"
+            ),
+            {"endpoints": endpoints, "n": ENDPOINTS, "app": app, "keys": keys},
+        )
+        conn.execute(text("ANALYZE"))
+    return parked
+
+
+def main() -> int:
+    """Fill, then time five claims (module doc)."""
+    keys = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    env = {
+        **os.environ,
+        "WEBHOOKS_DATABASE_URL": NAMES.database_url,
+        "WEBHOOKS_BROKER_URL": NAMES.broker_url,
+    }
+    reset_services(NAMES, env, producer=False)
+    engine = create_engine(NAMES.database_url)
+    parked = fill(engine, keys)
+    settings = DeliverySettings(database_url=NAMES.database_url, broker_url=NAMES.broker_url)
+    statements: list[tuple[float, str]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _started(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        conn.info["started"] = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _ended(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        statements.append((time.perf_counter() - conn.info["started"], statement))
+
+    sessions = sessionmaker(engine)
+    times: list[float] = []
+    claimed = batches = 0
+    for _ in range(5):
+        with sessions() as session:
+            started = time.perf_counter()
+            result = claim_cycle(session, settings, utcnow())
+            times.append(time.perf_counter() - started)
+            session.rollback()
+        claimed = sum(len(c.delivery_ids) for c in result.claims)
+        batches = len(result.claims)
+    for seconds, statement in statements[: len(statements) // 5]:
+        print(f"  {seconds * 1000:7.1f} ms  {' '.join(statement.split())[:72]}")
+    print(
+        f"claim-keys: keys={keys} parked={parked}"
+        f" claim_ms={','.join(f'{t * 1000:.0f}' for t in times)}"
+        f" deliveries={claimed} batches={batches}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
