@@ -90,7 +90,7 @@ def render_page(path: str, received: list[Received]) -> str:
         ".ok{color:#147a3d;font-weight:600}.bad{color:#b3261e;font-weight:600}"
         "</style></head><body><h1>Demo receiver</h1>"
         f"<p>Webhooks are POSTed to <code>{html.escape(path)}</code> and verified with the"
-        " endpoint's signing secret (Standard Webhooks). The latest"
+        " endpoint's secret or public key (Standard Webhooks v1, v1a). The latest"
         f" {PAGE_SIZE}, newest first; this page refreshes every 5 s.</p>"
         f"{table}</body></html>"
     )
