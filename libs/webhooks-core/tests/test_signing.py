@@ -10,9 +10,13 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from webhooks_core.signing import (
     is_valid_secret,
     new_secret,
+    new_signing_key,
+    public_key,
     secret_key,
     signature_header,
+    signing_key,
     verify,
+    verify_with,
 )
 
 
@@ -65,3 +69,17 @@ def test_a_key_given_twice_signs_once() -> None:
         signature_header([new], "msg_3", 1, b"{}"),
         signature_header([old], "msg_3", 1, b"{}"),
     ]
+
+
+def test_verify_with_checks_the_scheme_of_the_key_it_is_given() -> None:
+    """A whsec_ secret verifies the v1 entry, a whpk_ key the v1a one; garbage verifies none."""
+    secret, key = new_secret(), new_signing_key()
+    body = b'{"x":1}'
+    both = signature_header([secret_key(secret)], "msg_1", 1, body, [signing_key(key)])
+    v1_only = signature_header([secret_key(secret)], "msg_1", 1, body)
+    assert verify_with(secret, "msg_1", 1, body, both)
+    assert verify_with(public_key(key), "msg_1", 1, body, both)
+    assert not verify_with(public_key(key), "msg_1", 1, body, v1_only)
+    assert not verify_with(public_key(new_signing_key()), "msg_1", 1, body, both)
+    assert not verify_with("whsec_not base64!", "msg_1", 1, body, both)
+    assert not verify_with(key, "msg_1", 1, body, both)  # the secret half is not a public key

@@ -41,13 +41,13 @@ from aiohttp import ClientResponse
 from aiohttp.http_parser import RawResponseMessage
 from yarl import URL
 
+from delivery.attempt_errors import describe_failure
 from delivery.sender import (
     DRAIN_LIMIT,
     HttpSender,
     OutboundRequest,
     SendResult,
     _Target,
-    describe_failure,
     outcome_of_status,
 )
 
@@ -318,7 +318,7 @@ class AioHttpSender(HttpSender):
 
 
 def _described(exc: Exception, where: str, status: int | None) -> str:
-    """aiohttp's own failures in the words of :func:`delivery.sender.describe_failure`."""
+    """aiohttp's own failures in the words of :func:`delivery.attempt_errors.describe_failure`."""
     if isinstance(exc, aiohttp.ClientPayloadError) or (
         status is not None and isinstance(exc, aiohttp.ServerDisconnectedError)
     ):

@@ -6,6 +6,10 @@ fetches it while the others of that endpoint wait for it, and it is used until s
 before it expires (:func:`refresh_margin`), so a process asks for one token per expiry
 window however many deliveries it sends.  A 401 answered to a token drops that token (not
 one another thread has fetched since); :mod:`delivery.credentials` refreshes once per batch.
+The cache is bounded: a token past its expiry is dropped when a new endpoint's entry is made,
+and past :data:`MAX_TOKENS` the least recently used one goes, so a long-lived worker that has
+sent to many OAuth endpoints (some deleted, some with changed credentials, each a new key)
+does not grow without end.
 
 The token request and its response are oauthlib's (``BackendApplicationClient``); the
 request goes out through the worker's own sender, so the token URL gets the same SSRF check
@@ -16,9 +20,11 @@ of its resolved address, timeouts and egress proxy as any webhook.  Every failur
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +42,9 @@ from webhooks_core.observability import OAUTH_TOKEN_REQUESTS
 TOKEN_RESPONSE_MAX_BYTES = 64 * 1024
 # When the token server does not say how long a token lasts (expires_in is RECOMMENDED).
 DEFAULT_LIFETIME_SECONDS = 300.0
+# Tokens one process keeps at most: far more endpoints with OAuth than a worker sends to within
+# a token's life.  Past it the least recently used token is dropped, and fetched again if needed.
+MAX_TOKENS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,9 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     token: str | None = None
     refresh_at: float = 0.0
+    # When the entry is of no more use: the token's expiry; at once after a failure or a
+    # dropped token; never while its first fetch is still to come.
+    expires_at: float = math.inf
     failure: TokenError | None = None
     failed_at: float = 0.0
 
@@ -162,19 +174,50 @@ def fetch_token(sender: Sender, credentials: OAuthCredentials) -> tuple[str, flo
 
 @dataclass
 class TokenCache:
-    """Tokens per endpoint and credentials, shared by the threads of a process."""
+    """Tokens per endpoint and credentials, shared by the threads of a process.
+
+    At most ``max_entries`` are kept (see the module doc).  Dropping an entry while a thread
+    fetches its token is harmless: that thread and those waiting for it keep the entry they
+    hold, and the next delivery of the endpoint fetches again.
+    """
 
     clock: Callable[[], float] = time.monotonic
+    max_entries: int = MAX_TOKENS
     issued: int = 0  # tokens fetched by this process (for tests and metrics)
-    _entries: dict[tuple[object, str], _Entry] = field(default_factory=dict)
+    _entries: OrderedDict[tuple[object, str], _Entry] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __len__(self) -> int:
+        """How many endpoints' tokens (or entries being fetched) the cache holds."""
+        with self._lock:
+            return len(self._entries)
+
     def _entry(self, key: tuple[object, str]) -> _Entry:
-        entry = self._entries.get(key)
-        if entry is None:
-            with self._lock:
-                entry = self._entries.setdefault(key, _Entry())
-        return entry
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            self._trim()
+            entry = self._entries[key] = _Entry()
+            return entry
+
+    def _trim(self) -> None:
+        """Make room for one more entry: drop the expired ones, then the least recently used.
+
+        Run under ``_lock`` when an entry is added, which is rare (once per endpoint and
+        token life at most), so going through every entry costs nothing that matters.
+        """
+        now = self.clock()
+        expired = [
+            key
+            for key, entry in self._entries.items()
+            if entry.expires_at <= now and not entry.lock.locked()
+        ]
+        for key in expired:
+            del self._entries[key]
+        while self._entries and len(self._entries) >= self.max_entries:
+            self._entries.popitem(last=False)
 
     def token(self, endpoint_id: object, credentials: OAuthCredentials, sender: Sender) -> str:
         """A valid token for the endpoint, fetched when there is none or it nearly expired.
@@ -197,20 +240,26 @@ class TokenCache:
                 token, lifetime = fetch_token(sender, credentials)
             except TokenError as exc:
                 entry.failure, entry.failed_at = exc, self.clock()
+                entry.expires_at = entry.failed_at
                 OAUTH_TOKEN_REQUESTS.labels("failed").inc()
                 raise
             self.issued += 1
             OAUTH_TOKEN_REQUESTS.labels("issued").inc()
             entry.token, entry.failure = token, None
             entry.refresh_at = started + lifetime - refresh_margin(lifetime)
+            entry.expires_at = started + lifetime
             return token
 
     def invalidate(self, endpoint_id: object, credentials: OAuthCredentials, token: str) -> None:
         """Forget ``token`` (a receiver refused it), unless another one replaced it already."""
-        entry = self._entry((endpoint_id, credentials.fingerprint))
+        with self._lock:
+            entry = self._entries.get((endpoint_id, credentials.fingerprint))
+        if entry is None:
+            return
         with entry.lock:
             if entry.token == token:
                 entry.token = None
+                entry.expires_at = self.clock()
 
 
 TOKENS = TokenCache()

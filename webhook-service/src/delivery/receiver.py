@@ -1,19 +1,21 @@
 """The demo receiver of ``make run``: ``python -m delivery.receiver`` on 127.0.0.1:8002.
 
-It verifies every webhook the way a real receiver should (Standard Webhooks: HMAC-SHA256 over
-``{webhook-id}.{webhook-timestamp}.{body}``, timestamp within five minutes, any of the
-``v1`` signatures may match), prints the verified ones readably, remembers ``webhook-id``s to
-show duplicates (at-least-once delivery), and answers 401 to anything it cannot verify.
+It verifies every webhook the way a real receiver should (Standard Webhooks: the signature
+over ``{webhook-id}.{webhook-timestamp}.{body}``, timestamp within five minutes, any one
+signature may match: ``v1`` HMAC-SHA256 with a ``whsec_`` secret, ``v1a`` Ed25519 with a
+``whpk_`` public key), prints the verified ones readably, remembers ``webhook-id``s to show
+duplicates (at-least-once delivery), and answers 401 to anything it cannot verify.
 Opened in a browser (a GET on the webhook path or ``/``), it shows a page listing the latest
 webhooks it received, verified or not, newest first (it refreshes itself every 5 s).
 
-Where the signing secret comes from, first match wins:
+Where the keys come from (all of them are tried; a ``whsec_`` secret or a ``whpk_`` key each):
 
-* ``--secret whsec_...`` (or ``WEBHOOKS_RECEIVER_SECRET``);
+* ``--secret`` (or ``WEBHOOKS_RECEIVER_SECRET``);
 * ``--secret-file`` (default ``var/demo/endpoint-secret``, written by ``scripts/demo.py``),
   read again whenever a signature does not verify, so a rotation is picked up;
-* the management API (``--api``, with ``WEBHOOKS_ADMIN_TOKEN``): the secrets of every endpoint
-  whose URL points at this receiver.
+* the management API (``--api``, with ``WEBHOOKS_ADMIN_TOKEN``): for every endpoint whose URL
+  points at this receiver, its secrets when it signs ``v1`` and its public keys when it signs
+  ``v1a`` (the current ones and those still signing in their grace period).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from webhooks_core.signing import verify
+from webhooks_core.signing import verify_with
 
 TOLERANCE_SECONDS = 300
 _REFRESH_SECONDS = 2.0
@@ -88,14 +90,14 @@ def render_page(path: str, received: list[Received]) -> str:
         ".ok{color:#147a3d;font-weight:600}.bad{color:#b3261e;font-weight:600}"
         "</style></head><body><h1>Demo receiver</h1>"
         f"<p>Webhooks are POSTed to <code>{html.escape(path)}</code> and verified with the"
-        " endpoint's signing secret (Standard Webhooks). The latest"
+        " endpoint's secret or public key (Standard Webhooks v1, v1a). The latest"
         f" {PAGE_SIZE}, newest first; this page refreshes every 5 s.</p>"
         f"{table}</body></html>"
     )
 
 
 class SecretSource:
-    """The secrets to verify with, refreshed (at most every two seconds) when one fails."""
+    """The secrets and public keys to verify with, refreshed (at most every 2 s) when none do."""
 
     def __init__(
         self, *, secret: str | None, secret_file: Path, api: str, admin_token: str | None, url: str
@@ -140,16 +142,24 @@ class SecretSource:
             for endpoint in endpoints["data"]:
                 if endpoint["url"].rstrip("/") != self.url.rstrip("/"):
                     continue
-                secret = self._get(
-                    f"/api/v1/applications/{app['id']}/endpoints/{endpoint['id']}/secret"
-                )
-                secrets.append(secret["key"])
-                secrets += [previous["key"] for previous in secret["previous"]]
+                where = f"/api/v1/applications/{app['id']}/endpoints/{endpoint['id']}"
+                schemes = endpoint.get("signature_schemes") or ["v1"]
+                if "v1" in schemes:
+                    secret = self._get(f"{where}/secret")
+                    secrets.append(secret["key"])
+                    secrets += [previous["key"] for previous in secret["previous"]]
+                if "v1a" in schemes:
+                    public = self._get(f"{where}/signing-key")
+                    secrets.append(public["public_key"])
+                    secrets += [previous["public_key"] for previous in public["previous"]]
         return secrets
 
 
 def verified(secrets: list[str], headers: Any, body: bytes) -> bool:
-    """True when the headers carry a fresh timestamp and a signature by one of ``secrets``."""
+    """True when the headers carry a fresh timestamp and a signature by one of ``secrets``.
+
+    ``secrets`` holds ``whsec_`` secrets (``v1``) and ``whpk_`` public keys (``v1a``).
+    """
     msg_id = headers.get("webhook-id")
     stamp = headers.get("webhook-timestamp", "")
     signature = headers.get("webhook-signature")
@@ -157,7 +167,7 @@ def verified(secrets: list[str], headers: Any, body: bytes) -> bool:
         return False
     if abs(time.time() - int(stamp)) > TOLERANCE_SECONDS:
         return False
-    return any(verify(secret, msg_id, int(stamp), body, signature) for secret in secrets)
+    return any(verify_with(key, msg_id, int(stamp), body, signature) for key in secrets)
 
 
 def make_handler(source: SecretSource, path: str) -> type[BaseHTTPRequestHandler]:

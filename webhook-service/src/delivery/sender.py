@@ -15,7 +15,8 @@
 * counts a response whose status line or header block is cut off (the connection closed
   before the blank line that ends the headers) or malformed as a failed attempt: http.client
   alone would take the headers read so far, then read an empty body to the close, and the
-  attempt would look delivered (:mod:`delivery.response_heads`).
+  attempt would look delivered (:mod:`delivery.response_heads`);
+* tells every failure in a short sentence for the attempt's error (:mod:`delivery.attempt_errors`).
 
 :mod:`delivery.testing` holds a fake sender that answers 200 without any network, for tests
 of the engine's bookkeeping.
@@ -23,11 +24,8 @@ of the engine's bookkeeping.
 
 from __future__ import annotations
 
-import errno
-import http.client
 import ipaddress
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,9 +42,9 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from delivery.attempt_errors import describe_dns_failure, describe_failure, describe_proxy_failure
 from delivery.config import DeliverySettings
 from delivery.deadlines import Watch, WatchedHTTPPool, WatchedHTTPSPool, start_watch, stop_watch
-from delivery.response_heads import IncompleteHead
 from delivery.tls import EndpointTLS
 from webhooks_core.targets import IPAddress, blocked_reason
 
@@ -345,7 +343,7 @@ class HttpSender:
         except TargetBlocked as exc:
             return "blocked", f"refused: {exc}"
         except OSError as exc:
-            return "connect_error", _dns_failure(host, exc)
+            return "connect_error", describe_dns_failure(host, exc)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if self._proxy is not None and scheme == "http":
             # The proxy gets the address checked here, never the name to resolve again.
@@ -408,17 +406,11 @@ class HttpSender:
                 f"{self.settings.read_timeout_seconds:g} s read timeout"
             )
         if proxied:
-            return "connect_error", self._proxy_failure(exc)
+            assert self._proxy is not None
+            return "connect_error", describe_proxy_failure(
+                exc, f"{self._proxy.host}:{self._proxy.port}"
+            )
         return "connect_error", describe_failure(exc, where)
-
-    def _proxy_failure(self, exc: Exception) -> str:
-        """A failure reaching the target through the egress proxy, named as the proxy's."""
-        assert self._proxy is not None
-        where = f"{self._proxy.host}:{self._proxy.port}"
-        root = _root_cause(exc)
-        if isinstance(root, OSError) and str(root).startswith("Tunnel connection failed"):
-            return f"the egress proxy {where} refused the tunnel ({_first_line(root)})"
-        return f"egress proxy: {describe_failure(exc, where)}"
 
     @staticmethod
     def _read_excerpt(response: urllib3.BaseHTTPResponse, cap: int) -> tuple[bytes, bool]:
@@ -440,78 +432,3 @@ class HttpSender:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost error a urllib3 error wraps: the socket's, TLS's or http.client's own."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = next((arg for arg in exc.args if isinstance(arg, BaseException)), None)
-        inner = inner or exc.__cause__
-        if inner is None and not exc.__suppress_context__:
-            inner = exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
-def describe_failure(exc: BaseException, where: str) -> str:
-    """A short, plain sentence for a failed request to ``where`` (``host:port``).
-
-    ``connection refused by 127.0.0.1:8009`` rather than urllib3's
-    ``_WatchedHTTPConnection(host=...): Failed to establish a new connection: [Errno 111]``.
-    """
-    root = _root_cause(exc)
-    if isinstance(root, IncompleteHead):
-        return str(root)
-    if isinstance(root, ConnectionRefusedError):
-        return f"connection refused by {where}"
-    if isinstance(root, ConnectionResetError):
-        return f"connection reset by {where}"
-    if isinstance(root, http.client.RemoteDisconnected):
-        return f"{where} closed the connection without answering"
-    if isinstance(root, BrokenPipeError | ConnectionAbortedError):
-        return f"{where} closed the connection while the request was sent"
-    if isinstance(root, http.client.IncompleteRead | urllib3.exceptions.IncompleteRead):
-        return f"{where} closed the connection before the end of the response body"
-    if isinstance(root, http.client.LineTooLong):
-        return f"{where} answered a status or header line that is too long"
-    if isinstance(root, http.client.BadStatusLine):
-        return f"{where} answered something that is not HTTP ({_first_line(root)!r})"
-    if isinstance(root, ssl.SSLCertVerificationError):
-        return f"TLS certificate of {where} not trusted: {root.verify_message}"
-    if isinstance(root, ssl.SSLError):
-        reason = (root.reason or _first_line(root)).replace("_", " ").lower()
-        return f"TLS handshake with {where} failed ({reason})"
-    if isinstance(root, OSError) and root.errno in _SOCKET_ERRORS:
-        return f"{_SOCKET_ERRORS[root.errno]} {where}"
-    if isinstance(root, OSError) and root.strerror:
-        return f"{root.strerror[:1].lower()}{root.strerror[1:]} ({where})"
-    return f"request to {where} failed: {type(root).__name__}: {_first_line(root)}"
-
-
-_SOCKET_ERRORS = {
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network unreachable for",
-    errno.ETIMEDOUT: "connection timed out to",
-    errno.ECONNREFUSED: "connection refused by",
-    errno.ECONNRESET: "connection reset by",
-}
-
-
-def _dns_failure(host: str, exc: OSError) -> str:
-    """A short sentence for a failed resolution of ``host``."""
-    if isinstance(exc, socket.gaierror):
-        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)):
-            return f"DNS: {host} does not exist"
-        if exc.errno == socket.EAI_AGAIN:
-            return f"DNS: temporary failure resolving {host}"
-    reason = exc.strerror or _first_line(exc)
-    return f"DNS lookup of {host} failed ({reason})"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc)
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -175,3 +175,18 @@ def verify_v1a(public: str, msg_id: str, timestamp: int, body: bytes, header: st
             continue
         return True
     return False
+
+
+def verify_with(key: str, msg_id: str, timestamp: int, body: bytes, header: str) -> bool:
+    """True when a signature in ``header`` verifies with ``key``, whichever scheme it holds.
+
+    A ``whsec_`` secret checks the ``v1`` entries, a ``whpk_`` public key the ``v1a`` ones; a
+    receiver that keeps both kinds (an endpoint signing both, or rotating from one to the
+    other) passes each here.  Anything else verifies nothing rather than raising: a receiver
+    answers a bad request, not an error.
+    """
+    if is_valid_public_key(key):
+        return verify_v1a(key, msg_id, timestamp, body, header)
+    if is_valid_secret(key):
+        return verify(key, msg_id, timestamp, body, header)
+    return False

@@ -38,7 +38,7 @@ from registration.api.schemas import (
     StoredObject,
     StoredText,
     Strict,
-    _check_headers,
+    check_custom_headers,
     omittable,
 )
 from registration.runtime import runtime
@@ -184,7 +184,7 @@ class EndpointFields(Strict):
     )
     tls: TLSIn | None = Field(default=None, description="mutual TLS and CA bundle; null: none")
 
-    _headers = field_validator("headers")(_check_headers)
+    _headers = field_validator("headers")(check_custom_headers)
     _schedule = field_validator("retry_schedule")(_check_schedule)
 
 
@@ -228,7 +228,7 @@ class EndpointPatch(Strict):
         default=None, description="replaces the TLS settings; null removes them"
     )
 
-    _headers = field_validator("headers")(_check_headers)
+    _headers = field_validator("headers")(check_custom_headers)
     _schedule = field_validator("retry_schedule")(_check_schedule)
 
 

@@ -26,7 +26,7 @@ from registration.api.schemas import (
     HeaderName,
     OrderingKey,
     Strict,
-    _check_headers,
+    check_custom_headers,
 )
 from registration.api.serialize import BEARER
 from registration.config import APISettings
@@ -132,7 +132,7 @@ class RelayIn(Strict):
     secret: str | None = Field(default=None, description="whsec_ secret; generated if unset")
     event_id: str | None = Field(default=None, pattern=EVENT_ID_PATTERN)
 
-    _headers = field_validator("headers")(_check_headers)
+    _headers = field_validator("headers")(check_custom_headers)
 
 
 class MessageAccepted(BaseModel):

@@ -51,7 +51,13 @@ RESERVED_HEADERS = frozenset(
 )
 
 
-def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
+def check_custom_headers(value: dict[str, str] | None) -> dict[str, str] | None:
+    """Validate the custom headers a request asks to send (an endpoint's, a relayed webhook's).
+
+    They may not replace a header the platform sets itself (the signature, the body's framing),
+    and each value must be one line that HTTP/1.1 carries (RFC 9110 5.5).  Both request bodies
+    that take headers use this one rule; a ``ValueError`` is a 422 on their ``headers`` field.
+    """
     if value is None:
         return None
     reserved = sorted(name for name in value if name.lower() in RESERVED_HEADERS)

@@ -75,8 +75,7 @@ def check(
     except ValueError:
         return Verdict(False, "webhook-timestamp is not a number of seconds", msg_id)
     sent_at = datetime.fromtimestamp(stamp, UTC)
-    verify = signing.verify_v1a if asymmetric else signing.verify
-    if not verify(secret, msg_id, stamp, body, headers["webhook-signature"]):
+    if not signing.verify_with(secret, msg_id, stamp, body, headers["webhook-signature"]):
         what = "v1a signature matches this public key" if asymmetric else "signature matches"
         return Verdict(
             False,

@@ -19,6 +19,7 @@ from registration.console.forms import (
     DisableForm,
     EndpointForm,
     RecoverForm,
+    SelectChoice,
     auth_data,
     headers_text,
 )
@@ -41,11 +42,11 @@ from webhooks_core.targets import TargetRefused, check_url
 PAGE_SIZE = 100
 
 
-def _catalogue_choices() -> list[tuple[str, str]]:
+def _catalogue_choices() -> list[SelectChoice]:
     page = event_types.list_event_types(
         runtime().sessions, include_archived=False, limit=250, cursor=None
     )
-    return sorted((item.name, item.name) for item in page.items)
+    return [SelectChoice(name) for name in sorted(item.name for item in page.items)]
 
 
 def _message(error: Any) -> str:
@@ -197,8 +198,12 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
         form = EndpointForm()
     choices = _catalogue_choices()
     # Keep showing a subscribed type that was archived since, so saving does not drop it.
-    known = {name for name, _ in choices}
-    choices += [(name, f"{name} (archived)") for name in endpoint.event_types if name not in known]
+    known = {choice.value for choice in choices}
+    choices += [
+        SelectChoice(name, f"{name} (archived)")
+        for name in endpoint.event_types
+        if name not in known
+    ]
     form.event_types.choices = choices
     if form.is_submitted():
         fields = _checked(form, EndpointPatch)

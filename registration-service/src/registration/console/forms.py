@@ -17,6 +17,10 @@ from wtforms import (
     widgets,
 )
 from wtforms.fields import URLField
+
+# WTForms 3.3 wants choices as SelectChoice (tuples are deprecated, gone in 3.4); the type
+# stubs (types-WTForms 3.2) do not know it yet.  The console's views take it from here.
+from wtforms.fields.choices import SelectChoice as SelectChoice  # type: ignore[attr-defined]
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import PasswordInput
 
@@ -107,8 +111,8 @@ class EndpointForm(FlaskForm):
     key_failure_policy = SelectField(
         "When a keyed message is dead-lettered",
         choices=[
-            ("skip", "Skip: later messages of its ordering key go on"),
-            ("block", "Block: its key waits until the dead letter is redriven"),
+            SelectChoice("skip", "Skip: later messages of its ordering key go on"),
+            SelectChoice("block", "Block: its key waits until the dead letter is redriven"),
         ],
         default="skip",
         validate_choice=True,
@@ -117,9 +121,9 @@ class EndpointForm(FlaskForm):
     auth_type = SelectField(
         "Authentication",
         choices=[
-            ("", "None"),
-            ("basic", "Basic (username and password)"),
-            ("bearer", "Bearer token"),
+            SelectChoice("", "None"),
+            SelectChoice("basic", "Basic (username and password)"),
+            SelectChoice("bearer", "Bearer token"),
         ],
         default="",
         description="Sent as the Authorization header; stored sealed, shown masked.",
@@ -139,8 +143,8 @@ class EndpointForm(FlaskForm):
     signature_schemes = CheckboxesField(
         "Signatures",
         choices=[
-            ("v1", "v1: HMAC-SHA256 with the whsec_ secret"),
-            ("v1a", "v1a: Ed25519, receivers verify with the whpk_ public key"),
+            SelectChoice("v1", "v1: HMAC-SHA256 with the whsec_ secret"),
+            SelectChoice("v1a", "v1a: Ed25519, receivers verify with the whpk_ public key"),
         ],
         default=["v1"],
         validate_choice=True,
@@ -248,8 +252,8 @@ class OAuthForm(FlaskForm):
     auth_method = SelectField(
         "Client authentication",
         choices=[
-            ("client_secret_basic", "HTTP Basic (client_secret_basic)"),
-            ("client_secret_post", "In the request body (client_secret_post)"),
+            SelectChoice("client_secret_basic", "HTTP Basic (client_secret_basic)"),
+            SelectChoice("client_secret_post", "In the request body (client_secret_post)"),
         ],
     )
 

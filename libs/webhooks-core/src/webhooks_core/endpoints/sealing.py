@@ -30,12 +30,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from webhooks_core.periodic import repeat, start_periodic
 from webhooks_core.settings import CoreSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -263,14 +264,8 @@ def reseal_periodically(
     engine: Engine, ring: KeyRing, interval: float, stop: threading.Event
 ) -> None:
     """Run :func:`reseal` every ``interval`` seconds until ``stop`` (a scheduler's thread)."""
-    while not stop.wait(interval):
-        try:
-            count = reseal(engine, ring)
-        except Exception:
-            logger.exception("resealing secrets failed; trying again in %.0f s", interval)
-            continue
-        if count:
-            logger.info("resealed %d secrets under key %s", count, ring.current_id)
+    work = partial(_reseal_and_log, engine, ring)
+    repeat(work, interval, stop, logger=logger, what="resealing secrets", at_start=False)
 
 
 def start_resealing(
@@ -279,16 +274,16 @@ def start_resealing(
     """A daemon thread resealing every ``interval`` seconds (None when 0); its stop."""
     if not interval:
         return None
-    stop = threading.Event()
-    ring = KeyRing.from_settings(settings)
-    thread = threading.Thread(
-        target=reseal_periodically,
-        args=(engine, ring, interval, stop),
-        name="reseal",
-        daemon=True,
+    work = partial(_reseal_and_log, engine, KeyRing.from_settings(settings))
+    return start_periodic(
+        work, interval, name="reseal", logger=logger, what="resealing secrets", at_start=False
     )
-    thread.start()
-    return stop
+
+
+def _reseal_and_log(engine: Engine, ring: KeyRing) -> None:
+    count = reseal(engine, ring)
+    if count:
+        logger.info("resealed %d secrets under key %s", count, ring.current_id)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhooks_core.db import make_session_factory, run_transaction
+from webhooks_core.periodic import start_periodic
 from webhooks_core.retention import partitions, rows
 from webhooks_core.retention.policy import cutoff, day_expired
 from webhooks_core.settings import CoreSettings
@@ -188,33 +189,16 @@ def _observe(report: RetentionReport) -> None:
     LAST_RUN.set_to_current_time()
 
 
-def retain_periodically(
-    engine: Engine, settings: CoreSettings, interval: float, stop: threading.Event
-) -> None:
-    """Run retention now and every ``interval`` seconds until ``stop``; a failed run is
-    logged and tried again at the next interval."""
-    sessions = make_session_factory(engine)
-    while True:
-        try:
-            log.info(run_retention(sessions, settings).line())
-        except Exception:
-            log.exception("retention run failed; next try in %.0f s", interval)
-        if stop.wait(interval):
-            return
-
-
 def start_retention(
     engine: Engine, settings: CoreSettings, interval: float
 ) -> threading.Event | None:
-    """A daemon thread running retention every ``interval`` seconds (None when 0); its stop."""
-    if not interval:
-        return None
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=retain_periodically,
-        args=(engine, settings, interval, stop),
-        name="retention",
-        daemon=True,
+    """A daemon thread running retention now and every ``interval`` seconds (None when 0); its
+    stop.  A failed run is logged and tried again at the next interval."""
+    sessions = make_session_factory(engine)
+
+    def run_once() -> None:
+        log.info(run_retention(sessions, settings).line())
+
+    return start_periodic(
+        run_once, interval, name="retention", logger=log, what="retention run", at_start=True
     )
-    thread.start()
-    return stop
