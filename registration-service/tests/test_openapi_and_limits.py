@@ -82,6 +82,7 @@ def test_unreachable_database_fails_at_start_naming_the_variable(settings: APISe
     settings = APISettings.from_env(
         database_url="postgresql+psycopg2://nobody:secretpw@127.0.0.1:1/none",
         broker_url=settings.broker_url,
+        database_startup_wait_seconds=1,  # refused all along: it gives up after the wait
     )
     with pytest.raises(SettingsError) as raised:
         create_app(settings)

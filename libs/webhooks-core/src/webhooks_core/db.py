@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,21 +105,46 @@ def make_engine(
         pool_recycle=POOL_RECYCLE_SECONDS,
     )
     if check:
-        check_database(engine, variable)
+        check_database(engine, variable, settings.database_startup_wait_seconds)
     return engine
 
 
-def check_database(engine: Engine, variable: str = "DATABASE_URL") -> None:
-    """Fail with a message naming the variable to set when the database cannot be reached."""
-    try:
-        ping(engine)
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        url = redact_url(engine.url.render_as_string(hide_password=False))
-        raise SettingsError(
-            f"cannot reach the database at {url} "
-            f"({reason}); set {ENV_PREFIX}{variable} to a reachable PostgreSQL database"
-        ) from None
+# What a database answers to a URL that will never work, however long one waits: fail at
+# once.  Anything else (refused, starting up, shutting down, a name not resolved yet beside
+# a starting container) may pass: wait for it.
+_WRONG_URL = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+
+
+def check_database(
+    engine: Engine,
+    variable: str = "DATABASE_URL",
+    wait_seconds: float = 0.0,
+    backoff: Backoff | None = None,
+) -> None:
+    """Fail with a message naming the variable to set when the database cannot be reached
+    within ``wait_seconds``.
+
+    A process started while its database restarts, or before it is up, waits for it (with
+    the lost-connection policy's pauses) instead of exiting: exited, nothing would start it
+    again but an operator or a supervisor's next try.  A wrong URL fails at once.
+    """
+    deadline = time.monotonic() + wait_seconds
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            ping(engine)
+            return
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            pause = backoff.next()
+            if any(w in reason for w in _WRONG_URL) or time.monotonic() + pause > deadline:
+                url = redact_url(engine.url.render_as_string(hide_password=False))
+                raise SettingsError(
+                    f"cannot reach the database at {url} "
+                    f"({reason}); set {ENV_PREFIX}{variable} to a reachable PostgreSQL database"
+                ) from None
+            log.warning("the database is not reachable yet (%s); next try in %.1f s", reason, pause)
+            time.sleep(pause)
 
 
 def ping(engine: Engine) -> None:

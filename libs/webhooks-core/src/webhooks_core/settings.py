@@ -85,6 +85,9 @@ class CoreSettings(LogSettings):
         "postgresql+psycopg2://postgres@127.0.0.1:5432/webhooks (make run sets this one)"
     )
     database_pool_size: int = Field(default=10, ge=1)
+    # How long a process starting while its database restarts (or is still starting) waits
+    # for it before it gives up and exits (webhooks_core.db.check_database).
+    database_startup_wait_seconds: float = Field(default=60.0, ge=0)
     broker_url: str = Field(
         description="the RabbitMQ vhost of the platform, for example "
         "amqp://guest:guest@127.0.0.1:5672/webhooks (make run sets this one)"
