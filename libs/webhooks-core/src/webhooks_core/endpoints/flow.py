@@ -33,6 +33,11 @@ The scheduler reads the effective limits (:func:`effective_in_flight`,
 :func:`effective_rate`); the worker writes :func:`adapt`'s result in the batch's recording
 transaction, after locking the row, so batches of one endpoint recording at once apply
 their changes one after another.
+
+Flow control is off for an endpoint whose ``adaptive_flow`` is false, and for all of them
+with ``WEBHOOKS_FLOW_CONTROL=false`` (:func:`flow_control_on`, :data:`FLOW_ON_SQL`): such
+an endpoint runs at its configured limits only, nothing is learnt about it, and a 429
+counts as a failure for its breaker.
 """
 
 from __future__ import annotations
@@ -380,6 +385,23 @@ def effective_rate_sql(configured: str, adaptive: str) -> str:
 
 # The claim's condition for "a Retry-After holds this endpoint" over an ``endpoint_flow f``.
 THROTTLED_SQL = "f.throttled_until > :now"
+
+
+def flow_control_on(adaptive_flow: bool, platform: bool = True) -> bool:
+    """Whether flow control adapts an endpoint's limits: the endpoint's ``adaptive_flow``
+    switch and the platform's (``WEBHOOKS_FLOW_CONTROL``, known to the delivery engine).
+
+    Off, the engine learns nothing from its answers (no ``endpoint_flow`` row is written),
+    a 429 counts as a failure for its breaker and auto-disable as any other, and whatever
+    was stored before is ignored by the claim, the API, the console and the gauges
+    (:data:`FLOW_ON_SQL`; the API's reading asks this function)."""
+    return adaptive_flow and platform
+
+
+# :func:`flow_control_on` in SQL, for the endpoint's switch, over an ``endpoints e`` row.  The
+# claim and the gauges join ``endpoint_flow f`` on it, so an opted-out endpoint's stored
+# state reads as none (the configured limits); the worker writes a row only under it.
+FLOW_ON_SQL = "e.adaptive_flow"
 
 
 def effective_in_flight(configured: int, adaptive: float | None) -> int:
