@@ -34,10 +34,8 @@ The scheduler reads the effective limits (:func:`effective_in_flight`,
 transaction, after locking the row, so batches of one endpoint recording at once apply
 their changes one after another.
 
-Flow control is off for an endpoint whose ``adaptive_flow`` is false, and for all of them
-with ``WEBHOOKS_FLOW_CONTROL=false`` (:func:`flow_control_on`, :data:`FLOW_ON_SQL`): such
-an endpoint runs at its configured limits only, nothing is learnt about it, and a 429
-counts as a failure for its breaker.
+Whether it is on for an endpoint is decided here only: :func:`flow_control_on`, and
+:data:`FLOW_ON_SQL` for the statements that join ``endpoint_flow``.
 """
 
 from __future__ import annotations
@@ -388,19 +386,17 @@ THROTTLED_SQL = "f.throttled_until > :now"
 
 
 def flow_control_on(adaptive_flow: bool, platform: bool = True) -> bool:
-    """Whether flow control adapts an endpoint's limits: the endpoint's ``adaptive_flow``
-    switch and the platform's (``WEBHOOKS_FLOW_CONTROL``, known to the delivery engine).
-
-    Off, the engine learns nothing from its answers (no ``endpoint_flow`` row is written),
-    a 429 counts as a failure for its breaker and auto-disable as any other, and whatever
-    was stored before is ignored by the claim, the API, the console and the gauges
-    (:data:`FLOW_ON_SQL`; the API's reading asks this function)."""
+    """Whether flow control adapts an endpoint's limits: its own ``adaptive_flow`` switch and
+    the platform's ``WEBHOOKS_FLOW_CONTROL`` (a delivery setting; the API asks with the
+    endpoint's alone).  Off, nothing is learnt from the endpoint's answers, its stored state
+    is not used, and a 429 counts as a failure for its breaker as any other answer does."""
     return adaptive_flow and platform
 
 
-# :func:`flow_control_on` in SQL, for the endpoint's switch, over an ``endpoints e`` row.  The
-# claim and the gauges join ``endpoint_flow f`` on it, so an opted-out endpoint's stored
-# state reads as none (the configured limits); the worker writes a row only under it.
+# The endpoint's switch in SQL, over an ``endpoints e`` row: the claim, the worker's batch
+# and the gauges join ``endpoint_flow f`` on it (an opted-out endpoint's stored state reads
+# as none), the worker writes a row only under it.  The platform's switch is the worker's:
+# it stops the learning, not the use of rows learnt before (docs/delivery.md).
 FLOW_ON_SQL = "e.adaptive_flow"
 
 

@@ -7,8 +7,8 @@ Create Date: 2026-12-01 18:45:00
 * ``endpoints.adaptive_flow``: false turns flow control off for the endpoint (only its
   configured limits; webhooks_core.endpoints.flow).  Every existing endpoint keeps it on.
 
-The downgrade drops the column: every endpoint adapts again, and an opted-out endpoint's
-``endpoint_flow`` row (none is written while it is off) starts empty.
+The downgrade drops the column: every endpoint adapts again, an opted-out one from its
+configured limits (its ``endpoint_flow`` row was deleted when it was turned off).
 """
 
 from __future__ import annotations
