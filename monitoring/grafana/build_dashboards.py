@@ -628,6 +628,24 @@ def overview() -> dict[str, Any]:
                     width=8,
                     height=8,
                 ),
+                timeseries(
+                    "Flow control: lowered limits",
+                    "Endpoints whose limits adaptive flow control lowered because their "
+                    "receiver pushed back (429, 503, timeouts, rising latency): the ten lowest "
+                    "rates (deliveries per second) and concurrency limits (batches in flight), "
+                    "and how many endpoints a Retry-After holds. Empty while every endpoint "
+                    "runs at its configured limits; endpoints with flow control off never "
+                    "appear (docs/delivery.md, Flow control).",
+                    [
+                        ("bottomk(10, webhooks_endpoint_flow_rate_limit)", "{{endpoint_id}} /s"),
+                        (
+                            "bottomk(10, webhooks_endpoint_flow_max_in_flight)",
+                            "{{endpoint_id}} in flight",
+                        ),
+                        ("sum(webhooks_endpoint_flow_held)", "held by Retry-After"),
+                    ],
+                    width=24,
+                ),
             ],
         ),
         Row(

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,9 +294,38 @@ def panel_queries() -> list[tuple[str, str, str]]:
     return found
 
 
-def test_every_dashboard_panel_query_returns_data(stack: Any, run: dict[str, Any]) -> None:
+# The state the worker records for an endpoint whose receiver pushed back (429, then a
+# Retry-After): the run has no such receiver, and the flow control panel draws only those.
+_THROTTLED = text(
+    "INSERT INTO endpoint_flow (endpoint_id, max_in_flight, rate_limit, throttled_until, reason)"
+    " VALUES (:id, 2, 5, now() + interval '5 minutes', 'retry-after')"
+    " ON CONFLICT (endpoint_id) DO UPDATE SET max_in_flight = 2, rate_limit = 5,"
+    " throttled_until = excluded.throttled_until, reason = excluded.reason"
+)
+# Back at its configured limits (the latency baseline the run taught stays).
+_RECOVERED = text(
+    "UPDATE endpoint_flow SET max_in_flight = NULL, rate_limit = NULL, throttled_until = NULL,"
+    " reason = NULL WHERE endpoint_id = :id"
+)
+
+
+@pytest.fixture
+def throttled_endpoint(engine: Engine, run: dict[str, Any]) -> Iterator[str]:
+    """The run's healthy endpoint, with limits lowered by flow control for one test."""
+    endpoint_id = run["endpoints"]["ok"]
+    with engine.begin() as conn:
+        conn.execute(_THROTTLED, {"id": endpoint_id})
+    yield endpoint_id
+    with engine.begin() as conn:
+        conn.execute(_RECOVERED, {"id": endpoint_id})
+
+
+def test_every_dashboard_panel_query_returns_data(
+    stack: Any, run: dict[str, Any], throttled_endpoint: str
+) -> None:
     queries = panel_queries()
     assert len(queries) > 40
+    assert any("webhooks_endpoint_flow_held" in expr for _, _, expr in queries)
     # Rates need two scrapes after the run; the run ended when the last delivery did.
     stack.wait(
         lambda: stack.prometheus(

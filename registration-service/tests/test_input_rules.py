@@ -245,6 +245,7 @@ def test_since_and_until_take_offsets_up_to_24h(
         ("endpoint", "event_types"),
         ("endpoint", "headers"),
         ("endpoint", "metadata"),
+        ("endpoint", "adaptive_flow"),
         ("application", "name"),
         ("application", "metadata"),
         ("event_type", "description"),

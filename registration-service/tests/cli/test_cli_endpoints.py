@@ -170,3 +170,32 @@ def test_applications_retention_shows_changes_and_resets(webhooks, tenant) -> No
     refused = webhooks("applications", "retention", app, "--attempts-days", "200", **admin)
     assert refused.exit_code == 1
     assert "retention.attempts_days" in refused.stderr
+
+
+def test_flow_control_off_and_on_again(webhooks, tenant, db) -> None:
+    created = webhooks(
+        "endpoints", "create", "http://127.0.0.1:9/fixed", "--no-adaptive-flow", "--rate-limit",
+        "5",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert "flow control: off (the configured limits only)" in created.stdout
+    listed = webhooks("endpoints", "list").stdout.splitlines()
+    row = next(line.split() for line in listed if "/fixed" in line)
+    assert row[-1] == "fixed"
+    endpoint_id = row[0]
+
+    updated = webhooks(
+        "endpoints", "update", endpoint_id, "--adaptive-flow", "--max-in-flight", "3"
+    )
+    assert updated.exit_code == 0, updated.output
+    assert "limits: 3 concurrent, 5/s; flow control: adaptive" in updated.stdout
+    listed = webhooks("endpoints", "list").stdout.splitlines()
+    assert next(line.split() for line in listed if "/fixed" in line)[-1] == "configured"
+
+    off = webhooks("endpoints", "update", endpoint_id, "--no-adaptive-flow", "--json")
+    assert off.exit_code == 0, off.output
+    assert json.loads(off.stdout)["adaptive_flow"] is False
+
+    nothing = webhooks("endpoints", "update", endpoint_id)
+    assert nothing.exit_code == 2
+    assert "nothing to change" in nothing.output

@@ -87,9 +87,11 @@ class BatchEndpoint:
     ed25519_keys: list[Ed25519PrivateKey] = field(default_factory=list)  # v1a keys
     oauth: OAuthCredentials | None = None  # delivery.credentials sends when either is set
     tls: TLSCredentials | None = None
-    # The configured limits and what the engine learned (webhooks_core.endpoints.flow).
+    # The configured limits and what the engine learned (webhooks_core.endpoints.flow;
+    # nothing while ``adaptive_flow`` is off).
     max_in_flight: int | None = None
     rate_limit: int | None = None
+    adaptive_flow: bool = True
     flow: FlowState = field(default_factory=FlowState)
     bucket_tokens: float | None = None  # left in its rate bucket by the last claim
 

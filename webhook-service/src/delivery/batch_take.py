@@ -27,7 +27,7 @@ from delivery.sender import url_problem
 from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
 from webhooks_core.endpoints import credentials
-from webhooks_core.endpoints.flow import FlowState
+from webhooks_core.endpoints.flow import FLOW_ON_SQL, FlowState
 from webhooks_core.endpoints.sealing import SealingError, unseal
 from webhooks_core.signing import secret_key, signing_key
 
@@ -65,7 +65,7 @@ _TAKE = text(
                e.oauth_token_url, e.oauth_client_id, e.oauth_client_secret, e.oauth_scopes,
                e.oauth_audience, e.oauth_auth_method, e.tls_client_certificate,
                e.tls_client_key, e.tls_ca_bundle, e.tls_certificate_expires_at,
-               e.max_in_flight, e.rate_limit,
+               e.max_in_flight, e.rate_limit, e.adaptive_flow,
                coalesce(array_agg(s.scheme || ':' || s.secret ORDER BY s.created_at DESC)
                         FILTER (WHERE s.id IS NOT NULL), '{{}}') AS secrets
         FROM endpoints e
@@ -91,6 +91,7 @@ _TAKE = text(
            e.tls_client_key AS e_tls_client_key, e.tls_ca_bundle AS e_tls_ca_bundle,
            e.tls_certificate_expires_at AS e_tls_certificate_expires_at,
            e.max_in_flight AS e_max_in_flight, e.rate_limit AS e_rate_limit,
+           e.adaptive_flow AS e_adaptive_flow,
            f.max_in_flight AS f_max_in_flight, f.rate_limit AS f_rate_limit,
            f.rate_step AS f_rate_step, f.throttled_until AS f_throttled_until,
            f.reason AS f_reason, f.latency_ms AS f_latency_ms,
@@ -100,7 +101,7 @@ _TAKE = text(
          LEFT JOIN (SELECT leased.*, row_number() OVER (PARTITION BY endpoint_id ORDER BY id)
                     AS nth FROM leased) l ON true
          LEFT JOIN batch_endpoints e ON e.id = l.endpoint_id AND l.nth = 1
-         LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = e.id AND {FLOW_ON_SQL}
          LEFT JOIN endpoint_rate_buckets rb ON rb.endpoint_id = e.id
     ORDER BY l.id
     """  # noqa: S608
@@ -219,6 +220,7 @@ def take(
                 tls=_tls(row),
                 max_in_flight=row.e_max_in_flight,
                 rate_limit=row.e_rate_limit,
+                adaptive_flow=row.e_adaptive_flow,
                 flow=_flow(row),
                 bucket_tokens=row.e_bucket_tokens,
             )

@@ -7,6 +7,10 @@ runs twice: on the values the batch read when it was taken, to learn whether any
 changes (most batches of a healthy endpoint change nothing and write nothing), then on the
 rows locked ``FOR UPDATE``, so that batches of one endpoint recording at once apply their
 changes one after another.
+
+Only for endpoints flow control is on for (:func:`~webhooks_core.endpoints.flow.flow_control_on`
+as the batch read them; the write checks the endpoint's switch again, so a batch that was
+in flight when an operator turned it off does not store a state the API just cleared).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from sqlalchemy.orm import Session
 from delivery.config import DeliverySettings
 from delivery.sending import EndpointRun
 from webhooks_core.endpoints.flow import (
+    FLOW_ON_SQL,
     FlowState,
     Limits,
     adapt,
     batch_signal,
     effective_rate,
+    flow_control_on,
     rate_unused,
 )
 from webhooks_core.messages.envelope import utcnow
@@ -42,21 +48,24 @@ _LOCK = text(
     """
 )
 _UPSERT = text(
-    """
+    f"""
     INSERT INTO endpoint_flow AS f (endpoint_id, max_in_flight, rate_limit, rate_step,
                                     throttled_until, reason, latency_ms, decreased_at,
                                     changed_at)
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:limits AS float8[]),
-                         CAST(:rates AS float8[]), CAST(:steps AS float8[]),
-                         CAST(:until AS timestamptz[]), CAST(:reasons AS text[]),
-                         CAST(:latencies AS float8[]), CAST(:decreased AS timestamptz[]),
-                         CAST(:changed AS timestamptz[]))
+    SELECT v.* FROM unnest(CAST(:ids AS uuid[]), CAST(:limits AS float8[]),
+                           CAST(:rates AS float8[]), CAST(:steps AS float8[]),
+                           CAST(:until AS timestamptz[]), CAST(:reasons AS text[]),
+                           CAST(:latencies AS float8[]), CAST(:decreased AS timestamptz[]),
+                           CAST(:changed AS timestamptz[]))
+         AS v(endpoint_id, max_in_flight, rate_limit, rate_step, throttled_until, reason,
+              latency_ms, decreased_at, changed_at)
+         JOIN endpoints e ON e.id = v.endpoint_id AND {FLOW_ON_SQL}
     ON CONFLICT (endpoint_id) DO UPDATE SET
         max_in_flight = excluded.max_in_flight, rate_limit = excluded.rate_limit,
         rate_step = excluded.rate_step, throttled_until = excluded.throttled_until,
         reason = excluded.reason, latency_ms = excluded.latency_ms,
         decreased_at = excluded.decreased_at, changed_at = excluded.changed_at
-    """
+    """  # noqa: S608 - a constant fragment
 )
 
 
@@ -67,12 +76,11 @@ def record_flow(
     now: datetime,
 ) -> None:
     """Adapt the limits of the batch's endpoints to what their receivers answered."""
-    if not settings.flow_control:
-        return
     changing = [
         endpoint_id
         for endpoint_id in sorted(runs)
-        if _adapted(runs[endpoint_id], runs[endpoint_id].endpoint.flow, settings, now) is not None
+        if flow_control_on(runs[endpoint_id].endpoint.adaptive_flow, settings.flow_control)
+        and _adapted(runs[endpoint_id], runs[endpoint_id].endpoint.flow, settings, now) is not None
     ]
     if not changing:
         return

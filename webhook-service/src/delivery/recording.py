@@ -30,7 +30,7 @@ from webhooks_core.deliveries.ordering import lock_ordering_keys, wake_keys
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.endpoints.flow import is_throttled
+from webhooks_core.endpoints.flow import flow_control_on, is_throttled
 from webhooks_core.statistics import DeliveryFacts, summarise_attempts
 
 logger = logging.getLogger("delivery.attempt")
@@ -409,7 +409,8 @@ def update_health(
     """Consecutive failures, failing-since, breaker; disable on 410 or long failure."""
     endpoint = run.endpoint
     results = run.results
-    if settings.flow_control:  # a 429 lowers the rate, not the health (endpoints.flow)
+    if flow_control_on(endpoint.adaptive_flow, settings.flow_control):
+        # A 429 lowers the rate, not the health (endpoints.flow).
         results = [(at, result) for at, result in results if not is_throttled(result)]
     change = health_change(results)
     if change is None:

@@ -61,6 +61,7 @@ from webhooks_core.deliveries.states import (
     SENDING_SQL,
 )
 from webhooks_core.endpoints.flow import (
+    FLOW_ON_SQL,
     THROTTLED_SQL,
     effective_in_flight,
     effective_in_flight_sql,
@@ -131,7 +132,8 @@ class PublishFailed(Exception):
 
 # One round trip: take the claim lock (the CTE runs first and once), then read the batches
 # in flight per endpoint, per application, and the endpoints whose breaker is open or that
-# are paused (webhooks_core.endpoints.pause: held like an open breaker's).
+# are paused (webhooks_core.endpoints.pause: held like an open breaker's).  An endpoint's
+# ``endpoint_flow`` row counts only while flow control is on for it (FLOW_ON_SQL).
 # The claim commits without waiting for its WAL flush (synchronous_commit off, this
 # transaction only): a claim lost in a crash leaves its rows due and its task finds no lease
 # to send, and a worker's record of the batch, which does wait, flushes the claim first.
@@ -149,13 +151,13 @@ _IN_FLIGHT = text(
         SELECT b.endpoint_id, b.tokens, b.stamp, e.rate_limit AS configured_rate,
                f.rate_limit AS adaptive_rate
         FROM claim_lock, endpoint_rate_buckets b JOIN endpoints e ON e.id = b.endpoint_id
-             LEFT JOIN endpoint_flow f ON f.endpoint_id = b.endpoint_id)
+             LEFT JOIN endpoint_flow f ON f.endpoint_id = b.endpoint_id AND {FLOW_ON_SQL})
     SELECT 'endpoint' AS kind, l.endpoint_id AS id, count(*) AS batches,
            CASE WHEN e.consecutive_failures > 0 THEN 1
                 ELSE {effective_in_flight_sql("coalesce(e.max_in_flight, :default_limit)")}
            END AS max_in_flight
     FROM claim_lock, delivery_leases l JOIN endpoints e ON e.id = l.endpoint_id
-         LEFT JOIN endpoint_flow f ON f.endpoint_id = l.endpoint_id
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = l.endpoint_id AND {FLOW_ON_SQL}
     GROUP BY l.endpoint_id, e.max_in_flight, e.consecutive_failures, f.max_in_flight
     UNION ALL
     SELECT 'application', l.application_id, count(DISTINCT l.token), :application_limit
@@ -165,7 +167,9 @@ _IN_FLIGHT = text(
     SELECT 'open', e.id, 0, 0 FROM claim_lock, endpoints e
     WHERE e.circuit_open_until > :now OR {PAUSED_SQL}
     UNION ALL
-    SELECT 'open', f.endpoint_id, 0, 0 FROM claim_lock, endpoint_flow f WHERE {THROTTLED_SQL}
+    SELECT 'open', f.endpoint_id, 0, 0
+    FROM claim_lock, endpoint_flow f JOIN endpoints e ON e.id = f.endpoint_id AND {FLOW_ON_SQL}
+    WHERE {THROTTLED_SQL}
     UNION ALL
     {rate_wait_sql(effective_rate_sql("b.configured_rate", "b.adaptive_rate"))}
     """  # noqa: S608 - a constant fragment
@@ -196,7 +200,7 @@ _CANDIDATES = text(
            f.max_in_flight AS adaptive_in_flight, f.rate_limit AS adaptive_rate,
            b.tokens, b.stamp, due.ordering_key
     FROM due JOIN endpoints e ON e.id = due.endpoint_id
-         LEFT JOIN endpoint_flow f ON f.endpoint_id = due.endpoint_id
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = due.endpoint_id AND {FLOW_ON_SQL}
          LEFT JOIN endpoint_rate_buckets b ON b.endpoint_id = due.endpoint_id
     ORDER BY due.next_attempt_at
     """  # noqa: S608 - state constants

@@ -27,7 +27,7 @@ from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.deliveries.ordering import holds_key
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
-from webhooks_core.endpoints.flow import holds_endpoint, is_throttled
+from webhooks_core.endpoints.flow import flow_control_on, holds_endpoint, is_throttled
 from webhooks_core.messages.envelope import utcnow, webhook_body
 from webhooks_core.signing import signature_header
 
@@ -214,7 +214,9 @@ def _recorded(
     """Record one attempt and decide its delivery's state; True when the run must stop."""
     run, endpoint, settings = output.run, output.run.endpoint, rt.settings
     run.results.append((attempted_at, result))
-    if not (settings.flow_control and is_throttled(result)):
+    if not (
+        flow_control_on(endpoint.adaptive_flow, settings.flow_control) and is_throttled(result)
+    ):
         run.trailing_failures = 0 if result.succeeded else run.trailing_failures + 1
     output.attempts.append(
         {

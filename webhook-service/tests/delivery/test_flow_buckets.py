@@ -104,3 +104,26 @@ def test_a_rate_limited_backlog_does_not_fill_the_claim(
             {"id": other},
         ).scalar_one()
     assert leased == 3
+
+
+def test_an_endpoint_with_flow_control_off_is_claimed_at_its_configured_limits(
+    db: sessionmaker[Session], settings: DeliverySettings
+) -> None:
+    endpoint_id = _endpoint_with_due(db, 30, max_in_flight=4, adaptive_flow=False)
+    now = utcnow()
+    # What the engine learnt while flow control was on for it (a hold, one batch, 1/s):
+    # ignored now, every due delivery is claimed.
+    with transaction(db) as session:
+        session.add(
+            EndpointFlow(
+                endpoint_id=endpoint_id,
+                max_in_flight=1.0,
+                rate_limit=1.0,
+                throttled_until=now + timedelta(seconds=30),
+                reason="retry-after",
+            )
+        )
+    assert _claim(db, settings, now) == 30
+    with db() as session:
+        buckets = session.execute(text("SELECT count(*) FROM endpoint_rate_buckets")).scalar_one()
+    assert buckets == 0  # no rate: no bucket spent

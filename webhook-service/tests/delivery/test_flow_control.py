@@ -157,3 +157,51 @@ def test_retry_after_holds_the_whole_endpoint_until_then(
     clock.advance(121)
     wait_for(lambda: _all_delivered(platform, endpoint_id, 5), timeout=30)
     assert len(server.received) == 6
+
+
+def test_an_endpoint_with_flow_control_off_is_not_throttled_and_its_429s_are_failures(
+    platform: Any, receiver: Any, wait_for: Any, clock: Any
+) -> None:
+    # Both receivers refuse every request (a rate below one a second) until opened.
+    adaptive, fixed = HiddenRate(0.5), HiddenRate(0.5)
+    adaptive_id, _ = platform.endpoint(receiver(adaptive).url)
+    fixed_id, _ = platform.endpoint(receiver(fixed).url, adaptive_flow=False)
+    _publish(platform, 30)
+
+    # Flow control on: the 429s lower the rate and leave the breaker alone.
+    lowered = wait_for(
+        lambda: (row := _flow(platform, adaptive_id)) is not None and row.rate_limit and row,
+        timeout=60,
+        message="a rate imposed on the endpoint with flow control",
+    )
+    assert lowered.reason == "429"
+    assert platform.endpoint_row(adaptive_id).consecutive_failures == 0
+    # Flow control off, beside it: the 429s are failures like any other, its breaker opens
+    # (threshold 5), and nothing is learnt.
+    opened = wait_for(
+        lambda: (row := platform.endpoint_row(fixed_id)).circuit_open_until is not None and row,
+        timeout=60,
+        message="the breaker of the endpoint without flow control",
+    )
+    assert opened.consecutive_failures >= 5
+    assert fixed.refused >= 5
+    assert _flow(platform, fixed_id) is None
+
+    # The receivers take everything now; the breaker's rest is skipped on the engine's clock.
+    adaptive.limited = fixed.limited = False
+
+    def delivered() -> list[Delivery] | None:
+        done = _all_delivered(platform, fixed_id, 30)
+        open_until = platform.endpoint_row(fixed_id).circuit_open_until
+        if done is None and open_until is not None and open_until > clock.now():
+            clock.advance((open_until - clock.now()).total_seconds() + 1)
+        return done
+
+    wait_for(delivered, timeout=90, message="every delivery of the endpoint without it")
+    wait_for(lambda: _all_delivered(platform, adaptive_id, 30), timeout=90, message="and with it")
+    assert _flow(platform, fixed_id) is None
+    with platform.sessions() as session:
+        attempts = session.execute(
+            text("SELECT count(*) FROM attempts WHERE endpoint_id = :id"), {"id": fixed_id}
+        ).scalar_one()
+    assert attempts == fixed.accepted + fixed.refused

@@ -2,8 +2,9 @@
 scheduler registers them with the other database gauges, :mod:`webhooks_core.monitoring`).
 
 Only endpoints whose limits the engine lowered have a sample (an ``endpoint_flow`` row with
-an adaptive value or a current ``Retry-After`` hold): the label set stays as small as the
-number of endpoints being throttled, not the number of endpoints.
+an adaptive value or a current ``Retry-After`` hold) while flow control is on for it: the
+label set stays as small as the number of endpoints being throttled, not the number of
+endpoints.
 """
 
 from __future__ import annotations
@@ -17,23 +18,23 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhooks_core.db import make_session_factory, run_transaction
-from webhooks_core.endpoints.flow import effective_in_flight
+from webhooks_core.endpoints.flow import FLOW_ON_SQL, effective_in_flight
 
 logger = logging.getLogger(__name__)
 
 # At most this many endpoints get samples, the most constrained first (the lowest rate).
 MAX_SERIES = 200
 _ADAPTED = text(
-    """
+    f"""
     SELECT f.endpoint_id, e.application_id, e.max_in_flight, e.rate_limit,
            f.max_in_flight AS adaptive_in_flight, f.rate_limit AS adaptive_rate,
            f.throttled_until > now() AS held
-    FROM endpoint_flow f JOIN endpoints e ON e.id = f.endpoint_id
+    FROM endpoint_flow f JOIN endpoints e ON e.id = f.endpoint_id AND {FLOW_ON_SQL}
     WHERE (f.max_in_flight IS NOT NULL OR f.rate_limit IS NOT NULL OR f.throttled_until > now())
       AND e.deleted_at IS NULL AND e.enabled
     ORDER BY f.rate_limit NULLS LAST, f.max_in_flight NULLS LAST
     LIMIT :limit
-    """
+    """  # noqa: S608 - a constant fragment
 )
 
 

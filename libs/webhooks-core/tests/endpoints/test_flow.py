@@ -15,6 +15,7 @@ from webhooks_core.endpoints.flow import (
     batch_signal,
     effective_in_flight,
     effective_rate,
+    flow_control_on,
     holds_endpoint,
     is_throttled,
     rate_unused,
@@ -225,3 +226,13 @@ def test_a_rate_the_endpoint_does_not_use_does_not_grow() -> None:
     assert rate_unused(50.0, 30.0)
     assert not rate_unused(50.0, 10.0)
     assert not rate_unused(None, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("adaptive_flow", "platform", "on"),
+    [(True, True, True), (False, True, False), (True, False, False), (False, False, False)],
+)
+def test_flow_control_is_on_only_where_both_switches_are(
+    adaptive_flow: bool, platform: bool, on: bool
+) -> None:
+    assert flow_control_on(adaptive_flow, platform) is on

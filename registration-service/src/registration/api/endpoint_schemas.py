@@ -12,6 +12,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    StrictBool,
     computed_field,
     field_validator,
     model_validator,
@@ -154,6 +155,13 @@ _KEY_FAILURE_POLICY_DESCRIPTION = (
     " skip (they go on) or block (they wait until it is redriven or resent)"
 )
 
+_ADAPTIVE_FLOW_DESCRIPTION = (
+    "adaptive flow control: the delivery engine lowers the endpoint's concurrency and rate"
+    " below the configured ones on 429, 503, timeouts and rising latency; false: only the"
+    " configured max_in_flight and rate_limit, a 429 counts as a failure, and what was"
+    " learnt is dropped"
+)
+
 
 class EndpointFields(Strict):
     """Fields an endpoint is created or updated with."""
@@ -168,6 +176,7 @@ class EndpointFields(Strict):
     )
     rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="per second")
     max_in_flight: int | None = Field(default=None, ge=1, le=256)
+    adaptive_flow: StrictBool = Field(default=True, description=_ADAPTIVE_FLOW_DESCRIPTION)
     retry_schedule: list[RetryDelay] | None = Field(
         default=None, max_length=32, description="seconds before each retry"
     )
@@ -212,6 +221,7 @@ class EndpointPatch(Strict):
     headers: dict[HeaderName, str] = omittable(max_length=32, description=_HEADERS_DESCRIPTION)
     rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="null: no limit")
     max_in_flight: int | None = Field(default=None, ge=1, le=256, description="null: no limit")
+    adaptive_flow: StrictBool = omittable(description=_ADAPTIVE_FLOW_DESCRIPTION)
     retry_schedule: list[RetryDelay] | None = Field(
         default=None, max_length=32, description="null: the platform's schedule"
     )
@@ -250,6 +260,7 @@ class EndpointOut(Out):
     signature_schemes: list[str] = Field(description=_SCHEMES_DESCRIPTION)
     rate_limit: int | None
     max_in_flight: int | None
+    adaptive_flow: bool = Field(default=True, description=_ADAPTIVE_FLOW_DESCRIPTION)
     retry_schedule: list[int] | None
     key_failure_policy: str = Field(default="skip", description=_KEY_FAILURE_POLICY_DESCRIPTION)
     enabled: bool

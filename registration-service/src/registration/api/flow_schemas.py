@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import inspect
 
-from webhooks_core.endpoints.flow import flow_reading
+from webhooks_core.endpoints.flow import flow_control_on, flow_reading
 from webhooks_core.messages.envelope import utcnow
 
 
@@ -40,6 +40,8 @@ def flow_view(endpoint: Any) -> EndpointFlowOut:
     state = inspect(endpoint, raiseerr=False)
     loaded = state is None or "flow_state" not in state.unloaded
     flow = getattr(endpoint, "flow_state", None) if loaded else None
+    if not flow_control_on(endpoint.adaptive_flow):
+        flow = None  # opted out: its configured limits, whatever may be stored
     reading = flow_reading(endpoint.max_in_flight, endpoint.rate_limit, flow, utcnow())
     return EndpointFlowOut(
         max_in_flight=reading.max_in_flight,

@@ -1,6 +1,6 @@
-"""``webhooks endpoints``: list, create, disable, enable, pause and resume endpoints; show and
-rotate their secrets and signing keys; list the ordering keys that wait (their OAuth and TLS
-settings are :mod:`.credentials`)."""
+"""``webhooks endpoints``: list, create, update, disable, enable, pause and resume endpoints;
+show and rotate their secrets and signing keys; list the ordering keys that wait (their OAuth
+and TLS settings are :mod:`.credentials`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ from registration.cli.context import (
     pass_context,
     print_json,
     print_table,
+)
+
+# Three states: not given (create: the default, on; update: unchanged), on, off.
+_ADAPTIVE_FLOW = click.option(
+    "--adaptive-flow/--no-adaptive-flow",
+    default=None,
+    help="Adaptive flow control: lower the limits while the receiver pushes back (429, 503,"
+    " timeouts, latency); off: the configured limits only, a 429 counts as a failure."
+    "  [default: on]",
 )
 
 
@@ -39,13 +48,17 @@ def _endpoint_row(item: dict[str, Any]) -> list[Any]:
         state,
         health,
         item.get("consecutive_failures", 0),
-        _limits(item.get("flow") or {}),
+        _limits(item),
     ]
 
 
-def _limits(flow: dict[str, Any]) -> str:
-    """Flow control's current limits in one word: ``configured``, or batches in flight, rate
-    and reason (``2x,140/s,429``; ``-`` for the configured value)."""
+def _limits(item: dict[str, Any]) -> str:
+    """Flow control's current limits in one word: ``fixed`` (flow control is off for the
+    endpoint: its configured limits only), ``configured``, or batches in flight, rate and
+    reason (``2x,140/s,429``; ``-`` for the configured value)."""
+    flow = item.get("flow") or {}
+    if not item.get("adaptive_flow", True):
+        return "fixed"
     if not flow.get("adapted"):
         return "configured"
     in_flight = flow.get("max_in_flight")
@@ -118,6 +131,7 @@ def _security_options(
 @click.option("--header", "headers", multiple=True, help="'Name: value' sent with each request.")
 @click.option("--description", default=None)
 @click.option("--rate-limit", type=click.IntRange(min=1), help="Deliveries per second at most.")
+@_ADAPTIVE_FLOW
 @click.option("--secret", default=None, help="A whsec_ secret to use; generated when omitted.")
 @click.option(
     "--basic-auth",
@@ -153,6 +167,7 @@ def endpoints_create(
     headers: tuple[str, ...],
     description: str | None,
     rate_limit: int | None,
+    adaptive_flow: bool | None,
     secret: str | None,
     basic_auth: str | None,
     bearer_token: str | None,
@@ -172,6 +187,8 @@ def endpoints_create(
         body["description"] = description
     if rate_limit is not None:
         body["rate_limit"] = rate_limit
+    if adaptive_flow is not None:
+        body["adaptive_flow"] = adaptive_flow
     if secret is not None:
         body["secret"] = secret
     if key_failure_policy is not None:
@@ -189,7 +206,51 @@ def endpoints_create(
             "(one with this URL and these event types existed: its settings were replaced)"
         )
     click.echo(f"event types: {', '.join(endpoint['event_types']) or 'all'}")
+    if not endpoint.get("adaptive_flow", True):
+        click.echo("flow control: off (the configured limits only)")
     click.echo(f"reveal its secret with: webhooks endpoints secret {endpoint['id']}")
+
+
+@endpoints.command("update")
+@click.argument("endpoint_id")
+@click.option("--description", default=None)
+@click.option("--rate-limit", type=click.IntRange(min=1), help="Deliveries per second at most.")
+@click.option("--max-in-flight", type=click.IntRange(min=1, max=256), help="Batches at once.")
+@_ADAPTIVE_FLOW
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def endpoints_update(
+    context: Context,
+    endpoint_id: str,
+    description: str | None,
+    rate_limit: int | None,
+    max_in_flight: int | None,
+    adaptive_flow: bool | None,
+    as_json: bool,
+) -> None:
+    """Change an endpoint's description and limits (what is not given is unchanged)."""
+    given = {
+        "description": description,
+        "rate_limit": rate_limit,
+        "max_in_flight": max_in_flight,
+        "adaptive_flow": adaptive_flow,
+    }
+    body = {name: value for name, value in given.items() if value is not None}
+    if not body:
+        fail_usage("nothing to change: give at least one option (see --help)")
+    endpoint = context.client().request(
+        "PATCH", context.app_path(f"/endpoints/{endpoint_id}"), json=body
+    )
+    if as_json:
+        print_json(endpoint)
+        return
+    flow = "adaptive" if endpoint.get("adaptive_flow", True) else "off (the configured limits only)"
+    rate = endpoint.get("rate_limit")
+    click.echo(f"endpoint {endpoint['id']} updated -> {endpoint['url']}")
+    click.echo(
+        f"limits: {endpoint.get('max_in_flight') or 'default'} concurrent,"
+        f" {f'{rate}/s' if rate else 'no rate limit'}; flow control: {flow}"
+    )
 
 
 @endpoints.command("secret")

@@ -188,6 +188,7 @@ def endpoint_edit(endpoint_id: uuid.UUID) -> BaseResponse | str | tuple[str, int
                 "headers": headers_text(endpoint.shown_headers),
                 "rate_limit": endpoint.rate_limit,
                 "max_in_flight": endpoint.max_in_flight,
+                "adaptive_flow": endpoint.adaptive_flow,
                 "retry_schedule": ", ".join(str(d) for d in endpoint.retry_schedule or []),
                 "key_failure_policy": endpoint.key_failure_policy,
                 "signature_schemes": endpoint.signature_schemes,

@@ -102,6 +102,13 @@ class EndpointForm(FlaskForm):
         validators=[Optional(), NumberRange(min=1, max=256)],
         description="Empty: the platform default.",
     )
+    adaptive_flow = BooleanField(
+        "Adaptive flow control",
+        default=True,
+        description="Lower the concurrency and rate below these while the receiver answers"
+        " 429 or 503, times out or slows down. Off: these limits only, and a 429 counts as a"
+        " failure.",
+    )
     retry_schedule = StringField(
         "Retry schedule",
         validators=[Optional(), Length(max=1024)],
@@ -179,6 +186,7 @@ class EndpointForm(FlaskForm):
             "headers": headers,
             "rate_limit": self.rate_limit.data,
             "max_in_flight": self.max_in_flight.data,
+            "adaptive_flow": bool(self.adaptive_flow.data),
             "retry_schedule": _csv(self.retry_schedule.data) or None,
             "key_failure_policy": self.key_failure_policy.data or "skip",
             "auth": self.auth_for_api(),

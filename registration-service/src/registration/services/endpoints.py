@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,11 +22,13 @@ from webhooks_core.db import run_transaction
 from webhooks_core.deliveries.ordering import KeyFailurePolicy
 from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.endpoints.disable import disable_endpoint
+from webhooks_core.endpoints.flow import flow_control_on
 from webhooks_core.endpoints.pause import pause_endpoint, resume_endpoint
 from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import (
     Application,
     Endpoint,
+    EndpointFlow,
     EndpointKind,
     EndpointSecret,
     EventType,
@@ -45,6 +47,7 @@ _MUTABLE = (
     "channels",
     "rate_limit",
     "max_in_flight",
+    "adaptive_flow",
     "retry_schedule",
     "metadata",
     "key_failure_policy",
@@ -100,6 +103,7 @@ def _checked_values(
         "sealed_headers": credentials.seal_json(sensitive_headers),
         "rate_limit": fields.get("rate_limit"),
         "max_in_flight": fields.get("max_in_flight"),
+        "adaptive_flow": fields.get("adaptive_flow", True),
         "retry_schedule": fields.get("retry_schedule"),
         "key_failure_policy": fields.get("key_failure_policy") or KeyFailurePolicy.SKIP.value,
         "metadata": fields.get("metadata") or {},
@@ -151,6 +155,7 @@ def upsert_endpoint(
         elif secret is not None:
             rotate_key(session, settings, endpoint_id, secret, "secret")
         endpoint = load_endpoint(session, app_id, endpoint_id)
+        _forget_flow_when_off(session, endpoint)
         ensure_signing_key(session, settings, endpoint, fields.get("signing_key"))
         session.flush()
         return endpoint, bool(created)
@@ -235,6 +240,7 @@ def update_endpoint(
                 setattr(endpoint, "metadata_" if field == "metadata" else field, changes[field])
         for column, value in credential_columns(settings, changes, endpoint).items():
             setattr(endpoint, column, value)
+        _forget_flow_when_off(session, endpoint)
         session.flush()
         return endpoint
 
@@ -245,6 +251,14 @@ def update_endpoint(
             "another endpoint of this application has this URL and these event types",
             field="url",
         ) from None
+
+
+def _forget_flow_when_off(session: Session, endpoint: Endpoint) -> None:
+    """An endpoint with flow control off keeps nothing it learnt (docs/delivery.md, *Flow
+    control*): turned on again, it starts from its configured limits, not from a rate an
+    old incident left."""
+    if not flow_control_on(endpoint.adaptive_flow):
+        session.execute(delete(EndpointFlow).where(EndpointFlow.endpoint_id == endpoint.id))
 
 
 def _set_headers(endpoint: Endpoint, headers: dict[str, str]) -> None:

@@ -33,6 +33,9 @@ The scheduler reads the effective limits (:func:`effective_in_flight`,
 :func:`effective_rate`); the worker writes :func:`adapt`'s result in the batch's recording
 transaction, after locking the row, so batches of one endpoint recording at once apply
 their changes one after another.
+
+Whether it is on for an endpoint is decided here only: :func:`flow_control_on`, and
+:data:`FLOW_ON_SQL` for the statements that join ``endpoint_flow``.
 """
 
 from __future__ import annotations
@@ -380,6 +383,21 @@ def effective_rate_sql(configured: str, adaptive: str) -> str:
 
 # The claim's condition for "a Retry-After holds this endpoint" over an ``endpoint_flow f``.
 THROTTLED_SQL = "f.throttled_until > :now"
+
+
+def flow_control_on(adaptive_flow: bool, platform: bool = True) -> bool:
+    """Whether flow control adapts an endpoint's limits: its own ``adaptive_flow`` switch and
+    the platform's ``WEBHOOKS_FLOW_CONTROL`` (a delivery setting; the API asks with the
+    endpoint's alone).  Off, nothing is learnt from the endpoint's answers, its stored state
+    is not used, and a 429 counts as a failure for its breaker as any other answer does."""
+    return adaptive_flow and platform
+
+
+# The endpoint's switch in SQL, over an ``endpoints e`` row: the claim, the worker's batch
+# and the gauges join ``endpoint_flow f`` on it (an opted-out endpoint's stored state reads
+# as none), the worker writes a row only under it.  The platform's switch is the worker's:
+# it stops the learning, not the use of rows learnt before (docs/delivery.md).
+FLOW_ON_SQL = "e.adaptive_flow"
 
 
 def effective_in_flight(configured: int, adaptive: float | None) -> int:

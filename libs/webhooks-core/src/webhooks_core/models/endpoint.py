@@ -87,6 +87,11 @@ class Endpoint(Base):
     )
     rate_limit: Mapped[int | None] = mapped_column(comment="deliveries per second at most")
     max_in_flight: Mapped[int | None] = mapped_column(comment="concurrent requests at most")
+    adaptive_flow: Mapped[bool] = mapped_column(
+        server_default=text("true"),
+        default=True,
+        comment="false: flow control off, only the configured limits (endpoints.flow)",
+    )
     retry_schedule: Mapped[list[int] | None] = mapped_column(comment="seconds; overrides settings")
     # What a dead-lettered keyed delivery does to its key (deliveries.ordering): skip or block.
     key_failure_policy: Mapped[str] = mapped_column(
