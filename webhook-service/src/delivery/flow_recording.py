@@ -130,3 +130,10 @@ def _columns(written: list[tuple[uuid.UUID, FlowState]], now: datetime) -> dict[
         "decreased": [s.decreased_at for s in states],
         "changed": [s.changed_at or now for s in states],
     }
+
+
+def forget_learnt_limits(session: Session) -> int:
+    """Delete every endpoint's learnt limits; how many.  The scheduler does it when it starts
+    with flow control off for the platform (``WEBHOOKS_FLOW_CONTROL=false``): nothing learns
+    any more, so rows learnt before would otherwise bound the claim for ever."""
+    return int(session.execute(text("DELETE FROM endpoint_flow")).rowcount)  # type: ignore[attr-defined]

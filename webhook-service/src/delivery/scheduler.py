@@ -29,6 +29,7 @@ from delivery.claim_keys import ParkedSweep
 from delivery.clock import Clock, SystemClock
 from delivery.config import DeliverySettings
 from delivery.engine import DeadLetterPublisher
+from delivery.flow_recording import forget_learnt_limits
 from delivery.runtime import BrokerDeadLetterPublisher
 from delivery.scheduling import (
     DELIVER_TASK,
@@ -266,6 +267,9 @@ def main(settings: DeliverySettings | None = None, clock: Clock | None = None) -
         clock or SystemClock(),
         BrokerDeadLetterPublisher(celery_app),
     )
+    if not settings.flow_control:
+        forgotten = run_transaction(make_session_factory(engine), forget_learnt_limits)
+        logger.info("flow control is off: learnt limits of %d endpoints forgotten", forgotten)
     stop = threading.Event()
     # Secrets sealed under an older key are re-encrypted under the newest in the background.
     stop_resealing = sealing.start_resealing(engine, settings, settings.reseal_interval_seconds)

@@ -1,11 +1,17 @@
 """Limits that hold with several schedulers: the rate bucket and the adaptive in-flight
 limit live in PostgreSQL, so two claims from two sessions (two scheduler processes) share
-them.  No engine runs in this module: the claims here are the only ones."""
+them.  No engine runs in this module: the claims here are the only ones (but for a
+scheduler started alone to see what it does at start)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -127,3 +133,38 @@ def test_an_endpoint_with_flow_control_off_is_claimed_at_its_configured_limits(
     with db() as session:
         buckets = session.execute(text("SELECT count(*) FROM endpoint_rate_buckets")).scalar_one()
     assert buckets == 0  # no rate: no bucket spent
+
+
+def test_a_scheduler_started_with_flow_control_off_forgets_learnt_limits(
+    db: sessionmaker[Session], settings: DeliverySettings, tmp_path: Path
+) -> None:
+    """With WEBHOOKS_FLOW_CONTROL=false nothing learns any more: what was learnt before
+    would bound the claim for ever, so the scheduler deletes it when it starts."""
+    endpoint_id = _endpoint_with_due(db, 0)
+    with transaction(db) as session:
+        session.add(EndpointFlow(endpoint_id=endpoint_id, max_in_flight=1.0, rate_limit=2.0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOKS_")}
+    env |= {
+        "WEBHOOKS_DATABASE_URL": settings.database_url,
+        "WEBHOOKS_BROKER_URL": settings.broker_url,
+        "WEBHOOKS_SEALING_KEYS": os.environ["WEBHOOKS_SEALING_KEYS"],
+        "WEBHOOKS_METRICS_PORT": "0",
+        "WEBHOOKS_FLOW_CONTROL": "false",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = (tmp_path / "scheduler.log").open("wb")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "delivery.scheduler"], env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 60
+        left = 1
+        while left and time.monotonic() < deadline and scheduler.poll() is None:
+            time.sleep(0.2)
+            with db() as session:
+                left = session.scalar(text("SELECT count(*) FROM endpoint_flow")) or 0
+    finally:
+        scheduler.terminate()
+        scheduler.wait(30)
+    assert left == 0, (tmp_path / "scheduler.log").read_text()[-3000:]
+    assert "learnt limits of 1 endpoints forgotten" in (tmp_path / "scheduler.log").read_text()

@@ -1,7 +1,7 @@
 """a per-endpoint switch for adaptive flow control
 
 Revision ID: 0013_endpoint_adaptive_flow
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-01 18:45:00
 
 * ``endpoints.adaptive_flow``: false turns flow control off for the endpoint (only its
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0013_endpoint_adaptive_flow'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
