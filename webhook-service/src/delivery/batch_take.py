@@ -27,7 +27,8 @@ from delivery.sender import url_problem
 from delivery.tls import TLSCredentials
 from webhooks_core.deliveries.states import SENDING_SQL
 from webhooks_core.endpoints import credentials
-from webhooks_core.endpoints.flow import FLOW_ON_SQL, FlowState
+from webhooks_core.endpoints.flow import FlowState
+from webhooks_core.endpoints.flow_limits import FLOW_ON_SQL
 from webhooks_core.endpoints.sealing import SealingError, unseal
 from webhooks_core.signing import secret_key, signing_key
 

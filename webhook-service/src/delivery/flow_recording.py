@@ -26,16 +26,8 @@ from sqlalchemy.orm import Session
 
 from delivery.config import DeliverySettings
 from delivery.sending import EndpointRun
-from webhooks_core.endpoints.flow import (
-    FLOW_ON_SQL,
-    FlowState,
-    Limits,
-    adapt,
-    batch_signal,
-    effective_rate,
-    flow_control_on,
-    rate_unused,
-)
+from webhooks_core.endpoints.flow import FlowState, Limits, adapt, batch_signal, rate_unused
+from webhooks_core.endpoints.flow_limits import FLOW_ON_SQL, effective_rate, flow_control_on
 from webhooks_core.messages.envelope import utcnow
 
 _LOCK = text(

@@ -30,7 +30,8 @@ from webhooks_core.deliveries.ordering import lock_ordering_keys, wake_keys
 from webhooks_core.deliveries.outcomes import disable_reason, health_change
 from webhooks_core.deliveries.states import CANCELLED_SQL, DELIVERED_SQL, SENDING_SQL, DeliveryState
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.endpoints.flow import flow_control_on, is_throttled
+from webhooks_core.endpoints.flow import is_throttled
+from webhooks_core.endpoints.flow_limits import flow_control_on
 from webhooks_core.statistics import DeliveryFacts, summarise_attempts
 
 logger = logging.getLogger("delivery.attempt")

@@ -60,7 +60,7 @@ from webhooks_core.deliveries.states import (
     RELEASED_STATE_SQL,
     SENDING_SQL,
 )
-from webhooks_core.endpoints.flow import (
+from webhooks_core.endpoints.flow_limits import (
     FLOW_ON_SQL,
     THROTTLED_SQL,
     effective_in_flight,

@@ -27,7 +27,8 @@ from delivery.sender import USER_AGENT, OutboundRequest, Sender, SendResult
 from webhooks_core.deliveries.ordering import holds_key
 from webhooks_core.deliveries.outcomes import breaker_tripped, decide
 from webhooks_core.deliveries.states import DeliveryState, released_state
-from webhooks_core.endpoints.flow import flow_control_on, holds_endpoint, is_throttled
+from webhooks_core.endpoints.flow import holds_endpoint, is_throttled
+from webhooks_core.endpoints.flow_limits import flow_control_on
 from webhooks_core.messages.envelope import utcnow, webhook_body
 from webhooks_core.signing import signature_header
 

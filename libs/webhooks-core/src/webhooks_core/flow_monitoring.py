@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhooks_core.db import make_session_factory, run_transaction
-from webhooks_core.endpoints.flow import FLOW_ON_SQL, effective_in_flight
+from webhooks_core.endpoints.flow_limits import FLOW_ON_SQL, effective_in_flight
 
 logger = logging.getLogger(__name__)
 

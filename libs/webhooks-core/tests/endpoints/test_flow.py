@@ -13,13 +13,11 @@ from webhooks_core.endpoints.flow import (
     Limits,
     adapt,
     batch_signal,
-    effective_in_flight,
-    effective_rate,
-    flow_control_on,
     holds_endpoint,
     is_throttled,
     rate_unused,
 )
+from webhooks_core.endpoints.flow_limits import effective_in_flight, effective_rate, flow_control_on
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import inspect
 
-from webhooks_core.endpoints.flow import flow_control_on, flow_reading
+from webhooks_core.endpoints.flow_limits import flow_control_on, flow_reading
 from webhooks_core.messages.envelope import utcnow
 
 

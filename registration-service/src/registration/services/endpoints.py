@@ -22,7 +22,7 @@ from webhooks_core.db import run_transaction
 from webhooks_core.deliveries.ordering import KeyFailurePolicy
 from webhooks_core.endpoints import credentials, sealing
 from webhooks_core.endpoints.disable import disable_endpoint
-from webhooks_core.endpoints.flow import flow_control_on
+from webhooks_core.endpoints.flow_limits import flow_control_on
 from webhooks_core.endpoints.pause import pause_endpoint, resume_endpoint
 from webhooks_core.messages.envelope import utcnow
 from webhooks_core.models import (
