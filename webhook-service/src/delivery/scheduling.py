@@ -9,7 +9,9 @@ never a Celery ETA.  A claim cycle, in one transaction:
    row per batch and endpoint) and reads which breakers are open; those endpoints, and the
    applications at ``application_max_in_flight``, are left out of the scan, so a slow or
    failing endpoint's (or tenant's) backlog never fills the batch that healthy ones need;
-3. reads up to ``scheduler_claim_limit`` due rows of the other endpoints, oldest first;
+3. reads the due rows of the other endpoints, up to ``scheduler_claim_limit``: each
+   application's oldest, the applications that waited longest first (:func:`claim_applications`
+   of them a cycle), so one tenant's backlog never hides another's due deliveries;
 4. cuts each endpoint's rows (a pure decision, :mod:`webhooks_core.deliveries.planning`)
    into batches of at most ``delivery_batch_size``, no more
    batches than the endpoint's free in-flight slots (one while the endpoint is failing; a
@@ -59,6 +61,7 @@ from webhooks_core.deliveries.states import (
     DUE_SQL,
     RELEASED_STATE_SQL,
     SENDING_SQL,
+    first_due_by_application,
 )
 from webhooks_core.endpoints.flow_limits import (
     FLOW_ON_SQL,
@@ -138,7 +141,9 @@ class PublishFailed(Exception):
 # transaction only): a claim lost in a crash leaves its rows due and its task finds no lease
 # to send, and a worker's record of the batch, which does wait, flushes the claim first.
 # No bitmap scans in the claim (this transaction only): the due rows must be read in the due
-# index's order and cut at the limit.  With statistics older than a mass of new due rows
+# index's order and cut at the limit.  No JIT either: the planner's cost of reading due rows
+# with their head probes passes jit_above_cost, and compiling took 1.4 s of a 1.4 s claim
+# (bench.claim_keys; 9 ms without).  With statistics older than a mass of new due rows
 # (next_attempt_at past the histogram's end), the planner estimated 120 due rows of 207,000
 # and chose a bitmap scan of all of them, sorted, each with its head probe: 1.7 s per claim
 # in make chaos, against 22 ms in index order.
@@ -146,7 +151,7 @@ _IN_FLIGHT = text(
     f"""
     WITH claim_lock AS MATERIALIZED (
         SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true),
-               set_config('enable_bitmapscan', 'off', true)),
+               set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)),
     rated AS (
         SELECT b.endpoint_id, b.tokens, b.stamp, e.rate_limit AS configured_rate,
                f.rate_limit AS adaptive_rate
@@ -179,20 +184,42 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 # those are joined to their endpoints.  As one join, a planner whose statistics predate a
 # mass release (all of a recovered backlog due at once) joined and sorted every due row on
 # each cycle: 231,000 of them in the benchmark, PostgreSQL at a full core.
+#
+# Each application's oldest, not the oldest of all: ``active`` walks
+# ix_deliveries_due_application (one descent per application with due rows, however long
+# its backlog) for each application's first due time; ``chosen`` keeps the
+# ``:applications`` that have waited longest, leaving out those at their in-flight limit;
+# each of those gets its own oldest rows, its share of the limit (at least a batch, at most
+# the limit).  Read as the oldest rows of all, one
+# application's backlog of older rows filled the limit while it waited for a free slot,
+# and another's deliveries, due behind it, waited for that backlog to drain (107 s in
+# make chaos, and two healthy endpoints auto-disabled).
 _CANDIDATES = text(
     f"""
-    WITH due AS MATERIALIZED (
+    WITH RECURSIVE active AS ({first_due_by_application("active")}
+    ), chosen AS MATERIALIZED (
+        SELECT a.application_id FROM active a
+        WHERE a.next_attempt_at <= :now
+          AND NOT (a.application_id = ANY(:excluded_applications))
+        ORDER BY a.next_attempt_at
+        LIMIT :applications
+    ), due AS MATERIALIZED (
         SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at,
                d.ordering_key
-        FROM deliveries d
-        WHERE d.state IN {DUE_SQL} AND d.next_attempt_at <= :now
-          AND NOT (d.endpoint_id = ANY(:excluded))
-          AND NOT (d.application_id = ANY(:excluded_applications))
-          -- A keyed delivery only when it heads its key (webhooks_core.deliveries.ordering);
-          -- those behind a head are parked, out of this index, but for a few handed back.
-          AND (d.ordering_key IS NULL OR ({IS_HEAD_SQL} AND {NOT_BLOCKED_SQL}))
-        ORDER BY d.next_attempt_at
-        LIMIT :limit
+        FROM chosen c CROSS JOIN LATERAL (
+            SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
+                   d.next_attempt_at, d.ordering_key
+            FROM deliveries d
+            WHERE d.application_id = c.application_id AND d.state IN {DUE_SQL}
+              AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= :now
+              AND NOT (d.endpoint_id = ANY(:excluded))
+              -- A keyed delivery only when it heads its key
+              -- (webhooks_core.deliveries.ordering); those behind a head are parked, out
+              -- of this index, but for a few handed back.
+              AND (d.ordering_key IS NULL OR ({IS_HEAD_SQL} AND {NOT_BLOCKED_SQL}))
+            ORDER BY d.next_attempt_at
+            LIMIT least(:limit, greatest(:batch_size, :limit / (SELECT count(*) FROM chosen)))
+        ) d
     )
     SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
            coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
@@ -269,6 +296,13 @@ _EXPIRE = text(
 )
 
 
+def claim_applications(settings: DeliverySettings) -> int:
+    """How many applications one claim reads due rows of: enough for each to fill a batch
+    of the claim limit's rows (20 with the defaults).  The ones that waited longest go first;
+    the others, in a later cycle."""
+    return max(1, -(-settings.scheduler_claim_limit // settings.delivery_batch_size))
+
+
 def claim_due(session: Session, settings: DeliverySettings, now: datetime) -> list[Claim]:
     """Lease due deliveries into batches (see the module doc); the caller commits."""
     return claim_cycle(session, settings, now).claims
@@ -317,6 +351,8 @@ def claim_cycle(
             "excluded": list(capacity.excluded_endpoints),
             "excluded_applications": list(capacity.full_applications),
             "limit": settings.scheduler_claim_limit,
+            "batch_size": settings.delivery_batch_size,
+            "applications": claim_applications(settings),
             "default_limit": default_limit,
         },
     ).all()

@@ -168,3 +168,40 @@ def test_claim_holds_an_application_to_its_share_and_scans_past_its_backlog(
     (claim,) = second.claims
     assert [apps[i] for i in claim.delivery_ids] == [other.app_id]
     assert second.saturated
+
+
+def test_claim_reads_each_applications_oldest_rows_not_the_oldest_of_all(
+    platform: Any, receiver: Any, clock: Any, engine_settings: DeliverySettings
+) -> None:
+    server = receiver()
+    hog = platform
+    for n in range(8):
+        hog.endpoint(f"{server.url}?hog={n}")
+    other = type(platform)(platform.sessions)
+    other.endpoint(f"{server.url}?other")
+    # The hog is far from its limit: only the rows a claim reads can keep the other out.
+    settings = engine_settings.model_copy(
+        update={"scheduler_claim_limit": 10, "delivery_batch_size": 5}
+    )
+    now = clock.now() + timedelta(seconds=1)
+    with platform.sessions() as session:
+        session.begin()
+        for n in range(6):  # 48 rows, all older than the other application's one
+            envelope = Envelope(type="person.created", data={"n": n})
+            accept_message(session, envelope, source="http", application_id=hog.app_id)
+        session.flush()
+        session.execute(
+            text("UPDATE deliveries SET next_attempt_at = :t"), {"t": now - timedelta(hours=1)}
+        )
+        envelope = Envelope(type="person.created", data={"other": True})
+        accept_message(session, envelope, source="http", application_id=other.app_id)
+        session.flush()
+        result = claim_cycle(session, settings, now)
+        apps = dict(session.execute(select(Delivery.id, Delivery.application_id)).all())
+        session.rollback()
+    claimed = [apps[i] for c in result.claims for i in c.delivery_ids]
+    # The ten rows of the limit: the other application's one and the hog's oldest, not
+    # the hog's ten oldest.
+    assert claimed.count(other.app_id) == 1
+    assert claimed.count(hog.app_id) >= 5
+    assert len(claimed) <= 10

@@ -24,12 +24,24 @@ from webhooks_core.messages.fanout import accept_message
 from webhooks_core.models import Application, Endpoint, EndpointFlow
 
 
-def _endpoint_with_due(sessions: sessionmaker[Session], due: int, **fields: object) -> uuid.UUID:
+def _endpoint_with_due(
+    sessions: sessionmaker[Session],
+    due: int,
+    beside: uuid.UUID | None = None,
+    **fields: object,
+) -> uuid.UUID:
+    """A new endpoint with ``due`` messages due for it, in a new application or in the
+    application of the endpoint ``beside`` (whose endpoints get the messages too)."""
     with transaction(sessions) as session:
-        app = Application(name="buckets")
-        session.add(app)
-        session.flush()
-        endpoint = Endpoint(application_id=app.id, url="http://127.0.0.1:9/hook", **fields)
+        if beside is None:
+            app = Application(name="buckets")
+            session.add(app)
+            session.flush()
+            app_id = app.id
+        else:
+            app_id = session.get_one(Endpoint, beside).application_id
+        url = f"http://127.0.0.1:9/hook?{uuid.uuid4().hex}"
+        endpoint = Endpoint(application_id=app_id, url=url, **fields)
         session.add(endpoint)
         session.flush()
         for n in range(due):
@@ -37,7 +49,7 @@ def _endpoint_with_due(sessions: sessionmaker[Session], due: int, **fields: obje
                 session,
                 Envelope(type="person.created", data={"n": n}),
                 source="http",
-                application_id=app.id,
+                application_id=app_id,
             )
         return endpoint.id
 
@@ -98,10 +110,13 @@ def test_a_rate_limited_backlog_does_not_fill_the_claim(
     db: sessionmaker[Session], settings: DeliverySettings
 ) -> None:
     small = settings.model_copy(update={"scheduler_claim_limit": 20})
-    _endpoint_with_due(db, 40, rate_limit=10, max_in_flight=50)
-    other = _endpoint_with_due(db, 3)  # due after the whole backlog
+    backlog = _endpoint_with_due(db, 40, rate_limit=10, max_in_flight=50)
+    # Of the same application (another's rows are read apart), due after the whole backlog.
+    other = _endpoint_with_due(db, 3, beside=backlog)
     now = utcnow() + timedelta(seconds=1)
-    assert _claim(db, small, now) == 10  # the scan held only the backlog's rows
+    # The scan held only the backlog's rows (the other endpoint's 3 come after them and the
+    # backlog's endpoint got 3 more, past the limit).
+    assert _claim(db, small, now) == 10
     # Without tokens the backlog is left out of the scan: the other endpoint's rows are read.
     assert _claim(db, small, now + timedelta(milliseconds=10)) == 3
     with db() as session:

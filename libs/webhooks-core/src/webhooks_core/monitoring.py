@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from webhooks_core.db import make_session_factory, run_transaction
 from webhooks_core.deliveries.ordering import parked_sql
-from webhooks_core.deliveries.states import DUE_SQL, OPEN_SQL, OPEN_STATES
+from webhooks_core.deliveries.states import OPEN_SQL, OPEN_STATES, first_due_by_application
 from webhooks_core.endpoints.health import HEALTH_STATE_SQL, HEALTH_STATES
 from webhooks_core.flow_monitoring import EndpointFlowGauges
 from webhooks_core.settings import EndpointSettings
@@ -177,7 +177,7 @@ class DatabaseGauges(Collector):
     """Gauges read from the platform database at scrape time (register in ONE process).
 
     Three small queries, each served by a partial or composite index of the schema:
-    deliveries not yet terminal (``ix_deliveries_open_created``, ``ix_deliveries_due``),
+    deliveries not yet terminal (``ix_deliveries_open_created``, ``ix_deliveries_due_application``),
     open dead letters (``uq_dead_letters_open_delivery``) and endpoint health.
     """
 
@@ -236,8 +236,9 @@ class DatabaseGauges(Collector):
                 "SELECT"  # noqa: S608
                 " (SELECT extract(epoch FROM now() - min(created_at)) FROM deliveries"
                 f"   WHERE state IN {OPEN_SQL}),"
-                " (SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM deliveries"
-                f"   WHERE state IN {DUE_SQL} AND next_attempt_at <= now()),"
+                f" (WITH RECURSIVE firsts AS ({first_due_by_application('firsts')})"
+                "   SELECT extract(epoch FROM now() - min(next_attempt_at)) FROM firsts"
+                "   WHERE next_attempt_at <= now()),"
                 " (SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL),"
                 f" (SELECT count(*) FROM deliveries d WHERE {parked_sql('d')})"
             )

@@ -112,3 +112,26 @@ OPEN_SQL = sql_list(OPEN_STATES)
 ALL_SQL = sql_list(DeliveryState)
 # The state of a delivery released unattempted, as a SQL expression over its row.
 RELEASED_STATE_SQL = f"CASE WHEN attempt_count = 0 THEN {PENDING_SQL} ELSE {RETRYING_SQL} END"
+# Due with a time to be due at: what ix_deliveries_due_application holds (a parked delivery,
+# due by its state but with no time, waits behind its key's head: deliveries.ordering).
+DUE_WITH_A_TIME_SQL = f"state IN {DUE_SQL} AND next_attempt_at IS NOT NULL"
+
+
+def first_due_by_application(name: str) -> str:
+    """The body of a ``WITH RECURSIVE name AS (...)`` query: one ``(application_id,
+    next_attempt_at)`` row per application with due deliveries, its earliest time.
+
+    A loose scan of ix_deliveries_due_application: one index descent per application,
+    however many deliveries it has due (the claim's fair reading, the overdue gauge).
+    """
+    return f"""
+        (SELECT d.application_id, d.next_attempt_at FROM deliveries d
+         WHERE d.state IN {DUE_SQL} AND d.next_attempt_at IS NOT NULL
+         ORDER BY d.application_id, d.next_attempt_at LIMIT 1)
+        UNION ALL
+        SELECT n.application_id, n.next_attempt_at
+        FROM {name} w CROSS JOIN LATERAL (
+            SELECT d.application_id, d.next_attempt_at FROM deliveries d
+            WHERE d.state IN {DUE_SQL} AND d.next_attempt_at IS NOT NULL
+              AND d.application_id > w.application_id
+            ORDER BY d.application_id, d.next_attempt_at LIMIT 1) n"""  # noqa: S608

@@ -27,6 +27,7 @@ from webhooks_core.deliveries.states import (
     DEAD_SQL,
     DUE_SQL,
     DUE_STATES,
+    DUE_WITH_A_TIME_SQL,
     OPEN_SQL,
     OPEN_STATES,
     SENDING_SQL,
@@ -59,10 +60,13 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("message_id", "endpoint_id", name="uq_deliveries_message_endpoint"),
+        # Due with a time (not parked), by application: the claim reads each application's
+        # oldest due rows (delivery.scheduling), so one backlog cannot hide another's.
         Index(
-            "ix_deliveries_due",
+            "ix_deliveries_due_application",
+            "application_id",
             "next_attempt_at",
-            postgresql_where=text(f"state IN {DUE_SQL}"),
+            postgresql_where=text(DUE_WITH_A_TIME_SQL),
         ),
         Index(
             "ix_deliveries_lease",
