@@ -40,6 +40,7 @@ from registration.services import deliveries, statistics
 from webhooks_core.retention import partitions
 from webhooks_core.retention.run import run_retention
 from webhooks_core.settings import CoreSettings
+from webhooks_core.statistics import WIDTHS
 
 DAYS = 40
 ENDPOINTS = 5
@@ -86,6 +87,8 @@ HISTOGRAM = (
     )
     + "]"
 )
+# The engine's bucket widths (minute, hour, day), as a VALUES list.
+_WIDTHS = ", ".join(f"({width})" for width in WIDTHS)
 # From the attempts alone (the load makes every attempt's outcome tell its delivery's state:
 # a 503 left it retrying, a 200 delivered, a 500 dead), which saves a join of ten million.
 ATTEMPT_STATS = f"""
@@ -97,7 +100,7 @@ SELECT a.endpoint_id, w.width,
        :type, a.outcome, (a.status_code / 100)::text || 'xx',
        CASE a.status_code WHEN 503 THEN 'retrying' WHEN 500 THEN 'dead' ELSE 'delivered' END,
        0, :app, count(*), sum(a.latency_ms), {HISTOGRAM}
-FROM attempts a CROSS JOIN (VALUES (60), (3600)) AS w(width)
+FROM attempts a CROSS JOIN (VALUES {_WIDTHS}) AS w(width)
 WHERE a.endpoint_id = ANY(:endpoints)
 GROUP BY 1, 2, 3, 5, 6, 7
 """  # noqa: S608 - constants only

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from webhooks_core.db import transaction
 from webhooks_core.messages.envelope import utcnow
@@ -20,7 +21,9 @@ def _publish(client: Any, tenant: Any, event_type: str) -> None:
     assert response.status_code == 202, response.json
 
 
-def _record(db: Any, results: list[tuple[str, int | None, str, float]]) -> None:
+def _record(
+    db: Any, results: list[tuple[str, int | None, str, float]], at: datetime | None = None
+) -> None:
     """Record one attempt per delivery, in id order, as the engine's batch record does."""
     with transaction(db) as session:
         ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
@@ -30,7 +33,7 @@ def _record(db: Any, results: list[tuple[str, int | None, str, float]]) -> None:
             attempts.append(
                 {
                     "delivery_id": delivery_id,
-                    "started_at": utcnow(),
+                    "started_at": at or utcnow(),
                     "latency_ms": latency,
                     "status_code": code,
                     "outcome": outcome,
@@ -105,6 +108,51 @@ def test_application_endpoint_and_service_statistics(
     empty = client.get(other_tenant.path("/statistics"), headers=other_tenant.headers)
     assert empty.json["totals"]["attempts"] == 0
     assert empty.json["totals"]["success_rate"] is None
+
+
+def test_day_buckets_are_summed_from_day_rows_that_match_the_hours(
+    client: Any, tenant: Any, event_types: list[str], db: Any
+) -> None:
+    made = client.post(
+        tenant.path("/endpoints"), json={"url": "http://127.0.0.1:9/all"}, headers=tenant.headers
+    )
+    assert made.status_code == 201, made.json
+    for event_type in ("person.created", "person.updated"):
+        _publish(client, tenant, event_type)
+    now = utcnow()
+    # Three days of the window: two attempts each, then the last hour's.
+    for days_ago, latency in ((5, 3.0), (2, 700.0), (0, 30.0)):
+        _record(
+            db,
+            [("retrying", 503, "http_5xx", latency), ("delivered", 200, "success", latency)],
+            at=now - timedelta(days=days_ago),
+        )
+    path = tenant.path("/statistics?window=7d")
+
+    by_day = client.get(path, headers=tenant.headers)
+    by_hour = client.get(f"{path}&bucket=hour", headers=tenant.headers)
+
+    assert by_day.status_code == by_hour.status_code == 200, by_day.json
+    assert by_day.json["bucket"] == "day"
+    assert by_day.json["totals"] == by_hour.json["totals"]
+    assert by_day.json["totals"]["attempts"] == 6
+    assert by_day.json["totals"]["messages_accepted"] == 2
+    assert by_day.json["event_types"] == by_hour.json["event_types"]
+    for point in by_day.json["series"]:
+        hours = [h for h in by_hour.json["series"] if h["start"][:10] == point["start"][:10]]
+        assert point["attempts"] == sum(h["attempts"] for h in hours)
+        assert point["messages_accepted"] == sum(h["messages_accepted"] for h in hours)
+    assert [p["attempts"] for p in by_day.json["series"] if p["attempts"]] == [2, 2, 2]
+
+    # The day buckets come from the day rows alone: without the hour rows they still add up.
+    with transaction(db) as session:
+        session.execute(text("DELETE FROM attempt_stats WHERE width = 3600"))
+        session.execute(text("DELETE FROM message_stats WHERE width = 3600"))
+    again = client.get(path, headers=tenant.headers)
+    assert again.json["totals"] == by_day.json["totals"]
+    assert again.json["series"] == by_day.json["series"]
+    hourless = client.get(f"{path}&bucket=hour", headers=tenant.headers)
+    assert hourless.json["totals"]["attempts"] == 0
 
 
 def test_bad_windows_and_buckets_are_field_errors(

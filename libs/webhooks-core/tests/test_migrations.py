@@ -268,3 +268,105 @@ def test_retention_partitions_attempts_keeping_every_row_and_back(
         first_delivery = int(conn.scalar(text("SELECT min(id) FROM deliveries")))
     assert _new_attempt(engine, first_delivery, endpoint) > 201  # still the same numbers
     engine.dispose()
+
+
+STATISTICS_DAYS = "0014_statistics_day_rows"
+BEFORE_STATISTICS_DAYS = "0013_endpoint_adaptive_flow"
+_DAY_ROWS = text(
+    "SELECT bucket, event_type, outcome, shard, attempts, latency_sum_ms, latency_histogram"
+    " FROM attempt_stats WHERE width = 86400 ORDER BY bucket, outcome"
+)
+_MESSAGE_DAYS = text(
+    "SELECT bucket, sum(messages) FROM message_stats WHERE width = 86400 GROUP BY 1 ORDER BY 1"
+)
+
+
+def _messages(conn: Any, app: Any, created_at: str, n: int) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO messages (event_id, application_id, event_type, payload, occurred_at,"
+            " source, created_at) SELECT 'evt_' || gen_random_uuid(), :app, 't.x', '{}',"
+            " now(), 'http', CAST(:at AS timestamptz) FROM generate_series(1, :n)"
+        ),
+        {"app": app, "at": created_at, "n": n},
+    )
+
+
+def test_statistics_day_rows_are_counted_from_the_hour_rows_and_back(
+    scratch_settings: CoreSettings,
+) -> None:
+    upgrade(scratch_settings, BEFORE_STATISTICS_DAYS)
+    engine = create_engine(scratch_settings.database_url)
+    with engine.begin() as conn:
+        app = conn.scalar(
+            text("INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'a') RETURNING id")
+        )
+        endpoint = conn.scalar(
+            text(
+                "INSERT INTO endpoints (id, application_id, url) VALUES"
+                " (gen_random_uuid(), :app, 'http://x/') RETURNING id"
+            ),
+            {"app": app},
+        )
+        # Hour rows of two days, two shards of one hour, and a minute row that must not
+        # count twice; messages through the trigger of 0008 (minute and hour rows).
+        for bucket, shard, outcome, attempts, last in (
+            ("2026-11-29T23:00:00Z", 0, "success", 6, 0),
+            ("2026-11-30T00:00:00Z", 3, "success", 10, 4),
+            ("2026-11-30T00:00:00Z", 5, "success", 1, 1),
+            ("2026-11-30T17:00:00Z", 1, "timeout", 2, 2),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO attempt_stats (endpoint_id, width, bucket, event_type, outcome,"
+                    " status_class, final_state, shard, application_id, attempts,"
+                    " latency_sum_ms, latency_histogram) VALUES (:e, 3600, :bucket, 't.x',"
+                    " :outcome, '2xx', 'delivered', :shard, :app, :n, :n * 1.5,"
+                    " ARRAY[1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, :last])"
+                ),
+                {"e": endpoint, "app": app, "bucket": bucket, "shard": shard,
+                 "outcome": outcome, "n": attempts, "last": last},
+            )  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO attempt_stats SELECT endpoint_id, 60, bucket, event_type, outcome,"
+                " status_class, final_state, shard, application_id, attempts, latency_sum_ms,"
+                " latency_histogram FROM attempt_stats WHERE width = 3600"
+            )
+        )
+        _messages(conn, app, "2026-11-29T23:59:00Z", 2)
+        _messages(conn, app, "2026-11-30T08:00:00Z", 3)
+
+    upgrade(scratch_settings, STATISTICS_DAYS)
+    with engine.begin() as conn:
+        rows = [tuple(r) for r in conn.execute(_DAY_ROWS)]
+        day1, day2 = rows[0][0], rows[1][0]
+        assert (day1.isoformat(), day2.isoformat()) == (
+            "2026-11-29T00:00:00+00:00",
+            "2026-11-30T00:00:00+00:00",
+        )
+        # One row per key and day, shard 0: shards and hours summed, histograms too.
+        assert [r[1:] for r in rows] == [
+            ("t.x", "success", 0, 6, 9.0, [1, 2, 3] + [0] * 10),
+            ("t.x", "success", 0, 11, 16.5, [2, 4, 6] + [0] * 9 + [5]),
+            ("t.x", "timeout", 0, 2, 3.0, [1, 2, 3] + [0] * 9 + [2]),
+        ]
+        assert [(b.isoformat()[:10], n) for b, n in conn.execute(_MESSAGE_DAYS)] == [
+            ("2026-11-29", 2),
+            ("2026-11-30", 3),
+        ]
+        # The trigger now counts day rows too.
+        _messages(conn, app, "2026-11-30T09:00:00Z", 4)
+        assert [n for _, n in conn.execute(_MESSAGE_DAYS)] == [2, 7]
+
+    downgrade(scratch_settings, BEFORE_STATISTICS_DAYS)
+    with engine.begin() as conn:
+        assert conn.execute(_DAY_ROWS).all() == []
+        _messages(conn, app, "2026-11-30T10:00:00Z", 1)
+        assert conn.execute(_MESSAGE_DAYS).all() == []
+        assert conn.scalar(text("SELECT sum(messages) FROM message_stats WHERE width = 3600")) == 10
+    upgrade(scratch_settings, STATISTICS_DAYS)  # and again, from the hour rows
+    with engine.connect() as conn:
+        assert [n for _, n in conn.execute(_MESSAGE_DAYS)] == [2, 8]
+        assert [r[4] for r in conn.execute(_DAY_ROWS)] == [6, 11, 2]
+    engine.dispose()

@@ -3,8 +3,8 @@
 One home for the rules of the statistics API (docs/api.md, *Statistics*):
 
 * every attempt is counted in ``attempt_stats`` in the transaction that records it, by one
-  aggregated upsert per recorded batch (:func:`summarise_attempts`), in a minute row and an
-  hour row (:data:`WIDTHS`);
+  aggregated upsert per recorded batch (:func:`summarise_attempts`), in a minute row, an
+  hour row and a day row (:data:`WIDTHS`);
 * every message is counted in ``message_stats`` by a statement-level trigger on
   ``messages`` (migration 0008), whichever path stored it;
 * latency is kept as a histogram of fixed buckets (:data:`LATENCY_BOUNDS_MS`), so
@@ -30,10 +30,11 @@ from sqlalchemy.orm import Session
 
 # Upper bounds (exclusive) of the latency buckets, in milliseconds; the last bucket is open.
 LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
-# Bucket widths kept, in seconds: minutes for the last hours, hours for days and weeks.
-MINUTE, HOUR = 60, 3600
-WIDTHS = (MINUTE, HOUR)
-# Writers per key; the trigger of migration 0008 on ``messages`` uses the same 8.
+# Bucket widths kept, in seconds: minutes for the last hours, hours for a day, days for weeks
+# (a 7-day window reads 7 day rows per key instead of 168 hour rows).
+MINUTE, HOUR, DAY = 60, 3600, 86400
+WIDTHS = (MINUTE, HOUR, DAY)
+# Writers per key; the trigger on ``messages`` (migrations 0008, 0014) uses the same 8.
 SHARDS = 8
 
 # The statistics' time buckets start at whole multiples of their width from this origin.
@@ -78,7 +79,7 @@ def summary_rows(
     attempts: Iterable[Mapping[str, Any]], facts: Mapping[int, DeliveryFacts]
 ) -> dict[SummaryKey, SummaryRow]:
     """The attempts counted per row key (endpoint, width, bucket, event type, outcome,
-    status class, final state, application), one minute row and one hour row each.
+    status class, final state, application), one row of each of :data:`WIDTHS` each.
 
     Pure: the engine aggregates a batch here, so that its one upsert writes a few rows (one
     per width, for a batch of one endpoint's successes) instead of one per attempt.
@@ -211,9 +212,15 @@ def percentile(histogram: Sequence[int], fraction: float) -> float | None:
     return float(LATENCY_BOUNDS_MS[-1])
 
 
-def add_histograms(left: Sequence[int], right: Sequence[int]) -> list[int]:
-    """Element-wise sum of two latency histograms (an empty one counts as zeros)."""
-    size = len(LATENCY_BOUNDS_MS) + 1
-    left = list(left) or [0] * size
-    right = list(right) or [0] * size
-    return [a + b for a, b in zip(left, right, strict=True)]
+def percentiles(histogram: Sequence[int], fractions: Sequence[float]) -> list[float | None]:
+    """:func:`percentile` of each of ``fractions`` (ascending), in one pass of the histogram."""
+    total = sum(histogram)
+    if total == 0:
+        return [None] * len(fractions)
+    found: list[float | None] = []
+    seen = 0
+    for index, count in enumerate(histogram):
+        seen += count
+        while count and len(found) < len(fractions) and seen >= fractions[len(found)] * total:
+            found.append(float(LATENCY_BOUNDS_MS[min(index, len(LATENCY_BOUNDS_MS) - 1)]))
+    return found + [float(LATENCY_BOUNDS_MS[-1])] * (len(fractions) - len(found))

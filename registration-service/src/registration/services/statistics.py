@@ -2,8 +2,9 @@
 
 Read from the summary tables (``attempt_stats``, ``message_stats``; the rules that fill them
 are :mod:`webhooks_core.statistics`), never from the raw attempts: a query sums a few
-thousand summary rows however many attempts there were.  A window of an hour or a day reads
-minute rows when asked for minute buckets, hour rows otherwise.
+thousand summary rows however many attempts there were.  Each bucket size reads the rows of
+its own width (minute buckets minute rows, hour buckets hour rows, day buckets day rows), so
+the default 7-day window sums 7 rows per key, not 168.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from registration.services.errors import InvalidField, NotFound
 from webhooks_core.db import run_transaction
 from webhooks_core.deliveries.states import DeliveryState
 from webhooks_core.messages.envelope import utcnow
-from webhooks_core.models import Application, Endpoint
-from webhooks_core.statistics import HOUR, LATENCY_BOUNDS_MS, MINUTE, add_histograms, percentile
+from webhooks_core.statistics import DAY, HOUR, LATENCY_BOUNDS_MS, MINUTE, percentiles
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 DEFAULT_BUCKET = {"1h": "minute", "24h": "hour", "7d": "day"}
+# The summary rows each bucket size is summed from.
+WIDTHS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 # At most this many buckets in a series (a 24 h window in minutes: 1,440).
 MAX_BUCKETS = 1440
 _ORIGIN = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
@@ -56,6 +58,12 @@ _SCOPES = {
     "endpoint": "s.endpoint_id = :scope_id",
     "service": "true",
 }
+# Plain statements, not ORM loads: nothing to compile on a process's first call.
+_ENDPOINT_OWNER = text("SELECT application_id FROM endpoints WHERE id = :id")
+_APPLICATION = text("SELECT 1 FROM applications WHERE id = :id")
+_PERCENTILES = (0.50, 0.90, 0.99)
+# A row of _ATTEMPTS, as a plain tuple (thousands of them for a day in minutes).
+_Row = tuple[datetime, str, str, str, str, int, float, Sequence[int]]
 
 
 @dataclass
@@ -68,40 +76,53 @@ class Summary:
     by_status_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_final_state: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     latency_sum_ms: float = 0.0
-    histogram: list[int] = field(default_factory=lambda: [0] * _SIZE)
+    # The rows' histograms, summed once when read (a 24 h window in minutes adds thousands).
+    histograms: list[Sequence[int]] = field(default_factory=list)
 
-    def add(self, row: Any) -> None:
+    def add(self, row: _Row) -> None:
         """Count one summary row in."""
-        self.attempts += row.attempts
-        self.by_outcome[row.outcome] += row.attempts
-        self.by_status_class[row.status_class] += row.attempts
-        self.by_final_state[row.final_state] += row.attempts
-        self.latency_sum_ms += row.latency_sum_ms
-        self.histogram = add_histograms(self.histogram, row.histogram)
+        _, _, outcome, status_class, final_state, attempts, latency_sum_ms, histogram = row
+        self.attempts += attempts
+        self.by_outcome[outcome] += attempts
+        self.by_status_class[status_class] += attempts
+        self.by_final_state[final_state] += attempts
+        self.latency_sum_ms += latency_sum_ms
+        self.histograms.append(histogram)
+
+    @property
+    def histogram(self) -> list[int]:
+        """The latency histogram of every row counted in."""
+        if not self.histograms:
+            return [0] * _SIZE
+        return [sum(counts) for counts in zip(*self.histograms, strict=True)]
 
     def as_dict(self) -> dict[str, Any]:
         """The API's shape (see ``StatisticsSummaryOut``)."""
         successes = self.by_status_class.get("2xx", 0)
-        terminal = {s.value: self.by_final_state.get(s.value, 0) for s in _FINAL}
+        terminal = {s: self.by_final_state.get(s, 0) for s in _FINAL}
+        p50, p90, p99 = percentiles(self.histogram, _PERCENTILES)
         return {
             "messages_accepted": self.messages,
             "attempts": self.attempts,
             "attempts_by_outcome": dict(self.by_outcome),
             "attempts_by_status_class": dict(self.by_status_class),
             "deliveries_by_final_state": terminal,
-            "retries_scheduled": self.by_final_state.get(DeliveryState.RETRYING.value, 0),
-            "dead_letters": terminal[DeliveryState.DEAD.value],
+            "retries_scheduled": self.by_final_state.get(_RETRYING, 0),
+            "dead_letters": terminal[_DEAD],
             "success_rate": successes / self.attempts if self.attempts else None,
             "latency_ms": {
                 "mean": self.latency_sum_ms / self.attempts if self.attempts else None,
-                "p50": percentile(self.histogram, 0.50),
-                "p90": percentile(self.histogram, 0.90),
-                "p99": percentile(self.histogram, 0.99),
+                "p50": p50,
+                "p90": p90,
+                "p99": p99,
             },
         }
 
 
-_FINAL = (DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.CANCELLED)
+_FINAL = tuple(
+    s.value for s in (DeliveryState.DELIVERED, DeliveryState.DEAD, DeliveryState.CANCELLED)
+)
+_RETRYING, _DEAD = DeliveryState.RETRYING.value, DeliveryState.DEAD.value
 
 
 @dataclass(frozen=True)
@@ -134,7 +155,7 @@ def window_bounds(window: str, bucket: str | None, now: datetime) -> tuple[str, 
     # Aligned on the bucket (from the same origin as the summary rows), so the first bucket
     # is whole.
     start = _ORIGIN + ((start - _ORIGIN) // step) * step
-    return bucket, start, MINUTE if step < BUCKETS["hour"] else HOUR
+    return bucket, start, WIDTHS[bucket]
 
 
 def statistics(
@@ -186,10 +207,13 @@ def _check_scope(
     session: Session, application_id: uuid.UUID | None, endpoint_id: uuid.UUID | None
 ) -> None:
     if endpoint_id is not None:
-        found = session.get(Endpoint, endpoint_id)
-        if found is None or found.application_id != application_id:
+        owner = session.execute(_ENDPOINT_OWNER, {"id": endpoint_id}).scalar()
+        if owner is None or owner != application_id:
             raise NotFound(f"endpoint {endpoint_id} not found")
-    elif application_id is not None and session.get(Application, application_id) is None:
+    elif (
+        application_id is not None
+        and session.execute(_APPLICATION, {"id": application_id}).scalar() is None
+    ):
         raise NotFound(f"application {application_id} not found")
 
 
@@ -198,7 +222,7 @@ def _assemble(
     bucket: str,
     since: datetime,
     until: datetime,
-    attempts: Iterable[Any],
+    attempts: Iterable[Sequence[Any]],
     messages: Iterable[Any],
     *,
     per_endpoint: bool,
@@ -215,11 +239,18 @@ def _assemble(
     totals = Summary(messages=empty_messages)
     types: dict[str, dict[str, int]] = defaultdict(lambda: {"messages": 0, "attempts": 0})
     for row in attempts:
-        for summary in (buckets.setdefault(row.start, Summary(messages=empty_messages)), totals):
-            summary.add(row)
-        types[row.event_type]["attempts"] += row.attempts
+        values: _Row = tuple(row)
+        start, event_type = values[0], values[1]
+        summary = buckets.get(start)
+        if summary is None:
+            summary = buckets[start] = Summary(messages=empty_messages)
+        summary.add(values)
+        totals.add(values)
+        types[event_type]["attempts"] += values[5]
     for row in messages:
-        summary = buckets.setdefault(row.start, Summary())
+        summary = buckets.get(row.start)
+        if summary is None:
+            summary = buckets[row.start] = Summary()
         summary.messages = (summary.messages or 0) + row.messages
         totals.messages = (totals.messages or 0) + row.messages
         types[row.event_type]["messages"] += row.messages

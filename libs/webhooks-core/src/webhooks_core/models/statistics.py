@@ -6,8 +6,8 @@ a statistics query reads a few thousand summary rows whatever the traffic was
 
 * ``attempt_stats`` by the delivery engine, one statement per recorded batch
   (:mod:`webhooks_core.statistics`);
-* ``message_stats`` by a statement-level trigger on ``messages`` (migration 0008), one
-  upsert per statement that stores messages.
+* ``message_stats`` by a statement-level trigger on ``messages`` (migrations 0008 and
+  0014), one upsert per statement that stores messages.
 
 Each key ends with ``shard`` (the writing connection's backend pid modulo
 :data:`~webhooks_core.statistics.SHARDS`): two transactions writing the same endpoint's
@@ -30,10 +30,10 @@ from webhooks_core.models.base import Base
 class AttemptStat(Base):
     """Attempts of one endpoint, event type, outcome and status class in one bucket.
 
-    ``width`` is the bucket's length in seconds (60: a minute, 3600: an hour); every attempt
-    is counted in one row of each width.  ``final_state`` is the delivery's state the
-    attempt left it in (delivered, retrying, dead, cancelled).  ``latency_histogram[i]``
-    counts the attempts whose latency fell in bucket ``i`` of
+    ``width`` is the bucket's length in seconds (60: a minute, 3600: an hour, 86400: a day);
+    every attempt is counted in one row of each width.  ``final_state`` is the delivery's
+    state the attempt left it in (delivered, retrying, dead, cancelled).
+    ``latency_histogram[i]`` counts the attempts whose latency fell in bucket ``i`` of
     :data:`~webhooks_core.statistics.LATENCY_BOUNDS_MS`.
     """
 
