@@ -6,7 +6,7 @@ One home for the rules of the statistics API (docs/api.md, *Statistics*):
   aggregated upsert per recorded batch (:func:`summarise_attempts`), in a minute row, an
   hour row and a day row (:data:`WIDTHS`);
 * every message is counted in ``message_stats`` by a statement-level trigger on
-  ``messages`` (migration 0008), whichever path stored it;
+  ``messages`` (migrations 0008 and 0014), whichever path stored it;
 * latency is kept as a histogram of fixed buckets (:data:`LATENCY_BOUNDS_MS`), so
   percentiles over any window are read from summed histograms (:func:`percentile`), to the
   precision of a bucket's upper bound.
