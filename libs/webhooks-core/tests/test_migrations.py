@@ -270,8 +270,8 @@ def test_retention_partitions_attempts_keeping_every_row_and_back(
     engine.dispose()
 
 
-STATISTICS_DAYS = "0014_statistics_day_rows"
-BEFORE_STATISTICS_DAYS = "0013_endpoint_adaptive_flow"
+STATISTICS_DAYS = "0015_statistics_day_rows"
+BEFORE_STATISTICS_DAYS = "0014_due_by_application"
 _DAY_ROWS = text(
     "SELECT bucket, event_type, outcome, shard, attempts, latency_sum_ms, latency_histogram"
     " FROM attempt_stats WHERE width = 86400 ORDER BY bucket, outcome"

@@ -6,7 +6,7 @@ One home for the rules of the statistics API (docs/api.md, *Statistics*):
   aggregated upsert per recorded batch (:func:`summarise_attempts`), in a minute row, an
   hour row and a day row (:data:`WIDTHS`);
 * every message is counted in ``message_stats`` by a statement-level trigger on
-  ``messages`` (migrations 0008 and 0014), whichever path stored it;
+  ``messages`` (migrations 0008 and 0015), whichever path stored it;
 * latency is kept as a histogram of fixed buckets (:data:`LATENCY_BOUNDS_MS`), so
   percentiles over any window are read from summed histograms (:func:`percentile`), to the
   precision of a bucket's upper bound.
@@ -34,7 +34,7 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 
 # (a 7-day window reads 7 day rows per key instead of 168 hour rows).
 MINUTE, HOUR, DAY = 60, 3600, 86400
 WIDTHS = (MINUTE, HOUR, DAY)
-# Writers per key; the trigger on ``messages`` (migrations 0008, 0014) uses the same 8.
+# Writers per key; the trigger on ``messages`` (migrations 0008, 0015) uses the same 8.
 SHARDS = 8
 
 # The statistics' time buckets start at whole multiples of their width from this origin.

@@ -7,7 +7,7 @@ a statistics query reads a few thousand summary rows whatever the traffic was
 * ``attempt_stats`` by the delivery engine, one statement per recorded batch
   (:mod:`webhooks_core.statistics`);
 * ``message_stats`` by a statement-level trigger on ``messages`` (migrations 0008 and
-  0014), one upsert per statement that stores messages.
+  0015), one upsert per statement that stores messages.
 
 Each key ends with ``shard`` (the writing connection's backend pid modulo
 :data:`~webhooks_core.statistics.SHARDS`): two transactions writing the same endpoint's

@@ -1,7 +1,7 @@
 """statistics: day rows beside the minute and hour rows
 
-Revision ID: 0014_statistics_day_rows
-Revises: 0013_endpoint_adaptive_flow
+Revision ID: 0015_statistics_day_rows
+Revises: 0014_due_by_application
 Create Date: 2026-12-01 22:00:00
 
 * ``attempt_stats`` and ``message_stats`` get rows of a third width, a day (86400 s): the
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = '0014_statistics_day_rows'
-down_revision = '0013_endpoint_adaptive_flow'
+revision = '0015_statistics_day_rows'
+down_revision = '0014_due_by_application'
 branch_labels = None
 depends_on = None
 
