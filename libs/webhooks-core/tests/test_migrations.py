@@ -193,22 +193,29 @@ def _new_attempt(engine: Any, delivery: int, endpoint: Any) -> int:
         )
 
 
+def _application_and_endpoint(conn: Any) -> tuple[Any, Any]:
+    """A new application and an endpoint of it, by SQL (the models may be ahead of the
+    schema a migration test stands at): their ids."""
+    app = conn.scalar(
+        text("INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'a') RETURNING id")
+    )
+    endpoint = conn.scalar(
+        text(
+            "INSERT INTO endpoints (id, application_id, url) VALUES"
+            " (gen_random_uuid(), :app, 'http://x/') RETURNING id"
+        ),
+        {"app": app},
+    )
+    return app, endpoint
+
+
 def test_retention_partitions_attempts_keeping_every_row_and_back(
     scratch_settings: CoreSettings,
 ) -> None:
     upgrade(scratch_settings, BEFORE_RETENTION)
     engine = create_engine(scratch_settings.database_url)
     with engine.begin() as conn:
-        app = conn.scalar(
-            text("INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'a') RETURNING id")
-        )
-        endpoint = conn.scalar(
-            text(
-                "INSERT INTO endpoints (id, application_id, url) VALUES"
-                " (gen_random_uuid(), :app, 'http://x/') RETURNING id"
-            ),
-            {"app": app},
-        )
+        app, endpoint = _application_and_endpoint(conn)
         conn.execute(
             text(
                 "INSERT INTO messages (event_id, application_id, event_type, payload,"
@@ -298,16 +305,7 @@ def test_statistics_day_rows_are_counted_from_the_hour_rows_and_back(
     upgrade(scratch_settings, BEFORE_STATISTICS_DAYS)
     engine = create_engine(scratch_settings.database_url)
     with engine.begin() as conn:
-        app = conn.scalar(
-            text("INSERT INTO applications (id, name) VALUES (gen_random_uuid(), 'a') RETURNING id")
-        )
-        endpoint = conn.scalar(
-            text(
-                "INSERT INTO endpoints (id, application_id, url) VALUES"
-                " (gen_random_uuid(), :app, 'http://x/') RETURNING id"
-            ),
-            {"app": app},
-        )
+        app, endpoint = _application_and_endpoint(conn)
         # Hour rows of two days, two shards of one hour, and a minute row that must not
         # count twice; messages through the trigger of 0008 (minute and hour rows).
         for bucket, shard, outcome, attempts, last in (

@@ -45,6 +45,16 @@ def _of(platform: Any) -> list[Delivery]:
     return [d for d in platform.deliveries() if d.application_id == platform.app_id]
 
 
+def _hog_and_other(platform: Any, server: Any) -> tuple[Any, Any]:
+    """The platform's application with 8 endpoints (the hog) and another with 1, all on
+    ``server``."""
+    for n in range(8):
+        platform.endpoint(f"{server.url}?hog={n}")
+    other = type(platform)(platform.sessions)
+    other.endpoint(f"{server.url}?other")
+    return platform, other
+
+
 def test_hanging_endpoints_of_one_application_leave_workers_to_another(
     platform: Any, receiver: Any, wait_for: Any
 ) -> None:
@@ -136,12 +146,7 @@ def test_claim_never_mixes_applications_in_one_batch(
 def test_claim_holds_an_application_to_its_share_and_scans_past_its_backlog(
     platform: Any, receiver: Any, clock: Any, engine_settings: DeliverySettings
 ) -> None:
-    server = receiver()
-    hog = platform
-    for n in range(8):
-        hog.endpoint(f"{server.url}?hog={n}")
-    other = type(platform)(platform.sessions)
-    other.endpoint(f"{server.url}?other")
+    hog, other = _hog_and_other(platform, receiver())
     settings = engine_settings.model_copy(update={"application_max_in_flight": 3})
     now = clock.now() + timedelta(seconds=1)
     with platform.sessions() as session:
@@ -173,12 +178,7 @@ def test_claim_holds_an_application_to_its_share_and_scans_past_its_backlog(
 def test_claim_reads_each_applications_oldest_rows_not_the_oldest_of_all(
     platform: Any, receiver: Any, clock: Any, engine_settings: DeliverySettings
 ) -> None:
-    server = receiver()
-    hog = platform
-    for n in range(8):
-        hog.endpoint(f"{server.url}?hog={n}")
-    other = type(platform)(platform.sessions)
-    other.endpoint(f"{server.url}?other")
+    hog, other = _hog_and_other(platform, receiver())
     # The hog is far from its limit: only the rows a claim reads can keep the other out.
     settings = engine_settings.model_copy(
         update={"scheduler_claim_limit": 10, "delivery_batch_size": 5}
