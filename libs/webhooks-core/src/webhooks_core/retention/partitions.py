@@ -134,14 +134,21 @@ def holds_open_delivery(session: Session, partition: DayPartition) -> bool:
     """Whether an attempt in ``partition`` belongs to a delivery not yet terminal.
 
     Reads the open deliveries (the backlog, ``ix_deliveries_open_created``) and probes the
-    partition's delivery index for each, not the partition's rows.
+    partition's delivery index for each, not the partition's rows.  Only those created
+    before the day ended (a day later, for the workers' clocks): an attempt starts after its
+    delivery is made, so a younger delivery has none in the day.  An expired day is weeks
+    old and few open deliveries are, so the check reads a handful of rows, not the backlog
+    (each a heap page read, cold after a load: 1.7 s for 1,030 in the retention bench).
     """
+    _, end = partition.bounds
     return bool(
         session.scalar(
             text(
                 f"SELECT EXISTS (SELECT 1 FROM deliveries d WHERE d.state IN {OPEN_SQL} "
+                "AND d.created_at < CAST(:end AS timestamptz) + interval '1 day' "
                 f"AND EXISTS (SELECT 1 FROM {partition.name} a WHERE a.delivery_id = d.id))"
-            )
+            ),
+            {"end": end},
         )
     )
 
