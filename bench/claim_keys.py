@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 
 from bench.stack import ServiceNames, reset_services
 from delivery.config import DeliverySettings
-from delivery.scheduling import claim_cycle
+from delivery.scheduling import Claim, claim_cycle
 from webhooks_core.messages.envelope import utcnow
 
 ENDPOINTS = 20
@@ -79,18 +80,8 @@ def fill(engine: Engine, keys: int) -> int:
     return parked
 
 
-def main() -> int:
-    """Fill, then time five claims (module doc)."""
-    keys = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    env = {
-        **os.environ,
-        "WEBHOOKS_DATABASE_URL": NAMES.database_url,
-        "WEBHOOKS_BROKER_URL": NAMES.broker_url,
-    }
-    reset_services(NAMES, env, producer=False)
-    engine = create_engine(NAMES.database_url)
-    parked = fill(engine, keys)
-    settings = DeliverySettings(database_url=NAMES.database_url, broker_url=NAMES.broker_url)
+def time_claims(engine: Engine, settings: DeliverySettings, count: int = 5) -> ClaimTimes:
+    """Time ``count`` claims, each rolled back so the next finds the same rows."""
     statements: list[tuple[float, str]] = []
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -103,22 +94,56 @@ def main() -> int:
 
     sessions = sessionmaker(engine)
     times: list[float] = []
-    claimed = batches = 0
-    for _ in range(5):
+    claims: list[Claim] = []
+    for _ in range(count):
         with sessions() as session:
             started = time.perf_counter()
-            result = claim_cycle(session, settings, utcnow())
+            claims = claim_cycle(session, settings, utcnow()).claims
             times.append(time.perf_counter() - started)
             session.rollback()
-        claimed = sum(len(c.delivery_ids) for c in result.claims)
-        batches = len(result.claims)
-    for seconds, statement in statements[: len(statements) // 5]:
-        print(f"  {seconds * 1000:7.1f} ms  {' '.join(statement.split())[:72]}")
-    print(
-        f"claim-keys: keys={keys} parked={parked}"
-        f" claim_ms={','.join(f'{t * 1000:.0f}' for t in times)}"
-        f" deliveries={claimed} batches={batches}"
-    )
+    return ClaimTimes(times, claims, statements[: len(statements) // count])
+
+
+@dataclass(frozen=True)
+class ClaimTimes:
+    """Seconds per claim, the last claim's batches, the first claim's statements."""
+
+    seconds: list[float]
+    claims: list[Claim]
+    statements: list[tuple[float, str]]
+
+    def print_statements(self) -> None:
+        for seconds, statement in self.statements:
+            print(f"  {seconds * 1000:7.1f} ms  {' '.join(statement.split())[:72]}")
+
+    @property
+    def line(self) -> str:
+        """``claim_ms=N,N,... deliveries=N batches=N``"""
+        claimed = sum(len(c.delivery_ids) for c in self.claims)
+        milliseconds = ",".join(f"{t * 1000:.0f}" for t in self.seconds)
+        return f"claim_ms={milliseconds} deliveries={claimed} batches={len(self.claims)}"
+
+
+def settings_for(names: ServiceNames) -> DeliverySettings:
+    """A fresh database for ``names`` and the settings that use it."""
+    env = {
+        **os.environ,
+        "WEBHOOKS_DATABASE_URL": names.database_url,
+        "WEBHOOKS_BROKER_URL": names.broker_url,
+    }
+    reset_services(names, env, producer=False)
+    return DeliverySettings(database_url=names.database_url, broker_url=names.broker_url)
+
+
+def main() -> int:
+    """Fill, then time five claims (module doc)."""
+    keys = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    settings = settings_for(NAMES)
+    engine = create_engine(NAMES.database_url)
+    parked = fill(engine, keys)
+    timed = time_claims(engine, settings)
+    timed.print_statements()
+    print(f"claim-keys: keys={keys} parked={parked} {timed.line}")
     return 0
 
 

@@ -78,6 +78,7 @@ def test_batch_size_and_slots_bound_a_cycle_and_the_rest_stays_due() -> None:
     ]
     assert result.saturated
     assert result.left == list(range(21, 31))
+    assert result.capped == {endpoint(1)}
 
 
 def test_batches_in_flight_take_an_endpoints_slots() -> None:
@@ -163,6 +164,8 @@ def test_application_slots_bound_all_its_endpoints() -> None:
     ]
     assert result.saturated
     assert result.left == [9, 10, 11, 12]
+    # Left by the application's slots, not endpoint 3's own: no endpoint is capped.
+    assert result.capped == frozenset()
 
 
 def test_an_application_with_batches_in_flight_has_only_its_free_slots() -> None:
@@ -221,6 +224,8 @@ def test_a_rate_limit_holds_back_the_rest_and_says_when_to_wake() -> None:
     assert tokens.spent == [(endpoint(1), 2)]
     assert result.wake_in == 0.25
     assert result.left == [3, 4, 5]
+    # Left by its own rate while its application has free slots: the claim reads past it.
+    assert result.capped == {endpoint(1)}
     empty = Tokens(0)
     none = plan_batches(due, Capacity(100), 10, empty)
     assert none.batches == []

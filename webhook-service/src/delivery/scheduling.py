@@ -11,7 +11,10 @@ never a Celery ETA.  A claim cycle, in one transaction:
    failing endpoint's (or tenant's) backlog never fills the batch that healthy ones need;
 3. reads the due rows of the other endpoints, up to ``scheduler_claim_limit``: each
    application's oldest, the applications that waited longest first (:func:`claim_applications`
-   of them a cycle), so one tenant's backlog never hides another's due deliveries;
+   of them a cycle), so one tenant's backlog never hides another's due deliveries; and
+   when an endpoint filled its application's share with rows it cannot all take (its rate,
+   its slots), the other endpoints' oldest rows of that application too, so one endpoint's
+   backlog never hides its siblings';
 4. cuts each endpoint's rows (a pure decision, :mod:`webhooks_core.deliveries.planning`)
    into batches of at most ``delivery_batch_size``, no more
    batches than the endpoint's free in-flight slots (one while the endpoint is failing; a
@@ -49,8 +52,9 @@ from delivery.engine import _DEAD_LETTER, _dead_letter_body
 from delivery.rate_buckets import save_buckets, stored_buckets
 from webhooks_core.deliveries.ordering import IS_HEAD_SQL, NOT_BLOCKED_SQL, fill_batches
 from webhooks_core.deliveries.planning import (
-    Allowance,
+    Capacity,
     DueRow,
+    Plan,
     RateLimiter,
     plan_batches,
     rate_wait_sql,
@@ -180,6 +184,36 @@ _IN_FLIGHT = text(
     """  # noqa: S608 - a constant fragment
 )
 _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
+# A due row the claim may take, of ``deliveries d``: due by :now, and a keyed delivery only
+# when it heads its key (webhooks_core.deliveries.ordering; those behind a head are parked,
+# out of the due indexes, but for a few handed back).
+_TAKEABLE = f"""d.state IN {DUE_SQL}
+              AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= :now
+              AND NOT (d.endpoint_id = ANY(:excluded))
+              AND (d.ordering_key IS NULL OR ({IS_HEAD_SQL} AND {NOT_BLOCKED_SQL}))"""
+_DUE_COLUMNS = (
+    "d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at, d.ordering_key"
+)
+
+
+def _with_endpoints(*columns: str) -> str:
+    """The rows of ``due`` with what the plan needs of their endpoints, oldest first (and
+    ``columns`` of ``due``)."""
+    more = "".join(f", due.{column}" for column in columns)
+    return f"""
+    SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
+           coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
+           e.consecutive_failures, e.circuit_open_until, e.rate_limit,
+           f.max_in_flight AS adaptive_in_flight, f.rate_limit AS adaptive_rate,
+           b.tokens, b.stamp, due.ordering_key, due.next_attempt_at{more}
+    FROM due JOIN endpoints e ON e.id = due.endpoint_id
+         LEFT JOIN endpoint_flow f ON f.endpoint_id = due.endpoint_id AND {FLOW_ON_SQL}
+         LEFT JOIN endpoint_rate_buckets b ON b.endpoint_id = due.endpoint_id
+    ORDER BY due.next_attempt_at
+    """  # noqa: S608 - a constant fragment
+
+
+_EXCLUDED = bindparam("excluded", type_=ARRAY(UUID(as_uuid=True)))
 # The due rows are read first, alone, in the due index's order and cut at the limit; only
 # those are joined to their endpoints.  As one join, a planner whose statistics predate a
 # mass release (all of a recovered backlog due at once) joined and sorted every due row on
@@ -190,7 +224,7 @@ _EXPIRE_LEASES = text("DELETE FROM delivery_leases WHERE expires_at < :now")
 # its backlog) for each application's first due time; ``chosen`` keeps the
 # ``:applications`` that have waited longest, leaving out those at their in-flight limit;
 # each of those gets its own oldest rows, its share of the limit (at least a batch, at most
-# the limit).  Read as the oldest rows of all, one
+# the limit; ``share`` on each row).  Read as the oldest rows of all, one
 # application's backlog of older rows filled the limit while it waited for a free slot,
 # and another's deliveries, due behind it, waited for that backlog to drain (107 s in
 # make chaos, and two healthy endpoints auto-disabled).
@@ -203,38 +237,45 @@ _CANDIDATES = text(
           AND NOT (a.application_id = ANY(:excluded_applications))
         ORDER BY a.next_attempt_at
         LIMIT :applications
+    ), share AS MATERIALIZED (
+        SELECT least(:limit, greatest(:batch_size, :limit / nullif(count(*), 0))) AS n
+        FROM chosen
     ), due AS MATERIALIZED (
-        SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries, d.next_attempt_at,
-               d.ordering_key
-        FROM chosen c CROSS JOIN LATERAL (
-            SELECT d.id, d.endpoint_id, d.application_id, d.lease_expiries,
-                   d.next_attempt_at, d.ordering_key
+        SELECT d.*, share.n AS share
+        FROM share, chosen c CROSS JOIN LATERAL (
+            SELECT {_DUE_COLUMNS}
             FROM deliveries d
-            WHERE d.application_id = c.application_id AND d.state IN {DUE_SQL}
-              AND d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= :now
-              AND NOT (d.endpoint_id = ANY(:excluded))
-              -- A keyed delivery only when it heads its key
-              -- (webhooks_core.deliveries.ordering); those behind a head are parked, out
-              -- of this index, but for a few handed back.
-              AND (d.ordering_key IS NULL OR ({IS_HEAD_SQL} AND {NOT_BLOCKED_SQL}))
+            WHERE d.application_id = c.application_id AND {_TAKEABLE}
             ORDER BY d.next_attempt_at
-            LIMIT least(:limit, greatest(:batch_size, :limit / (SELECT count(*) FROM chosen)))
+            LIMIT share.n
         ) d
     )
-    SELECT due.id, due.endpoint_id, due.application_id, due.lease_expiries,
-           coalesce(e.max_in_flight, :default_limit) AS max_in_flight,
-           e.consecutive_failures, e.circuit_open_until, e.rate_limit,
-           f.max_in_flight AS adaptive_in_flight, f.rate_limit AS adaptive_rate,
-           b.tokens, b.stamp, due.ordering_key
-    FROM due JOIN endpoints e ON e.id = due.endpoint_id
-         LEFT JOIN endpoint_flow f ON f.endpoint_id = due.endpoint_id AND {FLOW_ON_SQL}
-         LEFT JOIN endpoint_rate_buckets b ON b.endpoint_id = due.endpoint_id
-    ORDER BY due.next_attempt_at
+    {_with_endpoints("share")}
     """  # noqa: S608 - state constants
-).bindparams(
-    bindparam("excluded", type_=ARRAY(UUID(as_uuid=True))),
-    bindparam("excluded_applications", type_=ARRAY(UUID(as_uuid=True))),
-)
+).bindparams(_EXCLUDED, bindparam("excluded_applications", type_=ARRAY(UUID(as_uuid=True))))
+# The second read, for the applications whose share an endpoint filled with more rows than
+# it could take (``Plan.capped``; those endpoints are now in ``:excluded``): each other
+# endpoint's oldest rows, a batch at most, by ix_deliveries_due_endpoint.  The application's
+# index holds its rows by time alone, so reading past the capped endpoint's backlog there
+# would cost a heap read per row of that backlog on every cycle.
+_SIBLINGS = text(
+    f"""
+    WITH due AS MATERIALIZED (
+        SELECT d.*
+        FROM endpoints e CROSS JOIN LATERAL (
+            SELECT {_DUE_COLUMNS}
+            FROM deliveries d
+            WHERE d.endpoint_id = e.id AND {_TAKEABLE}
+            ORDER BY d.next_attempt_at
+            LIMIT :batch_size
+        ) d
+        WHERE e.application_id = ANY(:applications) AND NOT (e.id = ANY(:excluded))
+        ORDER BY d.next_attempt_at
+        LIMIT :limit
+    )
+    {_with_endpoints()}
+    """  # noqa: S608 - state constants
+).bindparams(_EXCLUDED, bindparam("applications", type_=ARRAY(UUID(as_uuid=True))))
 # One round trip: lease the chosen rows (skipping any another transaction holds) and write
 # one delivery_leases row per batch that got at least one of them.
 _LEASE = text(
@@ -322,15 +363,15 @@ def _due_row(row: Any, settings: DeliverySettings, now: datetime) -> DueRow:
     )
 
 
-def claim_cycle(
-    session: Session, settings: DeliverySettings, now: datetime, limiter: Allowance | None = None
-) -> ClaimResult:
+def claim_cycle(session: Session, settings: DeliverySettings, now: datetime) -> ClaimResult:
     """:func:`claim_due`, also telling whether endpoints at their limit held work back.
 
     Three round trips: what is in flight (taking the claim lock), the due rows, the lease;
     :func:`~webhooks_core.deliveries.planning.plan_batches` decides in between.  A fourth
-    when keyed deliveries were planned: the runs that follow their keys' heads
-    (:mod:`webhooks_core.deliveries.ordering`).
+    when an endpoint filled its application's share with rows it could not all take: the
+    other endpoints' oldest rows of that application (:data:`_SIBLINGS`), then the plan
+    again over both reads.  A fifth when keyed deliveries were planned: the runs that
+    follow their keys' heads (:mod:`webhooks_core.deliveries.ordering`).
     """
     default_limit = settings.endpoint_max_in_flight
     in_flight: Iterable[tuple[str, uuid.UUID, int, int]] = session.execute(
@@ -344,29 +385,65 @@ def claim_cycle(
         },
     )
     capacity = read_capacity(in_flight, settings.application_max_in_flight)
-    rows = session.execute(
-        _CANDIDATES,
-        {
-            "now": now,
-            "excluded": list(capacity.excluded_endpoints),
-            "excluded_applications": list(capacity.full_applications),
-            "limit": settings.scheduler_claim_limit,
-            "batch_size": settings.delivery_batch_size,
-            "applications": claim_applications(settings),
-            "default_limit": default_limit,
-        },
-    ).all()
-    buckets = RateLimiter(now.timestamp, stored_buckets(rows))
-    due_rows = [_due_row(row, settings, now) for row in rows]
-    plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, limiter or buckets)
+    excluded = list(capacity.excluded_endpoints)
+    params = {
+        "now": now,
+        "excluded": excluded,
+        "limit": settings.scheduler_claim_limit,
+        "batch_size": settings.delivery_batch_size,
+        "default_limit": default_limit,
+    }
+    rows: list[Any] = list(
+        session.execute(
+            _CANDIDATES,
+            {
+                **params,
+                "excluded_applications": list(capacity.full_applications),
+                "applications": claim_applications(settings),
+            },
+        )
+    )
+    buckets, due_rows, plan = _plan(rows, capacity, settings, now)
+    filled = _filled_applications(rows, plan.capped)
+    if filled:
+        # An endpoint took part of its application's share, and the rest of the share was
+        # its own rows too: the application's other endpoints may have due rows behind
+        # them.  Read those and plan both reads together.
+        params["excluded"] = excluded + list(plan.capped)
+        seen = {row.id for row in rows}
+        more = session.execute(_SIBLINGS, {**params, "applications": filled})
+        rows += [row for row in more if row.id not in seen]
+        rows.sort(key=lambda row: row.next_attempt_at)
+        buckets, due_rows, plan = _plan(rows, capacity, settings, now)
     save_buckets(session, buckets)
     batches = [b.delivery_ids for b in plan.batches]
     runs, keys = key_runs(session, rows, due_rows, batches, settings.delivery_batch_size, now)
-    filled = fill_batches(batches, runs, settings.delivery_batch_size)
+    filled_batches = fill_batches(batches, runs, settings.delivery_batch_size)
     claims = [
-        Claim(uuid.uuid4(), b.endpoint_id, ids) for b, ids in zip(plan.batches, filled, strict=True)
+        Claim(uuid.uuid4(), b.endpoint_id, ids)
+        for b, ids in zip(plan.batches, filled_batches, strict=True)
     ]
     return ClaimResult(_lease(session, claims, settings, now, keys), plan.saturated, plan.wake_in)
+
+
+def _plan(
+    rows: list[Any], capacity: Capacity, settings: DeliverySettings, now: datetime
+) -> tuple[RateLimiter, list[DueRow], Plan]:
+    """The plan of ``rows``, with the rate buckets it read and spent (to save)."""
+    buckets = RateLimiter(now.timestamp, stored_buckets(rows))
+    due_rows = [_due_row(row, settings, now) for row in rows]
+    plan = plan_batches(due_rows, capacity, settings.delivery_batch_size, buckets)
+    return buckets, due_rows, plan
+
+
+def _filled_applications(rows: list[Any], capped: frozenset[uuid.UUID]) -> list[uuid.UUID]:
+    """The applications whose share of the read was all read (more rows may be due) and
+    that have an endpoint left with rows it could not take."""
+    read: dict[uuid.UUID, int] = {}
+    for row in rows:
+        read[row.application_id] = read.get(row.application_id, 0) + 1
+    apps = {row.application_id for row in rows if row.endpoint_id in capped}
+    return [app for app in apps if read[app] >= rows[0].share]
 
 
 def _lease(

@@ -18,7 +18,7 @@ from delivery.config import DeliverySettings
 from delivery.scheduling import claim_cycle
 from webhooks_core.messages.envelope import Envelope
 from webhooks_core.messages.fanout import accept_message
-from webhooks_core.models import Attempt, Delivery
+from webhooks_core.models import Attempt, Delivery, Endpoint
 
 APPLICATION_MAX_IN_FLIGHT = 4
 ENGINE_ENV_EXTRA = {
@@ -205,3 +205,33 @@ def test_claim_reads_each_applications_oldest_rows_not_the_oldest_of_all(
     assert claimed.count(other.app_id) == 1
     assert claimed.count(hog.app_id) >= 5
     assert len(claimed) <= 10
+
+
+def test_an_endpoint_at_its_slots_does_not_hide_its_siblings_due_rows(
+    platform: Any, receiver: Any, clock: Any, engine_settings: DeliverySettings
+) -> None:
+    server = receiver()
+    hog, _ = platform.endpoint(f"{server.url}?hog", max_in_flight=1)
+    settings = engine_settings.model_copy(
+        update={"scheduler_claim_limit": 10, "delivery_batch_size": 5}
+    )
+    now = clock.now() + timedelta(seconds=1)
+    with platform.sessions() as session:
+        session.begin()
+        for n in range(12):  # the hog's backlog: more than the application's 10 rows
+            envelope = Envelope(type="person.created", data={"n": n})
+            accept_message(session, envelope, source="http", application_id=platform.app_id)
+        sibling = Endpoint(application_id=platform.app_id, url=f"{server.url}?sibling")
+        session.add(sibling)
+        session.flush()
+        envelope = Envelope(type="person.created", data={"last": True})
+        accept_message(session, envelope, source="http", application_id=platform.app_id)
+        session.flush()
+        result = claim_cycle(session, settings, now)
+        endpoints = dict(session.execute(select(Delivery.id, Delivery.endpoint_id)).all())
+        session.rollback()
+    claimed = [endpoints[i] for c in result.claims for i in c.delivery_ids]
+    # The hog's one slot takes a batch of its 10 rows read; the sibling's row, due behind
+    # the hog's 13, is read apart and claimed in the same cycle.
+    assert claimed.count(hog) == 5
+    assert claimed.count(sibling.id) == 1

@@ -106,7 +106,7 @@ def test_a_held_endpoint_is_left_out_of_the_claim(
     assert _claim(db, settings, now + timedelta(seconds=31)) == 3
 
 
-def test_a_rate_limited_backlog_does_not_fill_the_claim(
+def test_a_rate_limited_backlog_does_not_hide_its_siblings_due_rows(
     db: sessionmaker[Session], settings: DeliverySettings
 ) -> None:
     small = settings.model_copy(update={"scheduler_claim_limit": 20})
@@ -114,17 +114,19 @@ def test_a_rate_limited_backlog_does_not_fill_the_claim(
     # Of the same application (another's rows are read apart), due after the whole backlog.
     other = _endpoint_with_due(db, 3, beside=backlog)
     now = utcnow() + timedelta(seconds=1)
-    # The scan held only the backlog's rows (the other endpoint's 3 come after them and the
-    # backlog's endpoint got 3 more, past the limit).
-    assert _claim(db, small, now) == 10
-    # Without tokens the backlog is left out of the scan: the other endpoint's rows are read.
-    assert _claim(db, small, now + timedelta(milliseconds=10)) == 3
+    # The application's share (20 rows) is all the backlog's, which may take 10 of them:
+    # the other endpoint's 3, due behind it, are read apart and claimed in the same cycle.
+    assert _claim(db, small, now) == 13
     with db() as session:
         leased = session.execute(
-            text("SELECT count(*) FROM deliveries WHERE endpoint_id = :id AND state = 'sending'"),
-            {"id": other},
-        ).scalar_one()
-    assert leased == 3
+            text(
+                "SELECT endpoint_id, count(*) FROM deliveries WHERE state = 'sending' "
+                "GROUP BY endpoint_id"
+            )
+        ).all()
+    assert dict(leased) == {backlog: 10, other: 3}
+    # Without tokens the backlog is left out of the scan: the next cycle claims nothing.
+    assert _claim(db, small, now + timedelta(milliseconds=10)) == 0
 
 
 def test_an_endpoint_with_flow_control_off_is_claimed_at_its_configured_limits(

@@ -149,13 +149,16 @@ class Plan:
     """The batches of one cycle, in order, and what stays due.
 
     ``saturated``: due work waits for a free slot; ``wake_in``: seconds until
-    rate-limited deliveries may go; ``left``: the due rows no batch took.
+    rate-limited deliveries may go; ``left``: the due rows no batch took; ``capped``: the
+    endpoints that had rows left by their own limits (slots, rate, a failing or half-open
+    endpoint's one batch) while their application still had free slots.
     """
 
     batches: list[Batch]
     saturated: bool
     wake_in: float | None
     left: list[int]
+    capped: frozenset[uuid.UUID] = frozenset()
 
 
 class Allowance(Protocol):
@@ -354,11 +357,13 @@ class _Planner:
     def finish(self, rows: Sequence[DueRow]) -> Plan:
         batches = self.batches + [Batch(None, mixed) for mixed in self.mixing.values()]
         taken = {i for batch in batches for i in batch.delivery_ids}
-        left = [row.delivery_id for row in rows if row.delivery_id not in taken]
+        left = [row for row in rows if row.delivery_id not in taken]
+        capped = {row.endpoint_id for row in left if self.app_free[row.application_id] > 0}
         wake_in = min(
             (w for w in (self.wake_in, self.capacity.wake_in) if w is not None), default=None
         )
-        return Plan(batches, self.saturated, wake_in, left)
+        left_ids = [row.delivery_id for row in left]
+        return Plan(batches, self.saturated, wake_in, left_ids, frozenset(capped))
 
 
 def plan_batches(

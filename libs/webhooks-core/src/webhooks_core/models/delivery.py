@@ -68,6 +68,14 @@ class Delivery(Base):
             "next_attempt_at",
             postgresql_where=text(DUE_WITH_A_TIME_SQL),
         ),
+        # The same rows by endpoint: when an endpoint's backlog fills its application's
+        # rows and it can take only part of them, the claim reads each other endpoint's.
+        Index(
+            "ix_deliveries_due_endpoint",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text(DUE_WITH_A_TIME_SQL),
+        ),
         Index(
             "ix_deliveries_lease",
             "lease_expires_at",
