@@ -1,12 +1,13 @@
 """Sending webhook requests with aiohttp on one event-loop thread per worker process.
 
-:class:`AioHttpSender` is chosen by ``WEBHOOKS_HTTP_CLIENT=aiohttp``.  It keeps every rule of
+:class:`AioHttpSender` is the default (``WEBHOOKS_HTTP_CLIENT=aiohttp``).  It keeps every rule of
 :class:`delivery.sender.HttpSender` (it inherits the resolution, the SSRF check, the URL and
 header rules and the error sentences) and replaces only the HTTP client: Celery's task
 threads hand their requests to an event loop (uvloop when installed) that drives every
 connection of the process, and aiohttp's C parser reads the responses.  The sending path
-costs about a third less CPU than with urllib3 and http.client; whether the whole worker
-gains is not yet shown (docs/benchmarks.md), so urllib3 stays the default.
+costs about a third less CPU than with urllib3 and http.client, and in ``make bench`` the
+worker's CPU per delivery and the latency's spread are lower (docs/benchmarks.md, *aiohttp
+by default*); ``WEBHOOKS_HTTP_CLIENT=urllib3`` keeps the thread-per-request client.
 
 * The request goes to the checked address: the URL holds the address, the ``Host`` header
   and TLS (``server_hostname``: SNI and the certificate check) keep the name.  aiohttp pools
