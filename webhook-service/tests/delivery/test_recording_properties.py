@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given
+from hypothesis import HealthCheck, event, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
@@ -166,6 +166,8 @@ HEADER_LINE = st.one_of(
     header_lines=st.lists(HEADER_LINE, max_size=6),
     body=st.binary(max_size=2048),
 )
+# The two clients read this head differently (below): always tried, not left to the draw.
+@example(status=200, reason=b"OK", header_lines=[b" "], body=b"{}")
 def test_any_answer_is_recorded_once_and_never_strands_its_delivery(
     db: sessionmaker[Session],
     runtime: DeliveryRuntime,
@@ -199,6 +201,11 @@ def test_any_answer_is_recorded_once_and_never_strands_its_delivery(
         return
     assert attempt.status_code == status
     assert delivery.state == ("delivered" if status < 300 else "retrying")
+    if header_lines[:1] == [b" "] and runtime.settings.http_client == "aiohttp":
+        # llhttp, lenient as aiohttp runs it, ends the head at a lone space right after the
+        # status line, where http.client refuses the head: the rest of the answer is its
+        # body (docs/delivery.md, *The HTTP client*).
+        header_lines, body = [], raw_receiver.answer.split(b"\r\n \r\n", 1)[1]
     encoded = any(
         line.lower().startswith(b"content-encoding:")
         and line.split(b":", 1)[1].strip().lower() not in (b"", b"identity")
