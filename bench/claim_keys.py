@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
@@ -28,11 +30,17 @@ from delivery.scheduling import Claim, claim_cycle
 from webhooks_core.messages.envelope import utcnow
 
 ENDPOINTS = 20
-NAMES = ServiceNames(
-    database="webhooks_bench_claim",
-    producer_database="webhooks_producer_bench_claim",
-    vhost="webhooks_bench_claim",
-)
+T = TypeVar("T")
+
+
+def names_of(run: str) -> ServiceNames:
+    """The databases and vhost of a claim timer's run ``run``."""
+    return ServiceNames(
+        f"webhooks_bench_{run}", f"webhooks_producer_bench_{run}", f"webhooks_bench_{run}"
+    )
+
+
+NAMES = names_of("claim")
 
 
 def fill(engine: Engine, keys: int) -> int:
@@ -135,14 +143,21 @@ def settings_for(names: ServiceNames) -> DeliverySettings:
     return DeliverySettings(database_url=names.database_url, broker_url=names.broker_url)
 
 
+def fill_and_time(names: ServiceNames, fill: Callable[[Engine], T]) -> tuple[T, ClaimTimes, Engine]:
+    """A fresh database for ``names``, filled by ``fill``; five claims timed (their
+    statements printed); what ``fill`` returned, the timings and the database's engine."""
+    settings = settings_for(names)
+    engine = create_engine(names.database_url)
+    filled = fill(engine)
+    timed = time_claims(engine, settings)
+    timed.print_statements()
+    return filled, timed, engine
+
+
 def main() -> int:
     """Fill, then time five claims (module doc)."""
     keys = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    settings = settings_for(NAMES)
-    engine = create_engine(NAMES.database_url)
-    parked = fill(engine, keys)
-    timed = time_claims(engine, settings)
-    timed.print_statements()
+    parked, timed, _ = fill_and_time(NAMES, lambda engine: fill(engine, keys))
     print(f"claim-keys: keys={keys} parked={parked} {timed.line}")
     return 0
 

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import sys
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from bench.claim_keys import settings_for, time_claims
-from bench.stack import ServiceNames
+from bench.claim_keys import fill_and_time, names_of
 
 SIBLINGS = 50
 SIBLING_DUE = 20
-NAMES = ServiceNames(
-    database="webhooks_bench_siblings",
-    producer_database="webhooks_producer_bench_siblings",
-    vhost="webhooks_bench_siblings",
-)
+NAMES = names_of("siblings")
 
 
 def fill(engine: Engine, backlog: int) -> str:
@@ -87,11 +82,7 @@ def fill(engine: Engine, backlog: int) -> str:
 def main() -> int:
     """Fill, then time five claims (module doc)."""
     backlog = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    settings = settings_for(NAMES)
-    engine = create_engine(NAMES.database_url)
-    limited = fill(engine, backlog)
-    timed = time_claims(engine, settings)
-    timed.print_statements()
+    limited, timed, engine = fill_and_time(NAMES, lambda engine: fill(engine, backlog))
     with engine.connect() as conn:
         ids = [i for c in timed.claims for i in c.delivery_ids]
         siblings = conn.execute(
