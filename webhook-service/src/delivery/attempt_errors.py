@@ -86,6 +86,16 @@ _SOCKET_ERRORS = {
 }
 
 
+def refused_in_tls(error: str | None) -> bool:
+    """Whether a failure's sentence (of :func:`describe_failure`, either client's) is a
+    failed TLS handshake or the server dropping the connection: after a TLS 1.3 handshake,
+    a server that refuses the client's certificate (or its absence) often just resets or
+    closes the connection, and which of those the client reads first is a race."""
+    return error is not None and (
+        "TLS" in error or "connection reset by" in error or "closed the connection" in error
+    )
+
+
 def describe_dns_failure(host: str, exc: OSError) -> str:
     """A short sentence for a failed resolution of ``host``."""
     if isinstance(exc, socket.gaierror):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from delivery.attempt_errors import refused_in_tls
 from delivery.batch import BatchEndpoint
 from delivery.oauth import TOKENS, OAuthCredentials, TokenError
 from delivery.sender import OutboundRequest, Sender, SendResult
@@ -101,9 +102,9 @@ def _explained(result: SendResult, tls: TLSCredentials | None) -> SendResult:
     """Say what the endpoint's TLS settings have to do with a failed TLS handshake.
 
     A server that refuses a client certificate (or its absence) after a TLS 1.3 handshake
-    often just closes the connection: the error alone would not say why.
+    often just resets or closes the connection: the error alone would not say why.
     """
-    if tls is None or result.error is None or "TLS" not in result.error:
+    if tls is None or result.status_code is not None or not refused_in_tls(result.error):
         return result
     if tls.client_certificate is None:
         hint = "the server may require a client certificate: this endpoint has none"

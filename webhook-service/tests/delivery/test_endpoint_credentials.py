@@ -23,6 +23,9 @@ import pytest
 import trustme
 from sqlalchemy import select
 
+from delivery.credentials import _explained
+from delivery.sender import SendResult
+from delivery.tls import TLSCredentials
 from webhooks_core.endpoints.authentication import certificate_info, seal_secret
 from webhooks_core.models import Attempt
 
@@ -450,3 +453,32 @@ def test_mutual_tls_without_right_or_with_expired_certificate(
         f"the endpoint's client certificate expired at {not_after.isoformat()}: "
         "give it a current one"
     ), errors[with_expired]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "TLS handshake with 127.0.0.1:1 failed (tlsv13 alert certificate required)",
+        "connection reset by 127.0.0.1:1",
+        "127.0.0.1:1 closed the connection without answering",
+    ],
+)
+def test_a_refusal_after_the_tls_handshake_is_explained_however_it_shows(error: str) -> None:
+    # Which of these a client reads when the server refuses its certificate after a TLS 1.3
+    # handshake is a race (the alert, a reset, a close): each gets the same explanation.
+    expired_at = datetime.now(UTC) - timedelta(days=1)
+    expired = TLSCredentials("cert", "sealed key", None, expired_at)
+    none = TLSCredentials(None, None, "ca", None)
+    failed = SendResult("connect_error", 3.0, error=error)
+    assert _explained(failed, expired).error == (
+        f"{error}; the endpoint's client certificate expired at {expired_at.isoformat()}: "
+        "give it a current one"
+    )
+    assert _explained(failed, none).error == (
+        f"{error}; the server may require a client certificate: this endpoint has none"
+    )
+    # Not a refusal: an answer, or a failure that has nothing to do with TLS.
+    answered = SendResult("http_5xx", 3.0, status_code=502, error=error)
+    assert _explained(answered, expired) == answered
+    refused = SendResult("connect_error", 3.0, error="connection refused by 127.0.0.1:1")
+    assert _explained(refused, expired) == refused
